@@ -1,0 +1,66 @@
+"""The `rag-memory` command line: a thin layer over the library (click, as sqlite-utils does)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+
+import click
+
+from . import Memory, RagMemoryError
+
+
+class _Group(click.Group):
+    """Turns library errors into one clean line on stderr and exit code 2, never a traceback."""
+
+    def invoke(self, ctx: click.Context):  # type: ignore[no-untyped-def]
+        try:
+            return super().invoke(ctx)
+        except RagMemoryError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=_Group)
+@click.option("-v", "--verbose", is_flag=True, help="Log progress to stderr.")
+@click.version_option(package_name="rag_memory")
+def main(verbose: bool) -> None:
+    """rag-memory: an external memory for language models."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+
+
+@main.command()
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.argument("query")
+@click.option("-k", default=10, show_default=True, help="Number of hits.")
+@click.option("--where", default=None, help='Metadata filter as JSON, e.g. \'{"src": "x"}\'.')
+@click.option("--json", "as_json", is_flag=True, help="Print hits as JSON lines.")
+def search(directory: str, query: str, k: int, where: str | None, as_json: bool) -> None:
+    """Print the top-k slots of DIRECTORY for QUERY."""
+    try:
+        where_obj = None if where is None else json.loads(where)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not JSON: {exc}", param_hint="--where") from None
+    with Memory.open(directory, read_only=True) as mem:
+        hits = mem.search(query, k=k, where=where_obj)
+    for rank, hit in enumerate(hits, 1):
+        if as_json:
+            click.echo(json.dumps({"rank": rank, "id": hit.id, "score": hit.score,
+                                   "text": hit.text, "metadata": hit.metadata}))
+        else:
+            text = hit.text if len(hit.text) <= 100 else hit.text[:97] + "..."
+            click.echo(f"{rank:>3}  {hit.score:.4f}  {hit.id}  {text}")
+
+
+@main.command()
+@click.argument("directory", type=click.Path(file_okay=False))
+def stats(directory: str) -> None:
+    """Print the statistics of the memory in DIRECTORY as JSON."""
+    with Memory.open(directory, read_only=True) as mem:
+        click.echo(json.dumps(mem.stats(), indent=2))
+
+
+if __name__ == "__main__":
+    main()

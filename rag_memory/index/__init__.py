@@ -1,0 +1,1 @@
+"""FAISS shards and the search that spans them."""

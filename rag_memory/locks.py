@@ -1,0 +1,85 @@
+"""Locks: one writer process per memory (flock), and a readers-writer lock between threads."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from .errors import MemoryLockedError
+
+LOCK_NAME = "LOCK"
+_POLL_SECONDS = 0.05
+
+
+class WriterLock:
+    """An exclusive flock on DIR/LOCK, held while a process has the memory open for writing.
+
+    The kernel drops a flock when its process dies (kill -9 included), so a crash never
+    leaves a stale lock behind, unlike a lock *file* whose existence is the lock.
+    """
+
+    def __init__(self, directory: Path, timeout: float | None = 0.0) -> None:
+        self.path = directory / LOCK_NAME
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if deadline is not None and time.monotonic() >= deadline:
+                    os.close(self._fd)
+                    raise MemoryLockedError(
+                        f"{directory} is open for writing in another process; open it with "
+                        f"read_only=True, or pass lock_timeout=<seconds> to wait") from None
+                time.sleep(_POLL_SECONDS)
+
+    def release(self) -> None:
+        if self._fd >= 0:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = -1
+
+
+class ReadWriteLock:
+    """Many concurrent readers or one writer; a waiting writer blocks new readers (no starvation)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writer = False
+        self._writers_waiting = 0
+
+    @contextmanager
+    def read(self) -> Iterator[None]:
+        with self._cond:
+            while self._writer or self._writers_waiting:
+                self._cond.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                if not self._readers:
+                    self._cond.notify_all()
+
+    @contextmanager
+    def write(self) -> Iterator[None]:
+        with self._cond:
+            self._writers_waiting += 1
+            while self._writer or self._readers:
+                self._cond.wait()
+            self._writers_waiting -= 1
+            self._writer = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writer = False
+                self._cond.notify_all()

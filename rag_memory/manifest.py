@@ -1,0 +1,110 @@
+"""manifest.json: what a memory directory is (format, embedder, dim, metric, sealed shards).
+
+It is replaced atomically and validated strictly on read: an unknown key, a wrong type or a
+format version from the future is a CorruptFileError naming the file, never a silent default.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import CorruptFileError, NotAMemoryError
+from .fsutil import atomic_write_bytes
+
+MANIFEST_NAME = "manifest.json"
+FORMAT_NAME = "rag_memory"
+FORMAT_VERSION = 1
+METRIC = "inner_product"
+TIERS = ("gpu", "ram", "disk")
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    """A sealed shard file under shards/ (written by the tiered index)."""
+
+    shard_id: int
+    kind: str  # FAISS index family, e.g. "ivf_flat"
+    tier: str  # one of TIERS
+    count: int  # vectors stored, tombstones included
+    file: str  # path relative to the memory directory
+    sha256: str  # checksum of the file, verified when it is opened
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """The contents of manifest.json."""
+
+    embedder: str  # sentence-transformers model name or path
+    dim: int
+    metric: str = METRIC
+    format: str = FORMAT_NAME
+    format_version: int = FORMAT_VERSION
+    shards: tuple[ShardInfo, ...] = field(default_factory=tuple)
+
+    def to_json(self) -> bytes:
+        data = asdict(self)
+        data["shards"] = [asdict(s) for s in self.shards]
+        return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()
+
+
+_FIELD_TYPES: dict[str, type] = {
+    "embedder": str,
+    "dim": int,
+    "metric": str,
+    "format": str,
+    "format_version": int,
+    "shards": list,
+}
+_SHARD_TYPES: dict[str, type] = {
+    "shard_id": int, "kind": str, "tier": str, "count": int, "file": str, "sha256": str,
+}
+
+
+def _check_fields(path: Path, obj: Any, types: dict[str, type], what: str) -> None:
+    if not isinstance(obj, dict):
+        raise CorruptFileError(path, f"{what} must be a JSON object")
+    if set(obj) != set(types):
+        missing, extra = sorted(set(types) - set(obj)), sorted(set(obj) - set(types))
+        raise CorruptFileError(path, f"{what} has missing keys {missing} / unknown keys {extra}")
+    for key, typ in types.items():
+        value = obj[key]
+        if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
+            raise CorruptFileError(path, f"{what} key {key!r} must be {typ.__name__}, got {value!r}")
+
+
+def read_manifest(directory: Path) -> Manifest:
+    """Read and validate `directory/manifest.json`."""
+    path = directory / MANIFEST_NAME
+    if not directory.is_dir() or not path.is_file():
+        raise NotAMemoryError(f"{directory} is not a rag_memory directory (no {MANIFEST_NAME})")
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CorruptFileError(path, f"not valid JSON ({exc})") from None
+    _check_fields(path, data, _FIELD_TYPES, "manifest")
+    if data["format"] != FORMAT_NAME:
+        raise CorruptFileError(path, f"format is {data['format']!r}, expected {FORMAT_NAME!r}")
+    if data["format_version"] != FORMAT_VERSION:
+        raise CorruptFileError(
+            path, f"format_version {data['format_version']} is not supported (this rag_memory "
+            f"reads version {FORMAT_VERSION})")
+    if data["metric"] != METRIC:
+        raise CorruptFileError(path, f"metric {data['metric']!r} is not supported")
+    if data["dim"] <= 0:
+        raise CorruptFileError(path, f"dim must be positive, got {data['dim']}")
+    shards = []
+    for i, shard in enumerate(data["shards"]):
+        _check_fields(path, shard, _SHARD_TYPES, f"shards[{i}]")
+        if shard["tier"] not in TIERS:
+            raise CorruptFileError(path, f"shards[{i}] tier {shard['tier']!r} not in {TIERS}")
+        shards.append(ShardInfo(**shard))
+    data["shards"] = tuple(shards)
+    return Manifest(**data)
+
+
+def write_manifest(directory: Path, manifest: Manifest) -> None:
+    """Atomically replace `directory/manifest.json` (temp file, fsync, rename, fsync dir)."""
+    atomic_write_bytes(directory / MANIFEST_NAME, manifest.to_json())

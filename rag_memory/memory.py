@@ -1,0 +1,298 @@
+"""`Memory`, the facade: opens a memory directory and wires the embedder, the slot table and
+the shards together. It holds no algorithm of its own; each part lives in its own module."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import faiss
+import numpy as np
+
+from .embed import Embedder
+from .errors import (CorruptFileError, EmbedderMismatchError, InvalidInputError,
+                     MemoryClosedError, MemoryExistsError, ReadOnlyError)
+from .index.growing import GrowingShard
+from .index.merge import search_shards
+from .locks import ReadWriteLock, WriterLock
+from .manifest import Manifest, read_manifest, write_manifest
+from .store.filters import compile_where
+from .store.slot_table import TABLE_NAME, SlotTable
+from .types import Hit, Slot
+from .validation import (as_list, check_ids, check_k, check_lookup_ids, check_texts,
+                         check_vectors, encode_metadata, is_text_batch)
+
+logger = logging.getLogger(__name__)
+
+SHARDS_DIR = "shards"
+
+
+class Memory:
+    """An external memory of text slots, searched by meaning.
+
+    Use `Memory.create(path)` for a new one and `Memory.open(path)` for an existing one; both
+    are context managers. All methods are safe to call from several threads: searches run
+    concurrently, writes one at a time, and no search sees half of a write.
+    """
+
+    def __init__(self, directory: Path, manifest: Manifest, embedder: Embedder,
+                 table: SlotTable, writer_lock: WriterLock | None) -> None:
+        self.path = directory
+        self.manifest = manifest
+        self.read_only = writer_lock is None
+        self._embedder = embedder
+        self._embedder_checked = False
+        self._table = table
+        self._writer_lock = writer_lock
+        self._rw = ReadWriteLock()
+        self._closed = False
+        self._growing = GrowingShard(manifest.dim)
+        self._shards = [self._growing]
+        addrs, vectors, self._version = table.growing_vectors()
+        self._growing.add(addrs, vectors)
+        live = table.live_count()
+        if live != len(self._growing):
+            raise CorruptFileError(directory / TABLE_NAME, f"slot count {live} does not match "
+                                   f"the {len(self._growing)} vectors stored")
+        logger.info("opened %s: %d slots, dim %d%s", directory, live, manifest.dim,
+                    " (read-only)" if self.read_only else "")
+
+    # -- opening and closing -----------------------------------------------------------
+    @classmethod
+    def create(cls, path: str | Path, embedder: str | None = None, *, dim: int | None = None,
+               device: str | None = None, lock_timeout: float | None = 0.0) -> Memory:
+        """Create a new memory directory at `path` (which must not exist or be empty).
+
+        Args:
+            embedder: sentence-transformers model name or path; None = all-MiniLM-L6-v2.
+            dim: vector dimension; if given, the model is not loaded until text needs embedding
+                (useful for memories filled only with precomputed `vectors=`).
+            device: torch device for the embedder ("cpu", "cuda"); None lets it choose.
+            lock_timeout: seconds to wait for another writer process; None waits forever.
+        """
+        directory = Path(path)
+        if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
+            raise MemoryExistsError(f"{directory} already exists and is not empty; "
+                                    f"use Memory.open to open a memory")
+        model = Embedder(embedder, device=device)
+        if dim is None:
+            dim = model.dim
+        elif isinstance(dim, bool) or not isinstance(dim, int) or dim <= 0:
+            raise InvalidInputError(f"dim must be a positive integer, got {dim!r}")
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / SHARDS_DIR).mkdir(exist_ok=True)
+        lock = WriterLock(directory, lock_timeout)
+        table = SlotTable.create(directory / TABLE_NAME, dim)
+        manifest = Manifest(embedder=model.name, dim=dim)
+        write_manifest(directory, manifest)  # last: its presence marks a complete memory
+        return cls(directory, manifest, model, table, lock)
+
+    @classmethod
+    def open(cls, path: str | Path, embedder: str | None = None, *, read_only: bool = False,
+             device: str | None = None, lock_timeout: float | None = 0.0) -> Memory:
+        """Open an existing memory.
+
+        Args:
+            embedder: must name the memory's own embedder if given (a different one is refused).
+            read_only: open without the writer lock; many processes may read while one writes,
+                and a reader sees the writer's committed slots at its next search.
+            device: torch device for the embedder.
+            lock_timeout: seconds to wait if another process has it open for writing (0 = fail
+                at once, None = wait forever); ignored when read_only.
+        """
+        directory = Path(path)
+        manifest = read_manifest(directory)
+        if embedder is not None and embedder != manifest.embedder:
+            raise EmbedderMismatchError(f"{directory} was built with embedder "
+                                        f"{manifest.embedder!r}, not {embedder!r}")
+        lock = None if read_only else WriterLock(directory, lock_timeout)
+        try:
+            table = SlotTable(directory / TABLE_NAME, manifest.dim, read_only=read_only)
+            return cls(directory, manifest, Embedder(manifest.embedder, device=device), table, lock)
+        except BaseException:
+            if lock is not None:
+                lock.release()
+            raise
+
+    def close(self) -> None:
+        """Release files and the writer lock. Every acknowledged write is already on disk."""
+        with self._rw.write():
+            if self._closed:
+                return
+            self._closed = True
+            self._table.close()
+            if self._writer_lock is not None:
+                self._writer_lock.release()
+
+    def __enter__(self) -> Memory:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def __len__(self) -> int:
+        self._check_open()
+        return self._table.live_count()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"{self._table.live_count()} slots"
+        return f"Memory({str(self.path)!r}, {state}, embedder={self.manifest.embedder!r})"
+
+    # -- writes ------------------------------------------------------------------------
+    def add(self, texts: str | list[str], ids: str | list[str] | None = None,
+            metadata: dict | list[dict] | None = None, vectors: Any = None) -> list[str]:
+        """Store new slots and return their ids (uuid4 hex when `ids` is None).
+
+        `vectors` are precomputed float32 keys (n, dim) that skip the embedder; rows are
+        L2-normalised. An id that is already stored is refused (see `upsert`). When this returns,
+        the slots are committed to disk and survive a crash.
+        """
+        return self._write(texts, ids, metadata, vectors, replace=False)
+
+    def upsert(self, texts: str | list[str], ids: str | list[str],
+               metadata: dict | list[dict] | None = None, vectors: Any = None) -> list[str]:
+        """Add or replace slots by id; a replaced slot gets a new address (the old one is retired)."""
+        if ids is None:
+            raise InvalidInputError("upsert needs ids")
+        return self._write(texts, ids, metadata, vectors, replace=True)
+
+    def delete(self, ids: str | list[str]) -> None:
+        """Delete slots by id; if any id is unknown, nothing is deleted."""
+        self._check_writable()
+        ids = list(dict.fromkeys(check_lookup_ids(ids)))
+        with self._rw.write():
+            self._check_open()
+            addrs = self._table.tombstone(ids)
+            for shard in self._shards:
+                shard.remove(addrs)
+
+    def _write(self, texts: Any, ids: Any, metadata: Any, vectors: Any,
+               replace: bool) -> list[str]:
+        self._check_writable()
+        texts = check_texts(texts)
+        ids = check_ids(ids, len(texts))
+        meta = encode_metadata(metadata, len(texts))
+        if vectors is None:
+            vecs = self._embed(texts)
+        else:
+            vecs = check_vectors(vectors, self.manifest.dim, len(texts))
+        with self._rw.write():
+            self._check_open()
+            addrs, replaced = self._table.write(ids, texts, meta, vecs, replace)
+            for shard in self._shards:
+                shard.remove(replaced)
+            self._growing.add(addrs, vecs)
+        return ids
+
+    # -- reads -------------------------------------------------------------------------
+    def get(self, ids: str | list[str]) -> list[Slot]:
+        """The stored slots for `ids`, in order; UnknownIdError if any is not stored."""
+        self._check_open()
+        return self._table.get(check_lookup_ids(ids))
+
+    def search(self, query: Any, k: int = 10, where: dict | None = None) -> Any:
+        """Top-k slots by cosine similarity.
+
+        `query` is a string (-> list[Hit]), a list of strings or a 2-D float32 array of query
+        vectors (-> list[list[Hit]]), or a 1-D vector (-> list[Hit]). `where` filters on
+        metadata inside the search (a FAISS IDSelector), so k hits come back whenever k
+        matching slots exist.
+        """
+        k = check_k(k)
+        where_sql = None if where is None else compile_where(where)
+        single, queries = self._query_vectors(query)
+        self._catch_up()
+        with self._rw.read():
+            self._check_open()
+            selector = None
+            if where_sql is not None:
+                allowed = self._table.matching_addrs(*where_sql)
+                if not len(allowed):
+                    return [] if single else [[] for _ in range(len(queries))]
+                selector = faiss.IDSelectorBatch(allowed)
+            scores, addrs = search_shards(self._shards, queries, k, selector)
+            hits = self._hydrate(scores, addrs)
+        return hits[0] if single else hits
+
+    def stats(self) -> dict[str, Any]:
+        """Counts, shards per tier, bytes, and the memory-wide version number."""
+        self._check_open()
+        with self._rw.read():
+            shards = [{"shard_id": s.shard_id, "kind": "flat", "tier": "ram",
+                       "vectors": len(s), "bytes": s.nbytes} for s in self._shards]
+            tiers = {tier: {"shards": 0, "bytes": 0} for tier in ("gpu", "ram", "disk")}
+            for s in shards:
+                tiers[s["tier"]]["shards"] += 1
+                tiers[s["tier"]]["bytes"] += s["bytes"]
+            return {
+                "path": str(self.path),
+                "slots": self._table.live_count(),
+                "version": self._table.version(),
+                "embedder": self.manifest.embedder,
+                "dim": self.manifest.dim,
+                "metric": self.manifest.metric,
+                "read_only": self.read_only,
+                "shards": shards,
+                "tiers": tiers,
+                "disk_bytes": sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file()),
+            }
+
+    # -- internals ---------------------------------------------------------------------
+    def _check_open(self) -> None:
+        if self._closed:
+            raise MemoryClosedError(f"{self.path} is closed")
+
+    def _check_writable(self) -> None:
+        self._check_open()
+        if self.read_only:
+            raise ReadOnlyError(f"{self.path} was opened read_only=True")
+
+    def _embed(self, texts: list[str]) -> np.ndarray:
+        if not self._embedder_checked:
+            self._embedder.check_dim(self.manifest.dim)
+            self._embedder_checked = True
+        return self._embedder.encode(texts)
+
+    def _query_vectors(self, query: Any) -> tuple[bool, np.ndarray]:
+        """(is a single query, (nq, dim) unit query vectors)."""
+        if isinstance(query, str):
+            return True, self._embed(check_texts(query))
+        if is_text_batch(query):
+            return False, self._embed(check_texts(as_list(query, "query")))
+        if isinstance(query, (list, tuple)) and not query:
+            raise InvalidInputError("query is an empty list")
+        single = np.ndim(query) == 1
+        return single, check_vectors(query, self.manifest.dim, what="query vectors")
+
+    def _catch_up(self) -> None:
+        """A read-only reader applies the writer's committed changes before it searches."""
+        if not self.read_only or self._closed or self._table.version() == self._version:
+            return
+        with self._rw.write():
+            if self._closed:
+                return
+            addrs, vectors, version = self._table.growing_vectors(since_version=self._version)
+            removed = self._table.deleted_since(self._version)
+            for shard in self._shards:
+                shard.remove(removed)
+            self._growing.remove(addrs)  # a slot seen before is never added twice
+            self._growing.add(addrs, vectors)
+            self._version = version
+
+    def _hydrate(self, scores: np.ndarray, addrs: np.ndarray) -> list[list[Hit]]:
+        """Turn FAISS (score, address) rows into Hits with one SQLite query for the batch."""
+        found = addrs[addrs >= 0]
+        rows = self._table.fetch(np.unique(found).tolist()) if len(found) else {}
+        results = []
+        for row_scores, row_addrs in zip(scores.tolist(), addrs.tolist()):
+            hits = []
+            for score, addr in zip(row_scores, row_addrs):
+                row = rows.get(addr)
+                if row is not None:
+                    hits.append(Hit(row[0], score, row[1], json.loads(row[2]), addr))
+            results.append(hits)
+        return results

@@ -1,0 +1,1 @@
+"""Durable slot storage: the SQLite slot table and metadata filters."""

@@ -1,0 +1,263 @@
+"""The slot table: the memory's virtual address space, in SQLite (WAL).
+
+One row per slot address. `addr` is an AUTOINCREMENT int64, so an address is never reused
+and never shifts (FAISS positions shift after remove_ids; our addresses are the FAISS ids).
+A delete is a tombstone (`deleted_version`), an upsert a tombstone plus a new address. Every
+write transaction bumps the memory-wide `version`, so another reader can ask what changed.
+Vectors of the growing shard live in the row itself (float32 little-endian BLOB): a committed
+row is the durable copy the in-RAM growing index is rebuilt from on open.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import CorruptFileError, DuplicateIdError, ReadOnlyError, UnknownIdError
+from ..types import Slot
+
+TABLE_NAME = "slots.sqlite"
+SCHEMA_VERSION = 1
+GROWING_SHARD = 0
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+_SCHEMA = """
+CREATE TABLE slots (
+    addr INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL,
+    text TEXT NOT NULL,
+    metadata TEXT NOT NULL,
+    vector BLOB,
+    shard INTEGER NOT NULL,
+    added_version INTEGER NOT NULL,
+    deleted_version INTEGER
+);
+CREATE UNIQUE INDEX slots_live_id ON slots(id) WHERE deleted_version IS NULL;
+CREATE INDEX slots_added ON slots(added_version);
+CREATE INDEX slots_deleted ON slots(deleted_version);
+CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"""
+
+
+def _in_list(values: Sequence[Any]) -> str:
+    """One JSON parameter for `IN (SELECT value FROM json_each(?))`: no SQLite variable limit."""
+    return json.dumps(list(values))
+
+
+class SlotTable:
+    """SQLite-backed slot records. Writes come from one thread at a time (the caller's lock);
+    reads may come from any thread, each on its own connection."""
+
+    def __init__(self, path: Path, dim: int, read_only: bool) -> None:
+        self.path = path
+        self.dim = dim
+        self.read_only = read_only
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._connections_lock = threading.Lock()
+        self._writer = None if read_only else self._connect()
+
+    # -- connections -------------------------------------------------------------------
+    @classmethod
+    def create(cls, path: Path, dim: int) -> SlotTable:
+        conn = sqlite3.connect(path, isolation_level=None)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.executescript(
+                "BEGIN;" + _SCHEMA +
+                f"INSERT INTO meta VALUES ('schema_version', {SCHEMA_VERSION});"
+                f"INSERT INTO meta VALUES ('dim', {int(dim)});"
+                "INSERT INTO meta VALUES ('version', 0);"
+                "INSERT INTO meta VALUES ('live', 0);"
+                "COMMIT;")
+        finally:
+            conn.close()
+        return cls(path, dim, read_only=False)
+
+    def _connect(self) -> sqlite3.Connection:
+        if not self.path.is_file():
+            raise CorruptFileError(self.path, "missing")
+        with open(self.path, "rb") as f:
+            if f.read(16) != _SQLITE_MAGIC:
+                raise CorruptFileError(self.path, "not an SQLite database (bad header)")
+        uri = f"file:{self.path}?mode=ro" if self.read_only else f"file:{self.path}"
+        try:
+            conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+            # FULL: a commit is on disk before add() returns (survives power loss, not only kill -9).
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA busy_timeout=10000")
+            meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+        except sqlite3.DatabaseError as exc:
+            raise CorruptFileError(self.path, f"unreadable SQLite database ({exc})") from None
+        if meta.get("schema_version") != SCHEMA_VERSION:
+            raise CorruptFileError(self.path, f"schema_version {meta.get('schema_version')} "
+                                   f"is not {SCHEMA_VERSION}")
+        if meta.get("dim") != self.dim:
+            raise CorruptFileError(self.path, f"dim {meta.get('dim')} does not match the "
+                                   f"manifest's {self.dim}")
+        with self._connections_lock:
+            self._connections.append(conn)
+        return conn
+
+    def _writer_connection(self) -> sqlite3.Connection:
+        if self._writer is None:
+            raise ReadOnlyError(f"{self.path} is open read-only")
+        return self._writer
+
+    def _reader(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self._connect()
+        return conn
+
+    def close(self) -> None:
+        with self._connections_lock:
+            for conn in self._connections:
+                conn.close()
+            self._connections.clear()
+        self._local = threading.local()
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        try:
+            return self._reader().execute(sql, params).fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise CorruptFileError(self.path, f"read failed ({exc})") from None
+
+    # -- counters ----------------------------------------------------------------------
+    def version(self) -> int:
+        return self._query("SELECT value FROM meta WHERE key = 'version'")[0][0]
+
+    def live_count(self) -> int:
+        return self._query("SELECT value FROM meta WHERE key = 'live'")[0][0]
+
+    # -- writes ------------------------------------------------------------------------
+    def write(self, ids: Sequence[str], texts: Sequence[str], metadata: Sequence[str],
+              vectors: np.ndarray, replace: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Insert slots into the growing shard in one transaction.
+
+        With replace=False an id that is already live raises DuplicateIdError; with replace=True
+        its old address is tombstoned. Returns (new addresses, replaced addresses).
+        """
+        conn = self._writer_connection()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            existing = conn.execute(
+                "SELECT addr, id FROM slots WHERE deleted_version IS NULL AND id IN "
+                "(SELECT value FROM json_each(?))", (_in_list(ids),)).fetchall()
+            if existing and not replace:
+                taken = sorted(i for _, i in existing)
+                raise DuplicateIdError(f"ids already stored (use upsert to replace): {taken[:5]}"
+                                       + (f" and {len(taken) - 5} more" if len(taken) > 5 else ""))
+            version = self._bump_version(conn, len(ids) - len(existing))
+            replaced = np.array([a for a, _ in existing], dtype=np.int64)
+            if len(replaced):
+                conn.execute("UPDATE slots SET deleted_version = ?, vector = NULL WHERE addr IN "
+                             "(SELECT value FROM json_each(?))", (version, _in_list(replaced.tolist())))
+            vecs = np.ascontiguousarray(vectors, dtype="<f4")
+            conn.executemany(
+                "INSERT INTO slots (id, text, metadata, vector, shard, added_version) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [(i, t, m, vecs[n].tobytes(), GROWING_SHARD, version)
+                 for n, (i, t, m) in enumerate(zip(ids, texts, metadata))])
+            addrs = np.array([r[0] for r in conn.execute(
+                "SELECT addr FROM slots WHERE added_version = ? ORDER BY addr", (version,))],
+                dtype=np.int64)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return addrs, replaced
+
+    def tombstone(self, ids: Sequence[str]) -> np.ndarray:
+        """Mark the live slots of `ids` deleted; UnknownIdError (and no change) if any is absent."""
+        conn = self._writer_connection()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            rows = conn.execute(
+                "SELECT addr, id FROM slots WHERE deleted_version IS NULL AND id IN "
+                "(SELECT value FROM json_each(?))", (_in_list(ids),)).fetchall()
+            missing = set(ids) - {i for _, i in rows}
+            if missing:
+                raise UnknownIdError(f"unknown ids (nothing was deleted): {sorted(missing)[:5]}")
+            version = self._bump_version(conn, -len(rows))
+            addrs = np.array([a for a, _ in rows], dtype=np.int64)
+            conn.execute("UPDATE slots SET deleted_version = ?, vector = NULL WHERE addr IN "
+                         "(SELECT value FROM json_each(?))", (version, _in_list(addrs.tolist())))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return addrs
+
+    @staticmethod
+    def _bump_version(conn: sqlite3.Connection, live_delta: int) -> int:
+        conn.execute("UPDATE meta SET value = value + ? WHERE key = 'live'", (live_delta,))
+        return conn.execute(
+            "UPDATE meta SET value = value + 1 WHERE key = 'version' RETURNING value").fetchone()[0]
+
+    # -- reads -------------------------------------------------------------------------
+    def get(self, ids: Sequence[str]) -> list[Slot]:
+        """The live slots of `ids`, in the order asked; UnknownIdError if any is absent."""
+        rows = self._query(
+            "SELECT id, text, metadata, addr FROM slots WHERE deleted_version IS NULL AND id IN "
+            "(SELECT value FROM json_each(?))", (_in_list(ids),))
+        by_id = {r[0]: Slot(r[0], r[1], json.loads(r[2]), r[3]) for r in rows}
+        missing = [i for i in ids if i not in by_id]
+        if missing:
+            raise UnknownIdError(f"unknown ids: {missing[:5]}"
+                                 + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""))
+        return [by_id[i] for i in ids]
+
+    def fetch(self, addrs: Sequence[int]) -> dict[int, tuple[str, str, str]]:
+        """addr -> (id, text, metadata JSON) for the live slots among `addrs`."""
+        rows = self._query(
+            "SELECT addr, id, text, metadata FROM slots WHERE deleted_version IS NULL AND addr IN "
+            "(SELECT value FROM json_each(?))", (_in_list(addrs),))
+        return {r[0]: r[1:] for r in rows}
+
+    def matching_addrs(self, where_sql: str, params: Sequence[Any]) -> np.ndarray:
+        """Addresses of live slots whose metadata satisfies a compiled `where` predicate."""
+        rows = self._query(
+            f"SELECT addr FROM slots WHERE deleted_version IS NULL AND {where_sql}", params)
+        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+    def growing_vectors(self, since_version: int = -1) -> tuple[np.ndarray, np.ndarray, int]:
+        """(addrs, vectors, version) of live growing-shard slots added after `since_version`.
+
+        Every blob is checked to hold exactly `dim` float32 values; a bad one is a
+        CorruptFileError naming the file and the address.
+        """
+        conn = self._reader()
+        try:
+            conn.execute("BEGIN")  # one snapshot for the rows and the version number
+            version = conn.execute("SELECT value FROM meta WHERE key = 'version'").fetchone()[0]
+            rows = conn.execute(
+                "SELECT addr, vector FROM slots WHERE deleted_version IS NULL AND shard = ? "
+                "AND added_version > ? ORDER BY addr", (GROWING_SHARD, since_version)).fetchall()
+            conn.execute("COMMIT")
+        except sqlite3.DatabaseError as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise CorruptFileError(self.path, f"read failed ({exc})") from None
+        nbytes = 4 * self.dim
+        for addr, blob in rows:
+            if not isinstance(blob, bytes) or len(blob) != nbytes:
+                raise CorruptFileError(self.path, f"slot address {addr}: vector blob holds "
+                                       f"{len(blob) if isinstance(blob, bytes) else blob!r} bytes,"
+                                       f" expected {nbytes}")
+        addrs = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        vectors = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(-1, self.dim)
+        if not np.isfinite(vectors).all():
+            raise CorruptFileError(self.path, "a stored vector holds NaN or inf")
+        return addrs, vectors.astype(np.float32, copy=False), version
+
+    def deleted_since(self, since_version: int) -> np.ndarray:
+        """Addresses tombstoned after `since_version` (for a reader catching up)."""
+        rows = self._query("SELECT addr FROM slots WHERE deleted_version > ?", (since_version,))
+        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))

@@ -1,0 +1,123 @@
+"""Checks on user input, done before anything is written, so a bad call changes nothing."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from .errors import DuplicateIdError, InvalidInputError, InvalidVectorError
+
+# Rows whose norm is this close to 1 are left as they are, so vectors that are already unit
+# length (every embedder output) are stored bit-for-bit as given.
+_UNIT_TOLERANCE = 1e-5
+
+
+def as_list(value: Any, what: str) -> list[Any]:
+    """A single str becomes a one-item list; other sequences become lists."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    raise InvalidInputError(f"{what} must be a string or a list of strings, got {type(value).__name__}")
+
+
+def check_texts(texts: Any) -> list[str]:
+    texts = as_list(texts, "texts")
+    if not texts:
+        raise InvalidInputError("texts is empty: nothing to add")
+    for n, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise InvalidInputError(f"texts[{n}] must be a string, got {type(text).__name__}")
+        if not text.strip():
+            raise InvalidInputError(f"texts[{n}] is empty or only whitespace")
+    return texts
+
+
+def check_ids(ids: Any, n: int) -> list[str]:
+    """Validate user ids (or make uuid4 ones): strings, non-empty, unique within the call."""
+    if ids is None:
+        return [uuid.uuid4().hex for _ in range(n)]
+    ids = as_list(ids, "ids")
+    if len(ids) != n:
+        raise InvalidInputError(f"got {len(ids)} ids for {n} texts")
+    for i, id_ in enumerate(ids):
+        if not isinstance(id_, str) or not id_:
+            raise InvalidInputError(f"ids[{i}] must be a non-empty string, got {id_!r}")
+    if len(set(ids)) != len(ids):
+        seen: set[str] = set()
+        dups = sorted({i for i in ids if i in seen or seen.add(i)})  # type: ignore[func-returns-value]
+        raise DuplicateIdError(f"ids repeated within one call: {dups[:5]}")
+    return ids
+
+
+def check_lookup_ids(ids: Any) -> list[str]:
+    ids = as_list(ids, "ids")
+    if not ids:
+        raise InvalidInputError("ids is empty")
+    for i, id_ in enumerate(ids):
+        if not isinstance(id_, str):
+            raise InvalidInputError(f"ids[{i}] must be a string, got {id_!r}")
+    return ids
+
+
+def encode_metadata(metadata: Any, n: int) -> list[str]:
+    """Metadata dicts -> JSON strings (str keys, JSON values, no NaN)."""
+    if metadata is None:
+        return ["{}"] * n
+    if isinstance(metadata, dict):
+        metadata = [metadata]
+    if not isinstance(metadata, (list, tuple)) or len(metadata) != n:
+        raise InvalidInputError(f"metadata must be a list of {n} dicts")
+    out = []
+    for i, meta in enumerate(metadata):
+        if meta is None:
+            meta = {}
+        if not isinstance(meta, dict) or not all(isinstance(k, str) for k in meta):
+            raise InvalidInputError(f"metadata[{i}] must be a dict with string keys, got {meta!r}")
+        try:
+            out.append(json.dumps(meta, allow_nan=False, ensure_ascii=False))
+        except (TypeError, ValueError) as exc:
+            raise InvalidInputError(f"metadata[{i}] is not JSON-serialisable: {exc}") from None
+    return out
+
+
+def check_vectors(vectors: Any, dim: int, n: int | None = None, what: str = "vectors") -> np.ndarray:
+    """A (n, dim) float32 C-contiguous array of unit rows, or InvalidVectorError saying why."""
+    try:
+        arr = np.asarray(vectors, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise InvalidVectorError(f"{what} cannot be read as float32: {exc}") from None
+    if arr.ndim == 1:
+        arr = arr[None, :]
+    if arr.ndim != 2 or arr.shape[1] != dim:
+        raise InvalidVectorError(f"{what} must have shape (n, {dim}), got {np.shape(vectors)}")
+    if n is not None and arr.shape[0] != n:
+        raise InvalidVectorError(f"got {arr.shape[0]} {what} for {n} texts")
+    if arr.shape[0] == 0:
+        raise InvalidVectorError(f"{what} is empty")
+    finite = np.isfinite(arr).all(axis=1)
+    if not finite.all():
+        raise InvalidVectorError(f"{what}[{int(np.argmin(finite))}] holds NaN or inf")
+    norms = np.linalg.norm(arr, axis=1)
+    if (norms == 0).any():
+        raise InvalidVectorError(f"{what}[{int(np.argmin(norms))}] is all zeros")
+    off_unit = np.abs(norms - 1.0) > _UNIT_TOLERANCE
+    if off_unit.any():
+        arr = arr.copy()
+        arr[off_unit] /= norms[off_unit, None]
+    return np.ascontiguousarray(arr)
+
+
+def check_k(k: Any) -> int:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
+        raise InvalidInputError(f"k must be a positive integer, got {k!r}")
+    return int(k)
+
+
+def is_text_batch(query: Any) -> bool:
+    return isinstance(query, Sequence) and not isinstance(query, str) and bool(query) and all(
+        isinstance(q, str) for q in query)
