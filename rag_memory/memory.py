@@ -62,12 +62,14 @@ class Memory:
 
     # -- opening and closing -----------------------------------------------------------
     @classmethod
-    def create(cls, path: str | Path, embedder: str | None = None, *, dim: int | None = None,
+    def create(cls, path: str | Path, embedder: str | Embedder | None = None, *,
+               dim: int | None = None,
                device: str | None = None, lock_timeout: float | None = 0.0) -> Memory:
         """Create a new memory directory at `path` (which must not exist or be empty).
 
         Args:
-            embedder: sentence-transformers model name or path; None = all-MiniLM-L6-v2.
+            embedder: sentence-transformers model name or path, or an `Embedder` (to share one
+                loaded model between memories); None = all-MiniLM-L6-v2.
             dim: vector dimension; if given, the model is not loaded until text needs embedding
                 (useful for memories filled only with precomputed `vectors=`).
             device: torch device for the embedder ("cpu", "cuda"); None lets it choose.
@@ -77,7 +79,7 @@ class Memory:
         if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
             raise MemoryExistsError(f"{directory} already exists and is not empty; "
                                     f"use Memory.open to open a memory")
-        model = Embedder(embedder, device=device)
+        model = embedder if isinstance(embedder, Embedder) else Embedder(embedder, device=device)
         if dim is None:
             dim = model.dim
         elif isinstance(dim, bool) or not isinstance(dim, int) or dim <= 0:
@@ -91,12 +93,14 @@ class Memory:
         return cls(directory, manifest, model, table, lock)
 
     @classmethod
-    def open(cls, path: str | Path, embedder: str | None = None, *, read_only: bool = False,
+    def open(cls, path: str | Path, embedder: str | Embedder | None = None, *,
+             read_only: bool = False,
              device: str | None = None, lock_timeout: float | None = 0.0) -> Memory:
         """Open an existing memory.
 
         Args:
-            embedder: must name the memory's own embedder if given (a different one is refused).
+            embedder: the memory's own embedder (a name, or an `Embedder` to share a loaded
+                model); another one is refused. None loads the one the manifest names.
             read_only: open without the writer lock; many processes may read while one writes,
                 and a reader sees the writer's committed slots at its next search.
             device: torch device for the embedder.
@@ -105,13 +109,16 @@ class Memory:
         """
         directory = Path(path)
         manifest = read_manifest(directory)
-        if embedder is not None and embedder != manifest.embedder:
+        name = embedder.name if isinstance(embedder, Embedder) else embedder
+        if name is not None and name != manifest.embedder:
             raise EmbedderMismatchError(f"{directory} was built with embedder "
-                                        f"{manifest.embedder!r}, not {embedder!r}")
+                                        f"{manifest.embedder!r}, not {name!r}")
+        model = embedder if isinstance(embedder, Embedder) else Embedder(manifest.embedder,
+                                                                         device=device)
         lock = None if read_only else WriterLock(directory, lock_timeout)
         try:
             table = SlotTable(directory / TABLE_NAME, manifest.dim, read_only=read_only)
-            return cls(directory, manifest, Embedder(manifest.embedder, device=device), table, lock)
+            return cls(directory, manifest, model, table, lock)
         except BaseException:
             if lock is not None:
                 lock.release()

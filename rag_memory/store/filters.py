@@ -43,14 +43,17 @@ def _compare(field: str, op: str, value: Any) -> tuple[str, list[Any]]:
     path = _json_path(field)
     if isinstance(value, bool):
         # SQLite's json_extract gives 1/0 for true/false; json_type keeps them apart from numbers.
-        test = "json_type(metadata, ?) = ?"
-        if op == "$eq":
-            return test, [path, "true" if value else "false"]
-        return f"NOT coalesce({test}, 0)", [path, "true" if value else "false"]
+        sql, params = "json_type(metadata, ?) = ?", [path, "true" if value else "false"]
+    else:
+        # Typed comparison: 1 must not match true, nor "1" match 1.
+        types = "('text')" if isinstance(value, str) else "('integer', 'real')"
+        cmp = "=" if op == "$ne" else _COMPARISONS[op]
+        sql = f"(json_type(metadata, ?) IN {types} AND json_extract(metadata, ?) {cmp} ?)"
+        params = [path, path, value]
     if op == "$ne":
         # A slot without the field is "not equal" too (Chroma's behaviour).
-        return "coalesce(json_extract(metadata, ?) != ?, 1)", [path, value]
-    return f"json_extract(metadata, ?) {_COMPARISONS[op]} ?", [path, value]
+        return f"NOT coalesce({sql}, 0)", params
+    return sql, params
 
 
 def _membership(field: str, op: str, values: Any) -> tuple[str, list[Any]]:
