@@ -1,0 +1,44 @@
+"""On real data (BEIR SciFact), Memory.search equals a plain faiss.IndexFlatIP, id for id."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from rag_memory import Memory
+
+
+def test_memory_search_equals_faiss_flat_ip(tmp_path: Path, scifact: dict, embedder) -> None:
+    vectors, query_vectors = scifact["vectors"], scifact["query_vectors"]
+    k = 10
+    anchor = faiss.IndexFlatIP(vectors.shape[1])
+    anchor.add(vectors)
+    expected_scores, expected_rows = anchor.search(query_vectors, k)
+    ids = scifact["ids"]
+    with Memory.create(tmp_path / "scifact", embedder=embedder) as mem:
+        for start in range(0, len(ids), 1000):  # several writes, as a user would
+            stop = start + 1000
+            mem.add(scifact["texts"][start:stop], ids=ids[start:stop],
+                    vectors=vectors[start:stop])
+        by_vector = mem.search(query_vectors, k=k)
+        by_text = mem.search(scifact["queries"], k=k)  # the memory embeds the queries itself
+    assert len(by_vector) == len(scifact["queries"]) == 809
+    assert [[h.id for h in hits] for hits in by_vector] == \
+        [[ids[r] for r in row] for row in expected_rows]
+    np.testing.assert_array_equal(np.array([[h.score for h in hits] for hits in by_vector],
+                                           dtype=np.float32), expected_scores)
+    same = sum([h.id for h in t] == [h.id for h in v] for t, v in zip(by_text, by_vector))
+    assert same == len(by_vector), f"text queries disagree with their cached vectors on " \
+                                   f"{len(by_vector) - same} queries"
+
+
+def test_text_add_embeds_like_the_embedder(tmp_path: Path, scifact: dict, embedder) -> None:
+    """Adding texts without vectors stores what the embedder gives (checked on 64 documents)."""
+    texts, ids = scifact["texts"][:64], scifact["ids"][:64]
+    with Memory.create(tmp_path / "m", embedder=embedder) as mem:
+        mem.add(texts, ids=ids)
+        hits = mem.search(scifact["vectors"][:64], k=1)
+    assert [h[0].id for h in hits] == ids
+    assert min(h[0].score for h in hits) > 0.9999
