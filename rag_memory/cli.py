@@ -9,6 +9,7 @@ import sys
 import click
 
 from . import Memory, RagMemoryError
+from .evaluation.cli import eval_group
 
 
 class _Group(click.Group):
@@ -61,6 +62,8 @@ def stats(directory: str) -> None:
     with Memory.open(directory, read_only=True) as mem:
         click.echo(json.dumps(mem.stats(), indent=2))
 
+
+main.add_command(eval_group, name="eval")
 
 if __name__ == "__main__":
     main()

@@ -9,7 +9,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-import faiss
 import numpy as np
 
 from .embed import Embedder
@@ -215,13 +214,12 @@ class Memory:
         self._catch_up()
         with self._rw.read():
             self._check_open()
-            selector = None
+            allowed = None
             if where_sql is not None:
                 allowed = self._table.matching_addrs(*where_sql)
                 if not len(allowed):
                     return [] if single else [[] for _ in range(len(queries))]
-                selector = faiss.IDSelectorBatch(allowed)
-            scores, addrs = search_shards(self._shards, queries, k, selector)
+            scores, addrs = search_shards(self._shards, queries, k, allowed)
             hits = self._hydrate(scores, addrs)
         return hits[0] if single else hits
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Protocol
 
-import faiss
 import numpy as np
 
 
@@ -21,9 +20,10 @@ class Shard(Protocol):
         """Bytes the shard occupies in its tier."""
 
     def search(self, queries: np.ndarray, k: int,
-               selector: faiss.IDSelector | None = None) -> tuple[np.ndarray, np.ndarray]:
+               allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-k (scores, addresses) per query, shape (nq, k); missing entries are (-inf, -1).
-        `selector` restricts the search to some addresses (metadata filters)."""
+        `allowed` (sorted addresses) restricts the search to those slots, inside FAISS
+        through an IDSelector, so a metadata filter still yields k hits when k slots match."""
 
     def remove(self, addrs: np.ndarray) -> None:
         """Drop `addrs` from the shard (or tombstone them); unknown addresses are ignored."""

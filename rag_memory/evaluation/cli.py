@@ -1,0 +1,112 @@
+"""`rag-memory eval ...`: thin click commands over the evaluation tasks (`tasks.TASKS`).
+
+Option names equal the config field names (dashed), so the `rerun` line in results.json is a
+valid command. This module prints; the library underneath only logs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from .report import fmt
+from .retrieval import RetrievalConfig
+from .systems import SystemsConfig
+from .tasks import PLANNED, TASKS, run_task
+
+
+def _int_list(_ctx: click.Context, _param: click.Parameter, value: str | None) -> tuple[int, ...]:
+    if not value:
+        return ()
+    try:
+        return tuple(int(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers, got {value!r}") from None
+
+
+@click.group(name="eval")
+def eval_group() -> None:
+    """Evaluate a memory; each run writes results.json, report.md and PNG plots to --out."""
+
+
+@eval_group.command(name="list")
+def list_tasks() -> None:
+    """List the eval tasks (and the planned ones)."""
+    for name, task in TASKS.items():
+        click.echo(f"{name:<10} {task.summary}")
+    for name, why in PLANNED.items():
+        click.echo(f"{name:<10} (planned) {why}")
+
+
+def _written(written: dict[str, Any]) -> None:
+    click.echo("wrote " + ", ".join(str(p) for p in written.values()))
+
+
+@eval_group.command()
+@click.option("--memory", required=True, type=click.Path(file_okay=False),
+              help="Memory directory; built from the corpus when it does not exist.")
+@click.option("--dataset", required=True, type=click.Path(file_okay=False),
+              help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv).")
+@click.option("--split", default="test", show_default=True, help="qrels split to evaluate.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Results folder.")
+@click.option("-k", "--k", default=100, show_default=True, help="Hits per query (run depth).")
+@click.option("--latency-queries", default=200, show_default=True,
+              help="Queries timed one at a time (0 = all).")
+@click.option("--query-batch-size", default=64, show_default=True)
+@click.option("--embedder", default=None, help="Embedder for --build (default all-MiniLM-L6-v2).")
+@click.option("--build", is_flag=True, help="Build the memory at --memory (must not exist).")
+@click.option("--seed", default=0, show_default=True, help="Picks the latency queries.")
+def retrieval(**options: Any) -> None:
+    """BEIR retrieval metrics and systems figures, memory vs exact FAISS, in one run."""
+    results, written = run_task("retrieval", RetrievalConfig(**options))
+    q, s = results["quality"], results["systems"]
+    click.echo(f"{results['dataset']['queries']} queries, split {options['split']}")
+    for m in results["metrics"]:
+        click.echo(f"  {m:<11} memory {fmt(q['memory'][m])}  exact {fmt(q['exact_faiss'][m])}"
+                   f"  diff {q['difference'][m]:+.4f}")
+    click.echo(f"  quality match: {q['match']}")
+    for name in ("memory", "exact_faiss"):
+        lat = s[name]["latency"]
+        click.echo(f"  {name:<11} p50 {lat['p50_ms']:.3f} ms  p95 {lat['p95_ms']:.3f} ms  "
+                   f"p99 {lat['p99_ms']:.3f} ms  batch {s[name]['batch_qps']:.1f} QPS")
+    r = s["ratios_memory_over_exact"]
+    click.echo(f"  memory/exact: p50 x{fmt(r['latency_p50'], 2)}, batch QPS x{fmt(r['batch_qps'], 3)}")
+    tp = s["text_path"]
+    click.echo(f"  text path {tp['seconds']:.2f} s = embedding {tp['embedding_seconds']:.2f} s "
+               f"+ search {tp['search_seconds']:.3f} s")
+    _written(written)
+
+
+@eval_group.command()
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Results folder.")
+@click.option("--n", default=1_000_000, show_default=True, help="Database vectors.")
+@click.option("--dim", default=384, show_default=True)
+@click.option("--clusters", default=1000, show_default=True, help="Mixture components.")
+@click.option("--spread", default=0.6, show_default=True, help="Mixture noise (larger = harder).")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--queries", default=1000, show_default=True, help="Batch queries (recall, QPS).")
+@click.option("--latency-queries", default=100, show_default=True,
+              help="Queries timed one at a time per system.")
+@click.option("-k", "--k", default=10, show_default=True, help="recall@k.")
+@click.option("--add-batch", default=20_000, show_default=True, help="Vectors per mem.add.")
+@click.option("--nlist", default=None, type=int, help="IVF lists (default ~sqrt(n)).")
+@click.option("--nprobes", default=None, callback=_int_list,
+              help="Comma-separated IVF nprobe values (default 1,2,4,..,nlist/4).")
+@click.option("--recall-target", default=0.95, show_default=True,
+              help="IVF point timed for latency: the fastest reaching this recall.")
+@click.option("--memory", default=None, type=click.Path(file_okay=False),
+              help="Keep (or reuse) the built memory here; default: a temporary folder.")
+def systems(**options: Any) -> None:
+    """Synthetic-vector benchmark: build time, recall vs QPS, latency, bytes per tier."""
+    results, written = run_task("systems", SystemsConfig(**options))
+    b = results["build"]
+    click.echo(f"{results['data']['n']:,} vectors: memory build {fmt(b['memory_seconds'], 1)} s, "
+               f"IVF train {b['ivf_train_seconds']:.1f} s + add {b['ivf_add_seconds']:.1f} s")
+    for p in results["sweep"]:
+        knob = f" {p['knob']}={p['value']}" if p["knob"] else ""
+        click.echo(f"  {p['system']}{knob}: recall@{options['k']} {p['recall']:.4f}, "
+                   f"{p['qps']:.1f} QPS")
+    for name, lat in results["latency"].items():
+        click.echo(f"  latency {name}: p50 {lat['p50_ms']:.2f} ms, p99 {lat['p99_ms']:.2f} ms")
+    _written(written)

@@ -1,0 +1,94 @@
+"""report.md for each eval task: the tables a person reads, rendered from results.json alone
+(so an old results.json can be re-rendered after this module changes)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .report import fmt, fmt_bytes, memory_section, table
+
+
+def _footer(results: Mapping[str, Any]) -> str:
+    env = results["environment"]
+    packages = ", ".join(f"{k} {v}" for k, v in env["packages"].items())
+    machine = env["machine"]
+    return (f"## Reproduce\n\n```\n{results['rerun']}\n```\n\n"
+            f"Machine: {machine['platform']}, {machine['cpu_count']} CPUs, "
+            f"{machine['faiss_threads']} FAISS threads, {machine['faiss_gpus']} GPUs. "
+            f"Packages: {packages}.")
+
+
+def render_retrieval(results: Mapping[str, Any]) -> str:
+    """Quality (memory vs exact anchor, difference), speed (ratio), embedding vs search."""
+    q, s, d = results["quality"], results["systems"], results["dataset"]
+    cfg = results["config"]
+    quality_rows = [[m, q["memory"][m], q["exact_faiss"][m], f"{q['difference'][m]:+.4f}"]
+                    for m in results["metrics"]]
+    mem, ex, ratios = s["memory"], s["exact_faiss"], s["ratios_memory_over_exact"]
+    speed_rows = [[f"single-query latency p{p} (ms)", mem["latency"][f"p{p}_ms"],
+                   ex["latency"][f"p{p}_ms"],
+                   mem["latency"][f"p{p}_ms"] / ex["latency"][f"p{p}_ms"]] for p in (50, 95, 99)]
+    speed_rows.append(["batch throughput (QPS)", mem["batch_qps"], ex["batch_qps"],
+                       ratios["batch_qps"]])
+    tp = s["text_path"]
+    text_rows = [["query embedding (once, all queries)", tp["embedding_seconds"]],
+                 ["search with the query vectors (memory)", tp["search_seconds"]],
+                 ["text path `mem.search(texts)` (embed + search)", tp["seconds"]],
+                 ["embedding share of embed + search", tp["embedding_share"]]]
+    verdict = ("identical per query (exact search)" if q["match"] else
+               f"differ: max per-query difference {q['max_per_query_difference']:.4g}")
+    return "\n\n".join([
+        f"# Retrieval evaluation: {d['path']} / {d['split']}",
+        f"Model `{results['model']}`; memory `{cfg['memory']}` ({d['memory_slots']} slots); "
+        f"{d['queries']} queries with {d['judgements']} judgements; k = {cfg['k']} hits per "
+        f"query, scored per document (max over chunks). Metrics by ranx; per-query scores in "
+        f"per_query.jsonl.",
+        f"## Quality (mean over {d['queries']} queries)",
+        table(["metric", "memory", "exact FAISS", "memory − exact"], quality_rows),
+        f"Memory vs exact anchor: {verdict}.",
+        "## Speed (same query vectors)",
+        table(["figure", "memory", "exact FAISS", "memory / exact"], speed_rows),
+        f"Latency over {mem['latency']['n']} queries, one at a time, k = {cfg['k']}. "
+        f"Memory build time: {fmt(s['build_seconds'], 1)} s.",
+        "## Embedding vs search (seconds, all queries as one batch)",
+        table(["step", "seconds"], text_rows),
+        memory_section(results),
+        "![latency](latency_histogram.png)",
+        _footer(results),
+    ])
+
+
+def render_systems(results: Mapping[str, Any]) -> str:
+    """Build time, recall/QPS sweep, latency, bytes per system and per tier."""
+    cfg, data, build = results["config"], results["data"], results["build"]
+    sweep_rows = [[p["system"], f"{p['knob']}={p['value']}" if p["knob"] else "-",
+                   p["recall"], f"{p['qps']:.1f}"] for p in results["sweep"]]
+    lat_rows = [[name, v["p50_ms"], v["p95_ms"], v["p99_ms"], v["n"]]
+                for name, v in results["latency"].items()]
+    build_rows = [["generate vectors", data["generate_seconds"]],
+                  ["memory: Memory.create + mem.add(vectors=)", build["memory_seconds"]],
+                  ["memory: vectors per second", build["memory_vectors_per_second"]],
+                  ["exact FAISS (IndexFlatIP.add)", build["exact_faiss_seconds"]],
+                  ["IVF-Flat train", build["ivf_train_seconds"]],
+                  ["IVF-Flat add", build["ivf_add_seconds"]]]
+    ratios = results["ratios_memory_over_exact"]
+    return "\n\n".join([
+        f"# Systems evaluation: {data['n']:,} synthetic vectors x {data['dim']}",
+        f"Gaussian mixture ({data['clusters']} clusters, spread {data['spread']}, seed "
+        f"{data['seed']}), unit-normalised; {data['queries']} batch queries for recall@{cfg['k']} "
+        f"and QPS, {data['latency_queries']} queries timed one at a time. IVF-Flat: nlist "
+        f"{cfg['nlist']}, nprobe in {cfg['nprobes']}.",
+        "## Build (seconds)", table(["step", "seconds"], build_rows),
+        f"## Recall@{cfg['k']} vs throughput", table(["system", "knob", "recall", "QPS"], sweep_rows),
+        f"Memory / exact: batch QPS ratio {fmt(ratios['batch_qps'], 3)}, p50 latency ratio "
+        f"{fmt(ratios['latency_p50'], 3)}, recall difference {ratios['recall_difference']:+.4f}. "
+        f"The memory has no ANN knob yet (one exact shard), so it is a single point.",
+        "![recall vs QPS](recall_qps.png)",
+        "## Single-query latency (ms)", table(["system", "p50", "p95", "p99", "queries"], lat_rows),
+        "![latency](latency_histogram.png)",
+        "## Index bytes", table(["system", "bytes"], [[k, fmt_bytes(v)] for k, v in
+                                                     results["bytes"].items()]),
+        memory_section(results),
+        _footer(results),
+    ])

@@ -1,0 +1,83 @@
+"""The registry of eval tasks: each task is a runner (config -> figures), a report renderer
+and its plots. The CLI and scripts look tasks up here instead of branching on names.
+
+Adding a task (e.g. `qa`, which arrives with the generator issue) means: a config dataclass
+and a runner module, a renderer in markdown.py, and one `EvalTask` entry in TASKS; it is
+listed in PLANNED until then, and nothing pretends to run it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import InvalidInputError
+from . import plots
+from .markdown import render_retrieval, render_systems
+from .report import write_result_folder
+from .retrieval import RetrievalConfig, run_retrieval
+from .systems import SystemsConfig, run_systems
+
+Latencies = Mapping[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class EvalTask:
+    """One evaluation: how to run it, how to render its report, which plots it draws."""
+
+    name: str
+    summary: str
+    config_type: type
+    run: Callable[[Any], tuple[dict[str, Any], Latencies]]
+    render: Callable[[dict], str]
+    plots: Callable[[dict[str, Any], Latencies], dict[str, Callable[[Path], Path]]]
+
+
+def _retrieval_plots(results: dict[str, Any], lat: Latencies) -> dict[str, Callable[[Path], Path]]:
+    title = (f"{results['dataset']['path']} / {results['dataset']['split']}: single-query "
+             f"latency, k={results['config']['k']}")
+    return {"latency_histogram": lambda p: plots.latency_histogram(lat, p, title)}
+
+
+def _systems_plots(results: dict[str, Any], lat: Latencies) -> dict[str, Callable[[Path], Path]]:
+    data, k = results["data"], results["config"]["k"]
+    what = f"{data['n']:,} x {data['dim']} synthetic vectors"
+    return {
+        "recall_qps": lambda p: plots.recall_qps(results["sweep"], k, p,
+                                                 f"recall@{k} vs QPS, {what}"),
+        "latency_histogram": lambda p: plots.latency_histogram(
+            lat, p, f"single-query latency, k={k}, {what}"),
+    }
+
+
+TASKS: dict[str, EvalTask] = {
+    "retrieval": EvalTask("retrieval", "BEIR retrieval quality + systems figures, memory vs "
+                          "exact FAISS", RetrievalConfig, run_retrieval, render_retrieval,
+                          _retrieval_plots),
+    "systems": EvalTask("systems", "synthetic vectors: build time, recall vs QPS, latency, "
+                        "bytes per tier", SystemsConfig, run_systems, render_systems,
+                        _systems_plots),
+}
+
+PLANNED: dict[str, str] = {
+    "qa": "answer quality of mem.generate (exact match / F1, per fusion mode); arrives with "
+          "the generator issue",
+}
+
+
+def run_task(name: str, config: Any) -> tuple[dict[str, Any], dict[str, Path]]:
+    """Run task `name` with `config` and write its result folder at `config.out`."""
+    if name not in TASKS:
+        hint = f" ({PLANNED[name]})" if name in PLANNED else ""
+        raise InvalidInputError(f"no eval task {name!r}{hint}; available: {sorted(TASKS)}")
+    task = TASKS[name]
+    if not isinstance(config, task.config_type):
+        raise InvalidInputError(f"task {name!r} needs a {task.config_type.__name__}")
+    results, lat = task.run(config)
+    written = write_result_folder(Path(config.out), results, task.render,
+                                  task.plots(results, lat))
+    return results, written
