@@ -3,7 +3,6 @@ the shards together. It holds no algorithm of its own; each part lives in its ow
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from types import TracebackType
@@ -298,6 +297,6 @@ class Memory:
             for score, addr in zip(row_scores, row_addrs):
                 row = rows.get(addr)
                 if row is not None:
-                    hits.append(Hit(row[0], score, row[1], json.loads(row[2]), addr))
+                    hits.append(Hit(row[0], score, row[1], address=addr, metadata_json=row[2]))
             results.append(hits)
         return results

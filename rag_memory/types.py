@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,12 +17,38 @@ class Slot:
     address: int = -1
 
 
-@dataclass(frozen=True, slots=True)
 class Hit:
-    """One search result; `score` is the inner product of unit vectors (cosine similarity)."""
+    """One search result; `score` is the inner product of unit vectors (cosine similarity).
 
-    id: str
-    score: float
-    text: str
-    metadata: dict[str, Any] = field(default_factory=dict)
-    address: int = -1
+    `metadata` is decoded from its stored JSON on first access: a batch search returns
+    thousands of hits, and decoding metadata nobody reads would cost more than the search.
+    """
+
+    __slots__ = ("id", "score", "text", "address", "_metadata", "_metadata_json")
+
+    def __init__(self, id: str, score: float, text: str, metadata: dict[str, Any] | None = None,
+                 address: int = -1, *, metadata_json: str | None = None) -> None:
+        self.id = id
+        self.score = score
+        self.text = text
+        self.address = address
+        self._metadata = metadata if metadata_json is None else None
+        self._metadata_json = metadata_json
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        if self._metadata is None:
+            self._metadata = {} if self._metadata_json is None else json.loads(self._metadata_json)
+        return self._metadata
+
+    def _key(self) -> tuple:
+        return (self.id, self.score, self.text, self.metadata, self.address)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Hit) and self._key() == other._key()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable metadata dict, like a dataclass
+
+    def __repr__(self) -> str:
+        return (f"Hit(id={self.id!r}, score={self.score:.4f}, text={self.text!r}, "
+                f"metadata={self.metadata!r}, address={self.address})")

@@ -75,13 +75,13 @@ def _tamper(stored: Path, sql: str, params=()) -> None:
 
 
 def test_bad_vector_blob(stored: Path) -> None:
-    _tamper(stored, "UPDATE slots SET vector = ? WHERE addr = 7", (b"\x00" * 5,))
+    _tamper(stored, "UPDATE vectors SET vector = ? WHERE addr = 7", (b"\x00" * 5,))
     with pytest.raises(CorruptFileError, match="slot address 7: vector blob holds 5 bytes"):
         Memory.open(stored)
 
 
 def test_nan_vector_blob(stored: Path) -> None:
-    _tamper(stored, "UPDATE slots SET vector = ? WHERE addr = 3",
+    _tamper(stored, "UPDATE vectors SET vector = ? WHERE addr = 3",
             (np.full(8, np.nan, dtype="<f4").tobytes(),))
     with pytest.raises(CorruptFileError, match="NaN"):
         Memory.open(stored)

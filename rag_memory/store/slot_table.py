@@ -4,8 +4,10 @@ One row per slot address. `addr` is an AUTOINCREMENT int64, so an address is nev
 and never shifts (FAISS positions shift after remove_ids; our addresses are the FAISS ids).
 A delete is a tombstone (`deleted_version`), an upsert a tombstone plus a new address. Every
 write transaction bumps the memory-wide `version`, so another reader can ask what changed.
-Vectors of the growing shard live in the row itself (float32 little-endian BLOB): a committed
-row is the durable copy the in-RAM growing index is rebuilt from on open.
+Vectors of the growing shard live in their own table `vectors` (float32 little-endian BLOBs):
+a committed row is the durable copy the in-RAM growing index is rebuilt from on open. Keeping
+them out of `slots` keeps those rows small, so fetching the text of search hits reads a third
+of the pages it would otherwise.
 """
 
 from __future__ import annotations
@@ -33,7 +35,6 @@ CREATE TABLE slots (
     id TEXT NOT NULL,
     text TEXT NOT NULL,
     metadata TEXT NOT NULL,
-    vector BLOB,
     shard INTEGER NOT NULL,
     added_version INTEGER NOT NULL,
     deleted_version INTEGER
@@ -41,6 +42,7 @@ CREATE TABLE slots (
 CREATE UNIQUE INDEX slots_live_id ON slots(id) WHERE deleted_version IS NULL;
 CREATE INDEX slots_added ON slots(added_version);
 CREATE INDEX slots_deleted ON slots(deleted_version);
+CREATE TABLE vectors (addr INTEGER PRIMARY KEY, vector BLOB NOT NULL);
 CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 
@@ -157,17 +159,16 @@ class SlotTable:
             version = self._bump_version(conn, len(ids) - len(existing))
             replaced = np.array([a for a, _ in existing], dtype=np.int64)
             if len(replaced):
-                conn.execute("UPDATE slots SET deleted_version = ?, vector = NULL WHERE addr IN "
-                             "(SELECT value FROM json_each(?))", (version, _in_list(replaced.tolist())))
-            vecs = np.ascontiguousarray(vectors, dtype="<f4")
+                self._retire(conn, replaced, version)
             conn.executemany(
-                "INSERT INTO slots (id, text, metadata, vector, shard, added_version) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                [(i, t, m, vecs[n].tobytes(), GROWING_SHARD, version)
-                 for n, (i, t, m) in enumerate(zip(ids, texts, metadata))])
+                "INSERT INTO slots (id, text, metadata, shard, added_version) VALUES (?, ?, ?, ?, ?)",
+                [(i, t, m, GROWING_SHARD, version) for i, t, m in zip(ids, texts, metadata)])
             addrs = np.array([r[0] for r in conn.execute(
                 "SELECT addr FROM slots WHERE added_version = ? ORDER BY addr", (version,))],
                 dtype=np.int64)
+            vecs = np.ascontiguousarray(vectors, dtype="<f4")
+            conn.executemany("INSERT INTO vectors (addr, vector) VALUES (?, ?)",
+                             zip(addrs.tolist(), (row.tobytes() for row in vecs)))
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -187,13 +188,20 @@ class SlotTable:
                 raise UnknownIdError(f"unknown ids (nothing was deleted): {sorted(missing)[:5]}")
             version = self._bump_version(conn, -len(rows))
             addrs = np.array([a for a, _ in rows], dtype=np.int64)
-            conn.execute("UPDATE slots SET deleted_version = ?, vector = NULL WHERE addr IN "
-                         "(SELECT value FROM json_each(?))", (version, _in_list(addrs.tolist())))
+            self._retire(conn, addrs, version)
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
         return addrs
+
+    @staticmethod
+    def _retire(conn: sqlite3.Connection, addrs: np.ndarray, version: int) -> None:
+        """Tombstone `addrs` and drop their vectors (the row stays: addresses are never reused)."""
+        in_list = _in_list(addrs.tolist())
+        conn.execute("UPDATE slots SET deleted_version = ? WHERE addr IN "
+                     "(SELECT value FROM json_each(?))", (version, in_list))
+        conn.execute("DELETE FROM vectors WHERE addr IN (SELECT value FROM json_each(?))", (in_list,))
 
     @staticmethod
     def _bump_version(conn: sqlite3.Connection, live_delta: int) -> int:
@@ -238,8 +246,9 @@ class SlotTable:
             conn.execute("BEGIN")  # one snapshot for the rows and the version number
             version = conn.execute("SELECT value FROM meta WHERE key = 'version'").fetchone()[0]
             rows = conn.execute(
-                "SELECT addr, vector FROM slots WHERE deleted_version IS NULL AND shard = ? "
-                "AND added_version > ? ORDER BY addr", (GROWING_SHARD, since_version)).fetchall()
+                "SELECT s.addr, v.vector FROM slots s LEFT JOIN vectors v ON v.addr = s.addr "
+                "WHERE s.deleted_version IS NULL AND s.shard = ? AND s.added_version > ? "
+                "ORDER BY s.addr", (GROWING_SHARD, since_version)).fetchall()
             conn.execute("COMMIT")
         except sqlite3.DatabaseError as exc:
             if conn.in_transaction:
