@@ -9,6 +9,7 @@ import sys
 import click
 
 from . import Memory, RagMemoryError
+from .build.cli import build_command
 from .evaluation.cli import eval_group
 
 
@@ -64,6 +65,7 @@ def stats(directory: str) -> None:
 
 
 main.add_command(eval_group, name="eval")
+main.add_command(build_command, name="build")
 
 if __name__ == "__main__":
     main()

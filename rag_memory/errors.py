@@ -63,3 +63,11 @@ class ReadOnlyError(RagMemoryError):
 
 class MemoryClosedError(RagMemoryError):
     """The memory was used after close()."""
+
+
+class BuildInputError(InvalidInputError):
+    """A corpus cannot be read as asked (format, fields), or a bad record under --strict."""
+
+
+class BuildStateError(RagMemoryError):
+    """The build's output folder holds state this build cannot continue (another build's)."""

@@ -29,8 +29,22 @@ class ShardInfo:
     kind: str  # FAISS index family, e.g. "ivf_flat"
     tier: str  # one of TIERS
     count: int  # vectors stored, tombstones included
-    file: str  # path relative to the memory directory
-    sha256: str  # checksum of the file, verified when it is opened
+    file: str  # path stem relative to the memory directory ("shards/000001")
+    sha256: str  # checksum of the shard's address file, verified when it is opened
+    group: int  # the partition group it holds
+    heat: float  # decayed probe count when last rebalanced (restores placement on open)
+
+
+@dataclass(frozen=True)
+class CodecRecord:
+    """The trained router / shard template (shards/codec.faiss, shards/codec.groups.npy)."""
+
+    kind: str  # "ivf_flat" or "ivf_pq"
+    nlist: int
+    groups: int
+    sha256: str
+    groups_sha256: str
+    reason: str  # why this kind was chosen, shown in stats()
 
 
 @dataclass(frozen=True)
@@ -42,11 +56,13 @@ class Manifest:
     metric: str = METRIC
     format: str = FORMAT_NAME
     format_version: int = FORMAT_VERSION
+    index: dict[str, Any] = field(default_factory=dict)  # IndexConfig.to_dict()
+    codec: CodecRecord | None = None  # None until the first seal
+    generation: int = 0  # bumped by every seal / compaction / rebalance
     shards: tuple[ShardInfo, ...] = field(default_factory=tuple)
 
     def to_json(self) -> bytes:
         data = asdict(self)
-        data["shards"] = [asdict(s) for s in self.shards]
         return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()
 
 
@@ -56,10 +72,17 @@ _FIELD_TYPES: dict[str, type] = {
     "metric": str,
     "format": str,
     "format_version": int,
+    "index": dict,
+    "codec": (dict, type(None)),  # type: ignore[dict-item]
+    "generation": int,
     "shards": list,
 }
 _SHARD_TYPES: dict[str, type] = {
     "shard_id": int, "kind": str, "tier": str, "count": int, "file": str, "sha256": str,
+    "group": int, "heat": (int, float),  # type: ignore[dict-item]
+}
+_CODEC_TYPES: dict[str, type] = {
+    "kind": str, "nlist": int, "groups": int, "sha256": str, "groups_sha256": str, "reason": str,
 }
 
 
@@ -72,7 +95,8 @@ def _check_fields(path: Path, obj: Any, types: dict[str, type], what: str) -> No
     for key, typ in types.items():
         value = obj[key]
         if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
-            raise CorruptFileError(path, f"{what} key {key!r} must be {typ.__name__}, got {value!r}")
+            name = " or ".join(t.__name__ for t in typ) if isinstance(typ, tuple) else typ.__name__
+            raise CorruptFileError(path, f"{what} key {key!r} must be {name}, got {value!r}")
 
 
 def read_manifest(directory: Path) -> Manifest:
@@ -102,6 +126,9 @@ def read_manifest(directory: Path) -> Manifest:
             raise CorruptFileError(path, f"shards[{i}] tier {shard['tier']!r} not in {TIERS}")
         shards.append(ShardInfo(**shard))
     data["shards"] = tuple(shards)
+    if data["codec"] is not None:
+        _check_fields(path, data["codec"], _CODEC_TYPES, "codec")
+        data["codec"] = CodecRecord(**data["codec"])
     return Manifest(**data)
 
 

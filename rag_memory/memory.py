@@ -4,17 +4,21 @@ the shards together. It holds no algorithm of its own; each part lives in its ow
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import numpy as np
 
+from .cache import CacheConfig, QueryCache, group_key
+from .cache import resolve as resolve_cache
 from .embed import Embedder
 from .errors import (CorruptFileError, EmbedderMismatchError, InvalidInputError,
                      MemoryClosedError, MemoryExistsError, ReadOnlyError)
-from .index.growing import GrowingShard
-from .index.merge import search_shards
+from .index import maintenance
+from .index.config import IndexConfig
+from .index.tiered import SHARDS_DIR, TieredIndex
 from .locks import ReadWriteLock, WriterLock
 from .manifest import Manifest, read_manifest, write_manifest
 from .store.filters import compile_where
@@ -25,7 +29,7 @@ from .validation import (as_list, check_ids, check_k, check_lookup_ids, check_te
 
 logger = logging.getLogger(__name__)
 
-SHARDS_DIR = "shards"
+_DEFAULT_CACHE = CacheConfig()
 
 
 class Memory:
@@ -37,9 +41,10 @@ class Memory:
     """
 
     def __init__(self, directory: Path, manifest: Manifest, embedder: Embedder,
-                 table: SlotTable, writer_lock: WriterLock | None) -> None:
+                 table: SlotTable, writer_lock: WriterLock | None,
+                 cache: CacheConfig | None = None, ram_bytes: int | None = None,
+                 gpu_bytes: int | None = None) -> None:
         self.path = directory
-        self.manifest = manifest
         self.read_only = writer_lock is None
         self._embedder = embedder
         self._embedder_checked = False
@@ -47,22 +52,40 @@ class Memory:
         self._writer_lock = writer_lock
         self._rw = ReadWriteLock()
         self._closed = False
-        self._growing = GrowingShard(manifest.dim)
-        self._shards = [self._growing]
-        addrs, vectors, self._version = table.growing_vectors()
-        self._growing.add(addrs, vectors)
+        self._budgets = (ram_bytes, gpu_bytes)
+        self._index = self._open_index(manifest)
+        self._cache = None if cache is None else QueryCache(cache, manifest.dim, self._version)
         live = table.live_count()
-        if live != len(self._growing):
-            raise CorruptFileError(directory / TABLE_NAME, f"slot count {live} does not match "
-                                   f"the {len(self._growing)} vectors stored")
         logger.info("opened %s: %d slots, dim %d%s", directory, live, manifest.dim,
                     " (read-only)" if self.read_only else "")
+
+    def _open_index(self, manifest: Manifest) -> TieredIndex:
+        """The tiered index with its growing shard loaded; a writer first repairs what an
+        interrupted seal or compaction left behind."""
+        index = TieredIndex(self.path, manifest, self._table, self._rw, *self._budgets,
+                            read_only=self.read_only)
+        if not self.read_only:
+            maintenance.reconcile(index, self.path / SHARDS_DIR)
+        addrs, vectors, self._version = self._table.growing_vectors()
+        index.load_growing(addrs, vectors)
+        live = self._table.live_count()
+        if live != index.live_count():
+            index.close()
+            raise CorruptFileError(self.path / TABLE_NAME, f"slot count {live} does not match "
+                                   f"the {index.live_count()} vectors stored")
+        return index
+
+    @property
+    def manifest(self) -> Manifest:
+        return self._index.manifest
 
     # -- opening and closing -----------------------------------------------------------
     @classmethod
     def create(cls, path: str | Path, embedder: str | Embedder | None = None, *,
-               dim: int | None = None,
-               device: str | None = None, lock_timeout: float | None = 0.0) -> Memory:
+               dim: int | None = None, cache: CacheConfig | dict | bool | None = _DEFAULT_CACHE,
+               index: IndexConfig | dict | None = None, ram_bytes: int | None = None,
+               gpu_bytes: int | None = None, device: str | None = None,
+               lock_timeout: float | None = 0.0) -> Memory:
         """Create a new memory directory at `path` (which must not exist or be empty).
 
         Args:
@@ -70,10 +93,18 @@ class Memory:
                 loaded model between memories); None = all-MiniLM-L6-v2.
             dim: vector dimension; if given, the model is not loaded until text needs embedding
                 (useful for memories filled only with precomputed `vectors=`).
+            cache: the query cache's `CacheConfig` (or a dict of its fields); None or
+                `CacheConfig(enabled=False)` turns it off. It lives in RAM only.
+            index: the tiered index's `IndexConfig` (or a dict of its fields): sealing
+                threshold, IVF kind, nlist, nprobe...; recorded in the manifest.
+            ram_bytes: RAM budget for sealed shards (None = no limit); the rest stay on disk,
+                memory-mapped. gpu_bytes: GPU budget (None = 4 GiB if FAISS sees a GPU, else 0).
             device: torch device for the embedder ("cpu", "cuda"); None lets it choose.
             lock_timeout: seconds to wait for another writer process; None waits forever.
         """
         directory = Path(path)
+        cache = resolve_cache(cache)
+        config = index if isinstance(index, IndexConfig) else IndexConfig.from_dict(index or {})
         if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
             raise MemoryExistsError(f"{directory} already exists and is not empty; "
                                     f"use Memory.open to open a memory")
@@ -86,13 +117,14 @@ class Memory:
         (directory / SHARDS_DIR).mkdir(exist_ok=True)
         lock = WriterLock(directory, lock_timeout)
         table = SlotTable.create(directory / TABLE_NAME, dim)
-        manifest = Manifest(embedder=model.name, dim=dim)
+        manifest = Manifest(embedder=model.name, dim=dim, index=config.to_dict())
         write_manifest(directory, manifest)  # last: its presence marks a complete memory
-        return cls(directory, manifest, model, table, lock)
+        return cls(directory, manifest, model, table, lock, cache, ram_bytes, gpu_bytes)
 
     @classmethod
     def open(cls, path: str | Path, embedder: str | Embedder | None = None, *,
-             read_only: bool = False,
+             read_only: bool = False, cache: CacheConfig | dict | bool | None = _DEFAULT_CACHE,
+             ram_bytes: int | None = None, gpu_bytes: int | None = None,
              device: str | None = None, lock_timeout: float | None = 0.0) -> Memory:
         """Open an existing memory.
 
@@ -101,11 +133,14 @@ class Memory:
                 model); another one is refused. None loads the one the manifest names.
             read_only: open without the writer lock; many processes may read while one writes,
                 and a reader sees the writer's committed slots at its next search.
+            cache: the query cache's `CacheConfig`, as for `create`.
+            ram_bytes, gpu_bytes: tier budgets, as for `create` (they may differ per open).
             device: torch device for the embedder.
             lock_timeout: seconds to wait if another process has it open for writing (0 = fail
                 at once, None = wait forever); ignored when read_only.
         """
         directory = Path(path)
+        cache = resolve_cache(cache)
         manifest = read_manifest(directory)
         name = embedder.name if isinstance(embedder, Embedder) else embedder
         if name is not None and name != manifest.embedder:
@@ -116,7 +151,7 @@ class Memory:
         lock = None if read_only else WriterLock(directory, lock_timeout)
         try:
             table = SlotTable(directory / TABLE_NAME, manifest.dim, read_only=read_only)
-            return cls(directory, manifest, model, table, lock)
+            return cls(directory, manifest, model, table, lock, cache, ram_bytes, gpu_bytes)
         except BaseException:
             if lock is not None:
                 lock.release()
@@ -128,6 +163,7 @@ class Memory:
             if self._closed:
                 return
             self._closed = True
+            self._index.close()
             self._table.close()
             if self._writer_lock is not None:
                 self._writer_lock.release()
@@ -172,8 +208,9 @@ class Memory:
         with self._rw.write():
             self._check_open()
             addrs = self._table.tombstone(ids)
-            for shard in self._shards:
-                shard.remove(addrs)
+            self._index.remove(addrs)
+            self._cache_write(addrs, np.empty(0, np.int64), np.empty((0, self.manifest.dim),
+                                                                     np.float32), [])
 
     def _write(self, texts: Any, ids: Any, metadata: Any, vectors: Any,
                replace: bool) -> list[str]:
@@ -188,10 +225,24 @@ class Memory:
         with self._rw.write():
             self._check_open()
             addrs, replaced = self._table.write(ids, texts, meta, vecs, replace)
-            for shard in self._shards:
-                shard.remove(replaced)
-            self._growing.add(addrs, vecs)
+            self._index.remove(replaced)
+            self._index.add(addrs, vecs)
+            self._cache_write(replaced, addrs, vecs, list(zip(ids, texts, meta)))
+        if len(self._index.growing) >= self._index.config.seal_threshold:
+            maintenance.seal(self._index)  # heavy work outside the lock; a brief swap inside
         return ids
+
+    # -- maintenance -------------------------------------------------------------------
+    def compact(self) -> dict[str, int]:
+        """Seal the growing shard and rewrite sealed shards without their tombstones."""
+        self._check_writable()
+        return maintenance.compact(self._index)
+
+    def rebalance(self) -> dict[int, str]:
+        """Move sealed shards between GPU, RAM and disk by heat within the budgets now (it
+        also runs by itself every `IndexConfig.rebalance_every` queries). Returns the moves."""
+        self._check_open()
+        return self._index.rebalance()
 
     # -- reads -------------------------------------------------------------------------
     def get(self, ids: str | list[str]) -> list[Slot]:
@@ -199,39 +250,55 @@ class Memory:
         self._check_open()
         return self._table.get(check_lookup_ids(ids))
 
-    def search(self, query: Any, k: int = 10, where: dict | None = None) -> Any:
+    def search(self, query: Any, k: int = 10, where: dict | None = None, *,
+               cache: bool = True) -> Any:
         """Top-k slots by cosine similarity.
 
         `query` is a string (-> list[Hit]), a list of strings or a 2-D float32 array of query
         vectors (-> list[list[Hit]]), or a 1-D vector (-> list[Hit]). `where` filters on
         metadata inside the search (a FAISS IDSelector), so k hits come back whenever k
-        matching slots exist.
+        matching slots exist. `cache=False` bypasses the query cache (neither read nor filled);
+        hits the cache answered have `Hit.cached` set.
         """
+        self._check_open()
         k = check_k(k)
         where_sql = None if where is None else compile_where(where)
-        single, queries = self._query_vectors(query)
+        if not isinstance(cache, bool):
+            raise InvalidInputError(f"cache must be True or False, got {cache!r}")
+        qcache = self._cache if cache else None
+        single, queries = self._query_vectors(query, qcache)
         self._catch_up()
-        with self._rw.read():
-            self._check_open()
-            allowed = None
-            if where_sql is not None:
-                allowed = self._table.matching_addrs(*where_sql)
-                if not len(allowed):
-                    return [] if single else [[] for _ in range(len(queries))]
-            scores, addrs = search_shards(self._shards, queries, k, allowed)
-            hits = self._hydrate(scores, addrs)
-        return hits[0] if single else hits
+        # -- cache hook: answer what the cache holds, search only the rest --
+        key = group_key(k, where)
+        found = qcache.lookup(queries, key) if qcache else [None] * len(queries)
+        todo = [i for i, hits in enumerate(found) if hits is None]
+        if todo:
+            with self._rw.read():
+                self._check_open()
+                fresh = self._search_index(queries[todo], k, where_sql)
+                if qcache:  # under the read lock: no write between the search and the store
+                    qcache.store(queries[todo], key, where_sql, fresh, self._version)
+            for i, hits in zip(todo, fresh):
+                found[i] = hits
+            if self._index.needs_rebalance() and not self._index.maintenance.locked():
+                threading.Thread(target=self._index.rebalance, daemon=True,
+                                 name="rag-memory-rebalance").start()
+        return found[0] if single else found
+
+    def _search_index(self, queries: np.ndarray, k: int,
+                      where_sql: tuple[str, list[Any]] | None) -> list[list[Hit]]:
+        allowed = None
+        if where_sql is not None:
+            allowed = self._table.matching_addrs(*where_sql)
+            if not len(allowed):
+                return [[] for _ in range(len(queries))]
+        scores, addrs = self._index.search(queries, k, allowed)
+        return self._hydrate(scores, addrs)
 
     def stats(self) -> dict[str, Any]:
         """Counts, shards per tier, bytes, and the memory-wide version number."""
         self._check_open()
         with self._rw.read():
-            shards = [{"shard_id": s.shard_id, "kind": "flat", "tier": "ram",
-                       "vectors": len(s), "bytes": s.nbytes} for s in self._shards]
-            tiers = {tier: {"shards": 0, "bytes": 0} for tier in ("gpu", "ram", "disk")}
-            for s in shards:
-                tiers[s["tier"]]["shards"] += 1
-                tiers[s["tier"]]["bytes"] += s["bytes"]
             return {
                 "path": str(self.path),
                 "slots": self._table.live_count(),
@@ -240,9 +307,9 @@ class Memory:
                 "dim": self.manifest.dim,
                 "metric": self.manifest.metric,
                 "read_only": self.read_only,
-                "shards": shards,
-                "tiers": tiers,
+                **self._index.stats(),
                 "disk_bytes": sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file()),
+                "cache": self._cache.stats() if self._cache else {"enabled": False},
             }
 
     # -- internals ---------------------------------------------------------------------
@@ -261,12 +328,13 @@ class Memory:
             self._embedder_checked = True
         return self._embedder.encode(texts)
 
-    def _query_vectors(self, query: Any) -> tuple[bool, np.ndarray]:
-        """(is a single query, (nq, dim) unit query vectors)."""
-        if isinstance(query, str):
-            return True, self._embed(check_texts(query))
-        if is_text_batch(query):
-            return False, self._embed(check_texts(as_list(query, "query")))
+    def _query_vectors(self, query: Any,
+                       qcache: QueryCache | None) -> tuple[bool, np.ndarray]:
+        """(is a single query, (nq, dim) unit query vectors); texts seen before skip the embedder."""
+        if isinstance(query, str) or is_text_batch(query):
+            texts = check_texts(as_list(query, "query"))
+            vectors = qcache.encode(texts, self._embed) if qcache else self._embed(texts)
+            return isinstance(query, str), vectors
         if isinstance(query, (list, tuple)) and not query:
             raise InvalidInputError("query is an empty list")
         single = np.ndim(query) == 1
@@ -279,13 +347,29 @@ class Memory:
         with self._rw.write():
             if self._closed:
                 return
-            addrs, vectors, version = self._table.growing_vectors(since_version=self._version)
-            removed = self._table.deleted_since(self._version)
-            for shard in self._shards:
-                shard.remove(removed)
-            self._growing.remove(addrs)  # a slot seen before is never added twice
-            self._growing.add(addrs, vectors)
-            self._version = version
+            if self._table.generation() != self.manifest.generation:
+                # the writer sealed or compacted: reopen the shards it now has
+                old, self._index = self._index, self._open_index(read_manifest(self.path))
+                old.close()
+                version = self._version
+            else:
+                addrs, vectors, version = self._table.growing_vectors(since_version=self._version)
+                self._index.remove(self._table.deleted_since(self._version))
+                self._index.growing.remove(addrs)  # a slot seen before is never added twice
+                self._index.add(addrs, vectors)
+                self._version = version
+            if self._cache is not None:  # another process wrote: cached results may be stale
+                self._cache.clear(version)
+
+    def _cache_write(self, removed: np.ndarray, addrs: np.ndarray, vectors: np.ndarray,
+                     rows: list[tuple[str, str, str]]) -> None:
+        """Cache hook, under the write lock after the index changed: patch cached results."""
+        if self._cache is None:
+            return
+        self._version = self._table.version()
+        self._cache.apply_write(self._version, removed, addrs, vectors, rows, lambda where, among:
+                                set(self._table.matching_addrs(*where, among=among.tolist())
+                                    .tolist()))
 
     def _hydrate(self, scores: np.ndarray, addrs: np.ndarray) -> list[list[Hit]]:
         """Turn FAISS (score, address) rows into Hits with one SQLite query for the batch."""

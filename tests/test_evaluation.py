@@ -121,7 +121,9 @@ def test_eval_retrieval_end_to_end_with_chunked_memory(tmp_path: Path) -> None:
     assert len(lines) == 20  # 10 queries x (memory, exact)
     assert {json.loads(line)["system"] for line in lines} == {"memory", "exact_faiss"}
     systems = results["systems"]
-    assert systems["cache_hit_rate"] == NA and systems["disk_bytes_read"] == NA
+    # read from mem.stats() when the memory reports it, else "n/a" (never a made-up zero)
+    assert systems["cache_hit_rate"] == NA or 0.0 <= systems["cache_hit_rate"] <= 1.0
+    assert systems["disk_bytes_read"] == NA or systems["disk_bytes_read"] >= 0
     assert systems["tiers"]["ram"]["bytes"] > 0
     assert systems["memory"]["latency"]["n"] == 5
     assert (out / "latency_histogram.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -83,9 +83,9 @@ def retrieval(**options: Any) -> None:
 @click.option("--n", default=1_000_000, show_default=True, help="Database vectors.")
 @click.option("--dim", default=384, show_default=True)
 @click.option("--clusters", default=1000, show_default=True, help="Mixture components.")
-@click.option("--spread", default=0.6, show_default=True, help="Mixture noise (larger = harder).")
+@click.option("--spread", default=1.0, show_default=True, help="Mixture noise (larger = harder).")
 @click.option("--seed", default=0, show_default=True)
-@click.option("--queries", default=1000, show_default=True, help="Batch queries (recall, QPS).")
+@click.option("--queries", default=500, show_default=True, help="Batch queries (recall, QPS).")
 @click.option("--latency-queries", default=100, show_default=True,
               help="Queries timed one at a time per system.")
 @click.option("-k", "--k", default=10, show_default=True, help="recall@k.")

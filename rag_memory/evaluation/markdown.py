@@ -29,8 +29,8 @@ def render_retrieval(results: Mapping[str, Any]) -> str:
     speed_rows = [[f"single-query latency p{p} (ms)", mem["latency"][f"p{p}_ms"],
                    ex["latency"][f"p{p}_ms"],
                    mem["latency"][f"p{p}_ms"] / ex["latency"][f"p{p}_ms"]] for p in (50, 95, 99)]
-    speed_rows.append(["batch throughput (QPS)", mem["batch_qps"], ex["batch_qps"],
-                       ratios["batch_qps"]])
+    speed_rows.append(["batch throughput (QPS)", f"{mem['batch_qps']:.1f}",
+                       f"{ex['batch_qps']:.1f}", ratios["batch_qps"]])
     tp = s["text_path"]
     text_rows = [["query embedding (once, all queries)", tp["embedding_seconds"]],
                  ["search with the query vectors (memory)", tp["search_seconds"]],
@@ -50,7 +50,7 @@ def render_retrieval(results: Mapping[str, Any]) -> str:
         "## Speed (same query vectors)",
         table(["figure", "memory", "exact FAISS", "memory / exact"], speed_rows),
         f"Latency over {mem['latency']['n']} queries, one at a time, k = {cfg['k']}. "
-        f"Memory build time: {fmt(s['build_seconds'], 1)} s.",
+        f"Memory build time (s): {fmt(s['build_seconds'], 1)}.",
         "## Embedding vs search (seconds, all queries as one batch)",
         table(["step", "seconds"], text_rows),
         memory_section(results),
@@ -64,14 +64,16 @@ def render_systems(results: Mapping[str, Any]) -> str:
     cfg, data, build = results["config"], results["data"], results["build"]
     sweep_rows = [[p["system"], f"{p['knob']}={p['value']}" if p["knob"] else "-",
                    p["recall"], f"{p['qps']:.1f}"] for p in results["sweep"]]
-    lat_rows = [[name, v["p50_ms"], v["p95_ms"], v["p99_ms"], v["n"]]
+    lat_rows = [[name, fmt(v["p50_ms"], 3), fmt(v["p95_ms"], 3), fmt(v["p99_ms"], 3), v["n"]]
                 for name, v in results["latency"].items()]
-    build_rows = [["generate vectors", data["generate_seconds"]],
-                  ["memory: Memory.create + mem.add(vectors=)", build["memory_seconds"]],
-                  ["memory: vectors per second", build["memory_vectors_per_second"]],
-                  ["exact FAISS (IndexFlatIP.add)", build["exact_faiss_seconds"]],
-                  ["IVF-Flat train", build["ivf_train_seconds"]],
-                  ["IVF-Flat add", build["ivf_add_seconds"]]]
+    build_rows = [[step, fmt(value, 2)] for step, value in [
+        ("generate vectors", data["generate_seconds"]),
+        ("memory: Memory.create + mem.add(vectors=)", build["memory_seconds"]),
+        ("exact FAISS (IndexFlatIP.add)", build["exact_faiss_seconds"]),
+        ("IVF-Flat train", build["ivf_train_seconds"]),
+        ("IVF-Flat add", build["ivf_add_seconds"])]]
+    build_rows.append(["memory: vectors added per second",
+                       fmt(build["memory_vectors_per_second"], 0)])
     ratios = results["ratios_memory_over_exact"]
     return "\n\n".join([
         f"# Systems evaluation: {data['n']:,} synthetic vectors x {data['dim']}",

@@ -80,7 +80,9 @@ def memory_figures(stats: dict[str, Any]) -> dict[str, Any]:
         "disk_bytes": stats.get("disk_bytes", NA),
         "disk_bytes_read": stats.get("disk_bytes_read", NA),
         "cache_hit_rate": hit_rate,
-        "fast_tier_hit_ratio": stats.get("fast_tier_hit_ratio", NA),
+        # None: the tiered index exists but no query has probed a sealed shard yet
+        "fast_tier_hit_ratio": NA if stats.get("fast_tier_hit_ratio") is None
+        else stats["fast_tier_hit_ratio"],
     }
 
 

@@ -25,7 +25,7 @@ class MixtureSpec:
 
     dim: int = 384  # all-MiniLM-L6-v2's dimension
     clusters: int = 1000  # mixture components
-    spread: float = 0.6  # noise norm relative to a centre's (unit) norm; larger = harder
+    spread: float = 1.0  # noise norm relative to a centre's (unit) norm; larger = harder
     seed: int = 0
 
     def __post_init__(self) -> None:

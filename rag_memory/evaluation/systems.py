@@ -36,9 +36,9 @@ class SystemsConfig:
     n: int = 1_000_000  # database vectors
     dim: int = 384
     clusters: int = 1000  # Gaussian-mixture components
-    spread: float = 0.6  # mixture noise (see synthetic.MixtureSpec)
+    spread: float = 1.0  # mixture noise (see synthetic.MixtureSpec)
     seed: int = 0
-    queries: int = 1000  # batch queries for recall and QPS
+    queries: int = 500  # batch queries for recall and QPS (~1 min of exact search at 1M)
     latency_queries: int = 100  # queries timed one at a time, per system
     k: int = 10  # recall@k
     add_batch: int = 20_000  # vectors per mem.add call
@@ -97,7 +97,10 @@ def run_systems(config: SystemsConfig) -> tuple[dict[str, Any], dict[str, np.nda
             points = sweep([memsys, flat, ivf], queries, truth, config.k)
             ivf_point = knee(points, ivf.name, config.recall_target)
             n_lat = min(config.latency_queries, config.queries)
-            one = lambda system, value: (lambda i: system.search(queries[i:i + 1], config.k, value))
+
+            def one(system: Any, value: Any) -> Any:
+                return lambda i: system.search(queries[i:i + 1], config.k, value)
+
             lat = {"memory": measure.latencies(one(memsys, None), n_lat, desc="memory latency"),
                    "exact_faiss": measure.latencies(one(flat, None), n_lat, desc="exact latency")}
             if ivf_point is not None:

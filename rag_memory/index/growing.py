@@ -34,6 +34,16 @@ class GrowingShard:
     def nbytes(self) -> int:
         return self._index.ntotal * (4 * self.dim + 8)
 
+    @property
+    def addresses(self) -> np.ndarray:
+        return self._addrs
+
+    def snapshot(self) -> tuple[np.ndarray, np.ndarray]:
+        """Copies of (addresses, vectors), for sealing them elsewhere."""
+        n = self._index.ntotal
+        vectors = faiss.rev_swig_ptr(self._index.get_xb(), n * self.dim).reshape(n, self.dim)
+        return self._addrs.copy(), vectors.copy()
+
     def add(self, addrs: np.ndarray, vectors: np.ndarray) -> None:
         if len(addrs):
             self._index.add(vectors)

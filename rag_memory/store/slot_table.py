@@ -77,6 +77,7 @@ class SlotTable:
                 f"INSERT INTO meta VALUES ('dim', {int(dim)});"
                 "INSERT INTO meta VALUES ('version', 0);"
                 "INSERT INTO meta VALUES ('live', 0);"
+                "INSERT INTO meta VALUES ('generation', 0);"
                 "COMMIT;")
         finally:
             conn.close()
@@ -229,8 +230,16 @@ class SlotTable:
             "(SELECT value FROM json_each(?))", (_in_list(addrs),))
         return {r[0]: r[1:] for r in rows}
 
-    def matching_addrs(self, where_sql: str, params: Sequence[Any]) -> np.ndarray:
-        """Addresses of live slots whose metadata satisfies a compiled `where` predicate."""
+    def matching_addrs(self, where_sql: str, params: Sequence[Any],
+                       among: Sequence[int] | None = None) -> np.ndarray:
+        """Addresses of live slots whose metadata satisfies a compiled `where` predicate.
+
+        `among` restricts the answer to those addresses (the query cache asks which slots of
+        a write pass a cached entry's filter, without re-implementing the grammar).
+        """
+        if among is not None:
+            where_sql = f"addr IN (SELECT value FROM json_each(?)) AND ({where_sql})"
+            params = [_in_list(among), *params]
         rows = self._query(
             f"SELECT addr FROM slots WHERE deleted_version IS NULL AND {where_sql}", params)
         return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
@@ -270,3 +279,36 @@ class SlotTable:
         """Addresses tombstoned after `since_version` (for a reader catching up)."""
         rows = self._query("SELECT addr FROM slots WHERE deleted_version > ?", (since_version,))
         return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+    # -- sealed shards -------------------------------------------------------------------
+    def generation(self) -> int:
+        """The manifest generation whose sealed shards the `shard` column reflects."""
+        return self._query("SELECT value FROM meta WHERE key = 'generation'")[0][0]
+
+    def sealed_tombstones(self) -> list[tuple[int, int]]:
+        """(address, shard) of deleted slots whose vectors still sit in a sealed shard."""
+        return self._query("SELECT addr, shard FROM slots WHERE deleted_version IS NOT NULL "
+                           "AND shard > 0")
+
+    def apply_sealing(self, generation: int, shards: dict[int, np.ndarray],
+                      live_shards: Sequence[int]) -> None:
+        """Record in one transaction that `shards` (id -> addresses) now hold those slots:
+        set their `shard`, drop their growing vectors, retire (shard = -1) tombstones of shards
+        that no longer exist, and stamp the manifest `generation`. Idempotent, so replaying it
+        after a crash (see maintenance.reconcile) is safe."""
+        conn = self._writer_connection()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for shard_id, addrs in shards.items():
+                in_list = _in_list(addrs.tolist())
+                conn.execute("UPDATE slots SET shard = ? WHERE addr IN "
+                             "(SELECT value FROM json_each(?))", (shard_id, in_list))
+                conn.execute("DELETE FROM vectors WHERE addr IN (SELECT value FROM json_each(?))",
+                             (in_list,))
+            conn.execute("UPDATE slots SET shard = -1 WHERE shard > 0 AND shard NOT IN "
+                         "(SELECT value FROM json_each(?))", (_in_list(list(live_shards)),))
+            conn.execute("INSERT OR REPLACE INTO meta VALUES ('generation', ?)", (generation,))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise

@@ -1,0 +1,83 @@
+"""`CacheConfig`: the query cache's settings, one frozen dataclass with every field documented."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+from ..errors import InvalidInputError
+
+MIB = 1 << 20
+
+# Chosen by bench/cache_threshold_study.py on SciFact train claims (see that script's table):
+# the lowest threshold that served none of the hard negatives (negations, swapped entities,
+# antonyms) nor any other claim. MiniLM puts "X increases Y" and "X does not increase Y" at
+# cosine ~0.97, which is why GPTCache-style defaults near 0.8-0.9 serve wrong answers.
+DEFAULT_THRESHOLD = 0.99
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    """Settings of the query cache in front of a memory (`Memory.create/open(cache=...)`).
+
+    Attributes:
+        enabled: False turns the cache off entirely (same as `cache=None`).
+        max_bytes: byte budget of the query -> results layer; least recently used entries
+            are evicted beyond it (bytes, not entries: one entry of k=100 long slots can
+            weigh as much as a thousand of k=1).
+        threshold: cosine at or above which a new query reuses a cached query's results
+            (a *semantic* hit, reported as such). 1.0 means exact hits only. The default is
+            measured, see `DEFAULT_THRESHOLD`.
+        ttl_seconds: entries older than this are not served (None: no expiry). Entries stay
+            coherent with writes without it; a TTL only bounds how long a semantic neighbour's
+            answer may be reused.
+        embedding_max_bytes: byte budget of the text -> embedding layer, which skips the
+            embedder for a question text seen before (after whitespace normalisation).
+    """
+
+    enabled: bool = True
+    max_bytes: int = 64 * MIB
+    threshold: float = DEFAULT_THRESHOLD
+    ttl_seconds: float | None = None
+    embedding_max_bytes: int = 16 * MIB
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.enabled, bool):
+            raise InvalidInputError(f"CacheConfig.enabled must be a bool, got {self.enabled!r}")
+        for name in ("max_bytes", "embedding_max_bytes"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise InvalidInputError(f"CacheConfig.{name} must be an int >= 0, got {value!r}")
+        t = self.threshold
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0.0 < t <= 1.0:
+            raise InvalidInputError(f"CacheConfig.threshold must be in (0, 1], got {t!r}")
+        ttl = self.ttl_seconds
+        if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, (int, float))
+                                or not ttl > 0):
+            raise InvalidInputError(f"CacheConfig.ttl_seconds must be > 0 or None, got {ttl!r}")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> CacheConfig:
+        """Build from a plain dict (e.g. parsed JSON); an unknown key is an error, not ignored."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise InvalidInputError(f"unknown CacheConfig keys {unknown}; known: {sorted(known)}")
+        return cls(**values)
+
+
+def resolve(cache: CacheConfig | dict | bool | None) -> CacheConfig | None:
+    """The effective config for `Memory(cache=...)`: None when the cache is off.
+
+    True means the defaults, False/None off; a dict goes through `CacheConfig.from_dict`.
+    """
+    if cache is None or cache is False:
+        return None
+    if cache is True:
+        cache = CacheConfig()
+    elif isinstance(cache, dict):
+        cache = CacheConfig.from_dict(cache)
+    elif not isinstance(cache, CacheConfig):
+        raise InvalidInputError(f"cache must be a CacheConfig, a dict, a bool or None, "
+                                f"got {type(cache).__name__}")
+    return cache if cache.enabled else None

@@ -1,0 +1,93 @@
+"""The text -> embedding layer: a question text seen before skips the embedder.
+
+On a CPU, embedding a question with MiniLM costs milliseconds while searching a flat shard of
+a few thousand slots costs tens of microseconds, so repeated questions are served mostly by
+this layer. The key is the text after Unicode NFC and whitespace normalisation (strip, runs of
+whitespace -> one space): WordPiece and SentencePiece tokenisers split on whitespace, so these
+variants embed alike. Case is *not* folded: that is true of uncased models only. On a miss the
+*normalised* text is embedded, so every variant maps to one vector whichever came first.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import unicodedata
+from collections import OrderedDict
+from collections.abc import Callable
+
+import numpy as np
+
+_WHITESPACE = re.compile(r"\s+")
+# Per-entry bookkeeping beyond the text and vector bytes: the OrderedDict node, the str and
+# ndarray object headers (measured with sys.getsizeof on CPython 3.11, rounded up).
+_ENTRY_OVERHEAD = 200
+
+
+def normalise(text: str) -> str:
+    """The cache key of a question text (see the module docstring for what is folded)."""
+    return _WHITESPACE.sub(" ", unicodedata.normalize("NFC", text)).strip()
+
+
+class EmbeddingCache:
+    """LRU map from normalised text to its unit vector, bounded by bytes; thread-safe."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+        self.bytes = 0
+        self.hits = 0
+        self.misses = 0
+        self.evictions = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @staticmethod
+    def _size(key: str, vector: np.ndarray) -> int:
+        return len(key.encode("utf-8")) + vector.nbytes + _ENTRY_OVERHEAD
+
+    def encode(self, texts: list[str], embed: Callable[[list[str]], np.ndarray]) -> np.ndarray:
+        """Vectors for `texts`, calling `embed` once for the texts not cached (or not at all)."""
+        keys = [normalise(t) for t in texts]
+        found: dict[str, np.ndarray] = {}
+        with self._lock:
+            for key in keys:
+                vector = self._entries.get(key)
+                if vector is not None:
+                    self._entries.move_to_end(key)
+                    found[key] = vector
+        missing = list(dict.fromkeys(k for k in keys if k not in found))
+        if missing:
+            # The embedder runs outside the lock: other threads' hits need not wait for it.
+            fresh = embed(missing)
+            for key, vector in zip(missing, fresh):
+                vector = np.array(vector, dtype=np.float32)  # own copy, never a view of a batch
+                vector.setflags(write=False)
+                found[key] = vector
+            self._store(missing, found)
+        fresh_keys = set(missing)
+        with self._lock:
+            n_missed = sum(1 for k in keys if k in fresh_keys)
+            self.misses += n_missed
+            self.hits += len(keys) - n_missed
+        return np.stack([found[k] for k in keys])
+
+    def _store(self, keys: list[str], vectors: dict[str, np.ndarray]) -> None:
+        with self._lock:
+            for key in keys:
+                size = self._size(key, vectors[key])
+                if size > self.max_bytes or key in self._entries:
+                    continue
+                self._entries[key] = vectors[key]
+                self.bytes += size
+            while self.bytes > self.max_bytes and self._entries:
+                old_key, old = self._entries.popitem(last=False)
+                self.bytes -= self._size(old_key, old)
+                self.evictions += 1
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self.bytes = 0

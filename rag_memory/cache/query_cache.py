@@ -1,0 +1,87 @@
+"""`QueryCache`: the two cache layers behind the few calls `Memory` makes (see DESIGN.md).
+
+Memory calls it at four points: `encode` before the embedder, `lookup` before the index,
+`store` after a search (under the read lock, so no write can slip in between the search and
+the store), and `apply_write` after a write has updated the index (under the write lock).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ..types import Hit
+from .config import CacheConfig
+from .embedding_cache import EmbeddingCache
+from .result_cache import GroupKey, Match, ResultCache, Row
+
+logger = logging.getLogger(__name__)
+
+
+def group_key(k: int, where: dict | None) -> GroupKey:
+    """Entries are shared only between searches with the same k and the same filter."""
+    return k, "" if where is None else json.dumps(where, sort_keys=True, separators=(",", ":"))
+
+
+class QueryCache:
+    """Text -> embedding and query -> results caches of one memory; thread-safe, RAM only."""
+
+    def __init__(self, config: CacheConfig, dim: int, version: int) -> None:
+        self.config = config
+        self.embeddings = EmbeddingCache(config.embedding_max_bytes)
+        self.results = ResultCache(dim, config.max_bytes, config.threshold, config.ttl_seconds,
+                                   version)
+
+    def encode(self, texts: list[str], embed: Callable[[list[str]], np.ndarray]) -> np.ndarray:
+        return self.embeddings.encode(texts, embed)
+
+    def lookup(self, queries: np.ndarray, key: GroupKey) -> list[list[Hit] | None]:
+        """Per query, the cached hits (marked `cached`) or None on a miss."""
+        out: list[list[Hit] | None] = []
+        for vector in queries:
+            found = self.results.lookup(vector, key)
+            if found is None:
+                out.append(None)
+                continue
+            entry, similarity = found
+            semantic = similarity if entry.vector.tobytes() != vector.tobytes() else None
+            out.append([Hit(i, score, text, address=addr, metadata_json=meta, cached=True,
+                            cache_similarity=semantic)
+                        for score, addr, (i, text, meta) in zip(entry.scores, entry.addrs,
+                                                               entry.rows)])
+        return out
+
+    def store(self, queries: np.ndarray, key: GroupKey, where: Any,
+              results: list[list[Hit]], version: int) -> None:
+        """Cache fresh results; `where` is the compiled filter a later write is matched with."""
+        for vector, hits in zip(queries, results):
+            self.results.put(vector, key, where, [h.score for h in hits],
+                             [h.address for h in hits],
+                             [(h.id, h.text, h.metadata_json) for h in hits], version)
+
+    def apply_write(self, version: int, removed: np.ndarray, addrs: np.ndarray,
+                    vectors: np.ndarray, rows: list[Row], match: Match) -> None:
+        """Patch entries for a committed write; on any failure forget everything instead."""
+        try:
+            self.results.apply_write(version, removed, addrs, vectors, rows, match)
+        except Exception:  # a cache bug must never serve stale results nor fail a write
+            logger.exception("query cache update failed; cache cleared")
+            self.results.clear(version)
+
+    def clear(self, version: int) -> None:
+        """Forget cached results (the embeddings stay valid: the embedder did not change)."""
+        self.results.clear(version)
+
+    def stats(self) -> dict[str, Any]:
+        """Figures for `Memory.stats()['cache']` (read by the evaluation harness)."""
+        out = {"enabled": True, **self.results.stats()}
+        e = self.embeddings
+        embedded = e.hits + e.misses
+        out["embedding"] = {"hits": e.hits, "misses": e.misses, "evictions": e.evictions,
+                            "hit_rate": e.hits / embedded if embedded else 0.0,
+                            "entries": len(e), "bytes": e.bytes, "max_bytes": e.max_bytes}
+        return out

@@ -1,0 +1,180 @@
+"""The codec: the trained router (coarse quantizer) and the empty IVF index all shards clone.
+
+The router's centroids partition the vector space (IVF, Jegou et al. 2011). Partitions are
+grouped by k-means over the centroids, so the nprobe partitions near a query tend to fall in
+few groups. A sealed shard holds one group: an IVF index whose quantizer holds only that
+group's centroids (a vector's nearest centroid overall is also its nearest within its own
+group, so assignments and PQ residuals agree with the router's) and whose PQ codebook is the
+one trained for the whole memory. A query's coarse assignment is computed once, by the router,
+and handed to each shard in its local partition numbering (SPANN keeps its centroids in memory
+the same way); no shard carries a copy of all the centroids.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from ..errors import CorruptFileError
+from ..fsutil import atomic_write_bytes
+
+logger = logging.getLogger(__name__)
+
+CODEC_FILE = "codec.faiss"
+GROUPS_FILE = "codec.groups.npy"
+# FAISS warns below 39 training points per centroid; k-means needs no more than ~256.
+MIN_POINTS_PER_CENTROID = 39
+MAX_POINTS_PER_CENTROID = 128
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _serialize(index: faiss.Index) -> bytes:
+    return faiss.serialize_index(index).tobytes()
+
+
+def _kmeans(points: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """Spherical k-means centroids (unit vectors: inner product = cosine)."""
+    km = faiss.Kmeans(points.shape[1], k, niter=20, spherical=True, seed=seed,
+                      max_points_per_centroid=MAX_POINTS_PER_CENTROID,
+                      min_points_per_centroid=1)
+    km.train(np.ascontiguousarray(points, dtype=np.float32))
+    return km.centroids
+
+
+@dataclass(frozen=True)
+class CodecInfo:
+    """What the manifest records about the codec files."""
+
+    kind: str
+    nlist: int
+    groups: int
+    sha256: str
+    groups_sha256: str
+
+
+class Codec:
+    """The router plus the shard template."""
+
+    def __init__(self, template: faiss.IndexIVF, groups: np.ndarray, kind: str) -> None:
+        self.template = template
+        self.kind = kind
+        self.groups = groups  # partition -> group
+        self.quantizer = faiss.downcast_index(template.quantizer)
+        self.centroids = self.quantizer.reconstruct_n(0, template.nlist)
+        # partition -> its number inside its group's shard index
+        self.local = np.zeros(len(groups), dtype=np.int64)
+        for g in range(self.n_groups):
+            members = np.flatnonzero(groups == g)
+            self.local[members] = np.arange(len(members))
+
+    @property
+    def nlist(self) -> int:
+        return self.template.nlist
+
+    @property
+    def n_groups(self) -> int:
+        return int(self.groups.max()) + 1
+
+    @classmethod
+    def train(cls, vectors: np.ndarray, kind: str, nlist: int, pq_m: int, n_groups: int,
+              seed: int = 1234) -> Codec:
+        """Train the router on `vectors` (a sample of the data) and, for IVF-PQ, the codebook."""
+        n, dim = vectors.shape
+        nlist = max(1, min(nlist, n // MIN_POINTS_PER_CENTROID))
+        logger.info("training router: %d partitions on %d vectors (%s)", nlist, n, kind)
+        centroids = _kmeans(vectors, nlist, seed) if nlist > 1 else vectors.mean(0, keepdims=True)
+        quantizer = faiss.IndexFlatIP(dim)
+        quantizer.add(np.ascontiguousarray(centroids / np.linalg.norm(centroids, axis=1,
+                                                                       keepdims=True)))
+        if kind == "ivf_pq":
+            template = faiss.IndexIVFPQ(quantizer, dim, nlist, pq_m, 8, faiss.METRIC_INNER_PRODUCT)
+            sample = vectors[: MAX_POINTS_PER_CENTROID * 256]  # PQ codebooks: 256 centroids each
+            template.train(np.ascontiguousarray(sample))
+        else:
+            template = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        template.own_fields = True
+        quantizer.this.disown()  # the template owns and frees its quantizer
+        n_groups = max(1, min(n_groups, nlist))
+        if n_groups == 1:
+            groups = np.zeros(nlist, dtype=np.int64)
+        else:
+            group_centres = faiss.IndexFlatIP(dim)
+            group_centres.add(_kmeans(quantizer.reconstruct_n(0, nlist), n_groups, seed + 1))
+            groups = group_centres.search(quantizer.reconstruct_n(0, nlist), 1)[1][:, 0]
+            groups = np.unique(groups, return_inverse=True)[1].astype(np.int64)  # no empty groups
+        return cls(template, groups, kind)
+
+    def route(self, queries: np.ndarray, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
+        """The `nprobe` nearest partitions of each query: (similarities, partition ids)."""
+        return self.quantizer.search(queries, min(nprobe, self.nlist))
+
+    def assign(self, vectors: np.ndarray) -> np.ndarray:
+        """The partition of each vector."""
+        return self.quantizer.search(vectors, 1)[1][:, 0]
+
+    def new_shard_index(self, group: int) -> faiss.IndexIVF:
+        """An empty trained IVF index over the partitions of `group` (local numbering)."""
+        dim = self.template.d
+        quantizer = faiss.IndexFlatIP(dim)
+        quantizer.add(np.ascontiguousarray(self.centroids[self.groups == group]))
+        if self.kind == "ivf_pq":
+            index = faiss.IndexIVFPQ(quantizer, dim, quantizer.ntotal, self.template.pq.M, 8,
+                                     faiss.METRIC_INNER_PRODUCT)
+            index.pq = self.template.pq  # the memory-wide codebook (SWIG copies the struct)
+            index.is_trained = True
+        else:
+            index = faiss.IndexIVFFlat(quantizer, dim, quantizer.ntotal, faiss.METRIC_INNER_PRODUCT)
+        index.own_fields = True
+        quantizer.this.disown()
+        return index
+
+    def local_assignment(self, lists: np.ndarray, group: int) -> np.ndarray:
+        """Router partition ids -> `group`'s local ids, -1 where a partition is elsewhere
+        (FAISS skips negative list numbers in search_preassigned)."""
+        return np.where(self.groups[lists] == group, self.local[lists], -1)
+
+    def save(self, directory: Path) -> CodecInfo:
+        atomic_write_bytes(directory / CODEC_FILE, _serialize(self.template))
+        groups_path = directory / GROUPS_FILE
+        tmp = groups_path.with_name(".tmp-" + GROUPS_FILE)
+        with open(tmp, "wb") as f:
+            np.save(f, self.groups, allow_pickle=False)
+        atomic_write_bytes(groups_path, tmp.read_bytes())
+        tmp.unlink()
+        return CodecInfo(self.kind, self.nlist, self.n_groups, sha256_file(directory / CODEC_FILE),
+                         sha256_file(groups_path))
+
+    @classmethod
+    def load(cls, directory: Path, info: CodecInfo, dim: int) -> Codec:
+        """Read and validate the codec files against the manifest's record."""
+        path, groups_path = directory / CODEC_FILE, directory / GROUPS_FILE
+        for p, expected in ((path, info.sha256), (groups_path, info.groups_sha256)):
+            if not p.is_file():
+                raise CorruptFileError(p, "missing")
+            if sha256_file(p) != expected:
+                raise CorruptFileError(p, "checksum does not match the manifest")
+        try:
+            template = faiss.read_index(str(path))
+            groups = np.load(groups_path, allow_pickle=False)
+        except (RuntimeError, ValueError, OSError) as exc:
+            raise CorruptFileError(path, f"unreadable ({exc})") from None
+        if not isinstance(template, faiss.IndexIVF) or template.d != dim \
+                or template.nlist != info.nlist:
+            raise CorruptFileError(path, f"expected an IVF index of dim {dim} with "
+                                   f"{info.nlist} partitions")
+        if groups.shape != (info.nlist,) or groups.dtype != np.int64 or groups.min() < 0 \
+                or groups.max() != info.groups - 1:
+            raise CorruptFileError(groups_path, "partition groups do not match the codec")
+        return cls(template, groups, info.kind)

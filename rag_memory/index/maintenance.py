@@ -1,0 +1,181 @@
+"""Sealing and compaction: moving vectors from the growing shard into sealed IVF shards, and
+rewriting sealed shards without their tombstones (Milvus's seal / compaction of segments).
+
+Crash safety comes from the order of steps: shard files are written and fsynced first; the
+manifest (replaced atomically) is the commit point; the slot table's `shard` column and the
+growing vectors in SQLite are updated after it. A crash before the manifest leaves orphan
+files (deleted on the next open); a crash after it leaves the slot table one generation behind,
+which `reconcile` brings up to date from the manifest on the next open. The heavy work (k-means,
+encoding, writing) runs without the memory's lock; only the swap takes the write lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+
+from ..manifest import CodecRecord, ShardInfo
+from .codec import CODEC_FILE, GROUPS_FILE, MIN_POINTS_PER_CENTROID, Codec
+from .sealed import SealedShard, remove_shard_files, write_shard
+from .tiered import TieredIndex
+
+logger = logging.getLogger(__name__)
+
+
+def choose_codec(n_vectors: int, dim: int, kind: str, ram_bytes: int | None) -> tuple[str, str]:
+    """IVF-Flat when the full vectors fit the RAM budget, else IVF-PQ (autofaiss's rule:
+    the smallest index that fits memory). Returns (kind, reason)."""
+    flat_bytes = n_vectors * (4 * dim + 8)
+    if kind != "auto":
+        return kind, f"{kind} requested in IndexConfig"
+    if ram_bytes is None or flat_bytes <= ram_bytes:
+        return "ivf_flat", (f"IVF-Flat: {n_vectors:,} x {dim}-d float32 codes ({flat_bytes / 2**20:,.0f}"
+                            f" MiB) fit the RAM budget ({'unlimited' if ram_bytes is None else f'{ram_bytes / 2**20:,.0f} MiB'})")
+    return "ivf_pq", (f"IVF-PQ + exact re-ranking: float32 codes ({flat_bytes / 2**20:,.0f} MiB) "
+                      f"exceed the RAM budget ({ram_bytes / 2**20:,.0f} MiB)")
+
+
+def _train_codec(index: TieredIndex, vectors: np.ndarray) -> tuple[Codec, CodecRecord]:
+    cfg, dim = index.config, index.manifest.dim
+    expected = max(len(vectors), cfg.expected_vectors or 0)
+    kind, reason = choose_codec(expected, dim, cfg.kind, index.ram_bytes)
+    nlist = cfg.nlist or int(4 * math.sqrt(expected))
+    nlist = max(1, min(nlist, len(vectors) // MIN_POINTS_PER_CENTROID))
+    codec = Codec.train(vectors, kind, nlist, cfg.pq_m or max(1, dim // 8),
+                        cfg.shard_groups or max(1, nlist // 16))
+    info = codec.save(index.shard_dir)
+    reason += f"; {codec.nlist} partitions in {codec.n_groups} groups, nprobe {cfg.nprobe}"
+    return codec, CodecRecord(info.kind, info.nlist, info.groups, info.sha256,
+                              info.groups_sha256, reason)
+
+
+def _next_shard_id(index: TieredIndex) -> int:
+    return max(index.sealed, default=0) + 1
+
+
+def _open_new(index: TieredIndex, infos: list[ShardInfo], codec: Codec) -> list[SealedShard]:
+    """Open freshly written shards in RAM if the budget has room, else on disk."""
+    shards = []
+    used = sum(s.index_bytes for s in index.sealed.values() if s.tier != "disk")
+    for info in infos:
+        shard = SealedShard(index.directory, info, codec, index.manifest.dim)
+        fits = index.ram_bytes is None or used + shard.index_bytes + index.growing.nbytes \
+            <= index.ram_bytes
+        tier = "ram" if fits else "disk"
+        used += shard.index_bytes if fits else 0
+        shard.install(shard.open_index(tier), tier)
+        shards.append(shard)
+    return shards
+
+
+def _commit(index: TieredIndex, new: list[SealedShard], retired: list[int],
+            record: CodecRecord | None) -> None:
+    """Swap new shards in and retired ones out; write the manifest, then the slot table.
+    The caller holds the write lock. Slots deleted while the new shards were being built
+    become tombstones of the new shards."""
+    for shard in new:
+        if retired:  # a merge: deletions since its snapshot sit on the retired shards
+            tombs = np.concatenate([index.sealed[i].tombstones for i in retired])
+            gone = tombs[np.isin(tombs, shard.addrs)]
+        else:  # a seal: deletions since the snapshot already left the growing shard
+            gone = shard.addrs[~np.isin(shard.addrs, index.growing.addresses)]
+            index.growing.remove(shard.addrs)
+        shard.set_tombstones(gone)
+    for shard in new:
+        index.sealed[shard.shard_id] = shard
+    closing = [index.sealed.pop(i) for i in retired]
+    index.write_manifest(new_generation=True, **({"codec": record} if record else {}))
+    index.table.apply_sealing(index.manifest.generation, {s.shard_id: s.addrs for s in new},
+                              list(index.sealed))
+    index.heat.forget(retired)
+    for shard in closing:
+        shard.close()
+        remove_shard_files(index.shard_dir, shard.shard_id)
+
+
+def seal(index: TieredIndex, force: bool = False) -> int:
+    """Seal the growing shard if it passed the threshold (or `force`); returns vectors sealed."""
+    with index.maintenance:
+        with index.lock.read():
+            addrs, vectors = index.growing.snapshot()
+        if not len(addrs) or (not force and len(addrs) < index.config.seal_threshold):
+            return 0
+        record = None
+        codec = index.codec
+        if codec is None:
+            codec, record = _train_codec(index, vectors)
+        groups = codec.groups[codec.assign(vectors)]
+        next_id = _next_shard_id(index)
+        infos = []
+        for j, group in enumerate(np.unique(groups)):
+            mask = groups == group
+            infos.append(write_shard(index.shard_dir, next_id + j, codec, int(group),
+                                     addrs[mask], vectors[mask]))
+        new = _open_new(index, infos, codec)
+        with index.lock.write():
+            index.codec = codec
+            _commit(index, new, [], record)
+        logger.info("sealed %d vectors into %d shards", len(addrs), len(new))
+        _merge_crowded_groups(index)
+        return len(addrs)
+
+
+def _merge_group(index: TieredIndex, group: int, shard_ids: list[int]) -> None:
+    """Rewrite a group's shards as one, without tombstones. Extra RAM: the merged shard."""
+    olds = [index.sealed[i] for i in shard_ids]
+    parts_a, parts_v = [], []
+    for shard in olds:
+        keep = ~np.isin(shard.addrs, shard.tombstones)
+        parts_a.append(shard.addrs[keep])
+        parts_v.append(shard.all_vectors(0, len(shard))[keep])
+    addrs, vectors = np.concatenate(parts_a), np.concatenate(parts_v)
+    del parts_v
+    info = write_shard(index.shard_dir, _next_shard_id(index), index.codec, group, addrs, vectors)
+    new = _open_new(index, [info], index.codec)
+    with index.lock.write():
+        _commit(index, new, shard_ids, None)
+
+
+def _merge_crowded_groups(index: TieredIndex, min_shards: int | None = None,
+                          min_tombstone_ratio: float = 1.0) -> int:
+    by_group: dict[int, list[int]] = {}
+    for shard_id, shard in sorted(index.sealed.items()):
+        by_group.setdefault(shard.group, []).append(shard_id)
+    merged = 0
+    threshold = min_shards or index.config.merge_threshold
+    for group, ids in by_group.items():
+        dirty = any(len(index.sealed[i].tombstones) >= min_tombstone_ratio * max(1, len(index.sealed[i]))
+                    for i in ids)
+        if len(ids) >= threshold or dirty:
+            _merge_group(index, group, ids)
+            merged += 1
+    return merged
+
+
+def compact(index: TieredIndex) -> dict[str, int]:
+    """Seal everything, then rewrite every group that has several shards or any tombstone."""
+    sealed = seal(index, force=True)
+    with index.maintenance:
+        merged = _merge_crowded_groups(index, min_shards=2, min_tombstone_ratio=1e-12)
+    return {"sealed": sealed, "groups_rewritten": merged}
+
+
+def reconcile(index: TieredIndex, directory: Path) -> None:
+    """On open (writer): delete files no manifest names, and bring the slot table up to the
+    manifest's generation if a crash came between the two."""
+    keep = {f"{s.shard_id:06d}" for s in index.manifest.shards}
+    if index.manifest.codec is not None:
+        keep |= {name.split(".")[0] for name in (CODEC_FILE, GROUPS_FILE)}
+    for path in directory.iterdir():
+        stem = path.name.split(".")[0]
+        if stem not in keep:
+            logger.warning("removing orphan file %s (left by an interrupted seal/compaction)", path)
+            path.unlink()
+    if index.table.generation() != index.manifest.generation:
+        logger.warning("slot table is behind the manifest (generation %d < %d): reconciling",
+                       index.table.generation(), index.manifest.generation)
+        index.table.apply_sealing(index.manifest.generation,
+                                  {i: s.addrs for i, s in index.sealed.items()}, list(index.sealed))

@@ -1,0 +1,191 @@
+"""A sealed shard: one partition group's IVF index, placed in a tier (GPU, RAM or disk).
+
+Files, all written once and never modified (replaced by compaction):
+    NNNNNN.faiss  the IVF index (FAISS native format)
+    NNNNNN.addr   int64 slot addresses, sorted
+    NNNNNN.vec    float32 full-precision vectors in .addr order (re-ranking IVF-PQ candidates,
+                  and compaction; read row by row, never loaded whole)
+A disk-tier shard is opened with IO_FLAG_MMAP: its inverted lists stay in the file and only
+the probed lists are paged in (FAISS wiki, "Indexes that do not fit in RAM"). A RAM-tier shard
+is read whole; a GPU-tier shard is a copy on the GPU beside a memory-mapped CPU copy, which
+serves the searches the GPU index cannot (IDSelector filters).
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import threading
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from ..errors import CorruptFileError
+from ..fsutil import fsync_dir
+from ..manifest import ShardInfo
+from .codec import Codec, sha256_file
+
+TIERS = ("gpu", "ram", "disk")
+_gpu_local = threading.local()
+
+
+def gpu_resources() -> faiss.StandardGpuResources:
+    """One StandardGpuResources per thread, as the FAISS GPU wiki requires."""
+    res = getattr(_gpu_local, "res", None)
+    if res is None:
+        res = _gpu_local.res = faiss.StandardGpuResources()
+    return res
+
+
+def _write_array(path: Path, array: np.ndarray) -> None:
+    with open(path, "wb") as f:
+        f.write(array.tobytes())
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _paths(directory: Path, shard_id: int) -> dict[str, Path]:
+    stem = directory / f"{shard_id:06d}"
+    return {ext: stem.with_suffix(f".{ext}") for ext in ("faiss", "addr", "vec")}
+
+
+def write_shard(directory: Path, shard_id: int, codec: Codec, group: int, addrs: np.ndarray,
+                vectors: np.ndarray) -> ShardInfo:
+    """Build and durably write one shard of `group` (its files are fsynced before return)."""
+    order = np.argsort(addrs, kind="stable")
+    addrs, vectors = np.ascontiguousarray(addrs[order]), np.ascontiguousarray(vectors[order])
+    index = codec.new_shard_index(group)
+    index.add_with_ids(vectors, addrs)
+    paths = _paths(directory, shard_id)
+    faiss.write_index(index, str(paths["faiss"]))
+    with open(paths["faiss"], "rb+") as f:
+        os.fsync(f.fileno())
+    _write_array(paths["addr"], addrs.astype("<i8"))
+    _write_array(paths["vec"], vectors.astype("<f4"))
+    fsync_dir(directory)
+    return ShardInfo(shard_id=shard_id, kind=codec.kind, tier="disk", count=len(addrs),
+                     file=f"{directory.name}/{shard_id:06d}", sha256=sha256_file(paths["addr"]),
+                     group=group, heat=0.0)
+
+
+def remove_shard_files(directory: Path, shard_id: int) -> None:
+    for path in _paths(directory, shard_id).values():
+        path.unlink(missing_ok=True)
+
+
+class SealedShard:
+    """A sealed shard's files, opened in one tier at a time."""
+
+    def __init__(self, root: Path, info: ShardInfo, codec: Codec, dim: int) -> None:
+        self.info = info
+        self.shard_id, self.group, self.kind = info.shard_id, info.group, info.kind
+        self.dim = dim
+        self._codec = codec
+        self.paths = _paths((root / info.file).parent, info.shard_id)
+        for ext, size in (("addr", 8 * info.count), ("vec", 4 * dim * info.count)):
+            path = self.paths[ext]
+            if not path.is_file():
+                raise CorruptFileError(path, "missing")
+            if path.stat().st_size != size:
+                raise CorruptFileError(path, f"holds {path.stat().st_size} bytes, expected {size}")
+        if sha256_file(self.paths["addr"]) != info.sha256:
+            raise CorruptFileError(self.paths["addr"], "checksum does not match the manifest")
+        self.addrs = np.fromfile(self.paths["addr"], dtype="<i8").astype(np.int64, copy=False)
+        if info.count > 1 and not (np.diff(self.addrs) > 0).all():
+            raise CorruptFileError(self.paths["addr"], "addresses are not strictly increasing")
+        self._vec_file = open(self.paths["vec"], "rb")
+        self._vec_map = mmap.mmap(self._vec_file.fileno(), 0, prot=mmap.PROT_READ) \
+            if info.count else None
+        self.tombstones = np.empty(0, dtype=np.int64)
+        self._tomb_selector: faiss.IDSelector | None = None
+        self.tier = "disk"
+        self._index: faiss.IndexIVF | None = None
+        self._cpu_index: faiss.IndexIVF | None = None  # the GPU tier's fallback
+        self.list_bytes = np.zeros(0)
+
+    def __len__(self) -> int:
+        return self.info.count
+
+    # -- tiers -------------------------------------------------------------------------
+    def open_index(self, tier: str) -> tuple[faiss.Index, faiss.IndexIVF]:
+        """Load the index for `tier` without touching the shard: (search index, CPU index)."""
+        path = str(self.paths["faiss"])
+        try:
+            cpu = faiss.read_index(path, faiss.IO_FLAG_MMAP if tier in ("disk", "gpu") else 0)
+        except RuntimeError as exc:
+            raise CorruptFileError(path, f"unreadable FAISS index ({exc})") from None
+        if not isinstance(cpu, faiss.IndexIVF) or cpu.d != self.dim or \
+                cpu.ntotal != self.info.count or cpu.nlist != int((self._codec.groups ==
+                                                                   self.group).sum()):
+            raise CorruptFileError(path, f"expected an IVF index of dim {self.dim} holding "
+                                   f"{self.info.count} vectors of group {self.group}")
+        if tier == "gpu":
+            return faiss.index_cpu_to_gpu(gpu_resources(), 0, cpu), cpu
+        return cpu, cpu
+
+    def install(self, loaded: tuple[faiss.Index, faiss.IndexIVF], tier: str) -> None:
+        """Swap in an index from open_index (the caller holds the index's write lock)."""
+        self._index, self._cpu_index = loaded
+        self.tier = tier
+        invlists = self._cpu_index.invlists
+        code_size = invlists.code_size + 8  # + the int64 id
+        self.list_bytes = np.array([invlists.list_size(i) for i in range(self._cpu_index.nlist)],
+                                   dtype=np.int64) * code_size
+
+    @property
+    def index_bytes(self) -> int:
+        """Bytes the index occupies when held in RAM or on the GPU."""
+        return self.paths["faiss"].stat().st_size + self.addrs.nbytes
+
+    # -- search ------------------------------------------------------------------------
+    def set_tombstones(self, tombstones: np.ndarray) -> None:
+        self.tombstones = np.unique(tombstones)
+        self._tomb_selector = faiss.IDSelectorNot(faiss.IDSelectorBatch(self.tombstones)) \
+            if len(self.tombstones) else None
+
+    def search(self, queries: np.ndarray, k: int, lists: np.ndarray, coarse: np.ndarray,
+               allowed: faiss.IDSelector | None) -> tuple[np.ndarray, np.ndarray, int]:
+        """Top-k over this shard's part of the router's assignment `lists` (global partition
+        ids, shape (nq, nprobe)). Returns (scores, addresses, bytes scanned)."""
+        local = np.ascontiguousarray(self._codec.local_assignment(lists, self.group))
+        selector = allowed if allowed is not None else self._tomb_selector
+        scanned = int(self.list_bytes[local[local >= 0]].sum())
+        if self.tier == "gpu" and selector is None:
+            index = self._index
+        else:
+            index = self._cpu_index
+        nq, nprobe = local.shape
+        scores = np.empty((nq, k), dtype=np.float32)
+        addrs = np.empty((nq, k), dtype=np.int64)
+        params = faiss.SearchParametersIVF(nprobe=nprobe)
+        if selector is not None:
+            params.sel = selector
+        index.search_preassigned_c(nq, faiss.swig_ptr(queries), k, faiss.swig_ptr(local),
+                                   faiss.swig_ptr(coarse), faiss.swig_ptr(scores),
+                                   faiss.swig_ptr(addrs), False, params)
+        return scores, addrs, scanned
+
+    def vectors_of(self, addrs: np.ndarray) -> np.ndarray:
+        """Full-precision vectors of `addrs` (all in this shard), read from the .vec file.
+
+        The pages read are dropped from this process's resident set afterwards (they stay in
+        the kernel's page cache), so re-ranking never makes the file count against RSS.
+        """
+        rows = np.searchsorted(self.addrs, addrs)
+        table = np.frombuffer(self._vec_map, dtype="<f4").reshape(-1, self.dim)
+        out = table[rows].astype(np.float32)
+        del table
+        self._vec_map.madvise(mmap.MADV_DONTNEED)
+        return out
+
+    def all_vectors(self, start: int, stop: int) -> np.ndarray:
+        """Rows [start, stop) of the .vec file (compaction streams through it)."""
+        data = os.pread(self._vec_file.fileno(), 4 * self.dim * (stop - start), 4 * self.dim * start)
+        return np.frombuffer(data, dtype="<f4").reshape(-1, self.dim).astype(np.float32)
+
+    def close(self) -> None:
+        self._index = self._cpu_index = None
+        if self._vec_map is not None:
+            self._vec_map.close()
+        self._vec_file.close()
