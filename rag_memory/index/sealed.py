@@ -145,16 +145,21 @@ class SealedShard:
             if len(self.tombstones) else None
 
     def search(self, queries: np.ndarray, k: int, lists: np.ndarray, coarse: np.ndarray,
-               allowed: faiss.IDSelector | None) -> tuple[np.ndarray, np.ndarray, int]:
+               allowed: faiss.IDSelector | None) -> tuple[np.ndarray, np.ndarray, int, int]:
         """Top-k over this shard's part of the router's assignment `lists` (global partition
-        ids, shape (nq, nprobe)). Returns (scores, addresses, bytes scanned)."""
-        local = np.ascontiguousarray(self._codec.local_assignment(lists, self.group))
+        ids, shape (nq, nprobe)). Returns (scores, addresses, bytes scanned, non-empty
+        partitions probed)."""
+        local = self._codec.local_assignment(lists, self.group)
+        # Pack each row's own partitions to the front: FAISS reads the assignment with a row
+        # stride of nprobe, and clamps nprobe to this shard's (smaller) nlist.
+        valid = local >= 0
+        order = np.argsort(~valid, axis=1, kind="stable")
+        width = max(1, int(valid.sum(axis=1).max()))
+        local = np.ascontiguousarray(np.take_along_axis(local, order, axis=1)[:, :width])
+        coarse = np.ascontiguousarray(np.take_along_axis(coarse, order, axis=1)[:, :width])
         selector = allowed if allowed is not None else self._tomb_selector
-        scanned = int(self.list_bytes[local[local >= 0]].sum())
-        if self.tier == "gpu" and selector is None:
-            index = self._index
-        else:
-            index = self._cpu_index
+        probed = self.list_bytes[local[local >= 0]]
+        index = self._index if self.tier == "gpu" and selector is None else self._cpu_index
         nq, nprobe = local.shape
         scores = np.empty((nq, k), dtype=np.float32)
         addrs = np.empty((nq, k), dtype=np.int64)
@@ -164,7 +169,7 @@ class SealedShard:
         index.search_preassigned_c(nq, faiss.swig_ptr(queries), k, faiss.swig_ptr(local),
                                    faiss.swig_ptr(coarse), faiss.swig_ptr(scores),
                                    faiss.swig_ptr(addrs), False, params)
-        return scores, addrs, scanned
+        return scores, addrs, int(probed.sum()), int((probed > 0).sum())
 
     def vectors_of(self, addrs: np.ndarray) -> np.ndarray:
         """Full-precision vectors of `addrs` (all in this shard), read from the .vec file.

@@ -159,9 +159,7 @@ class TieredIndex:
                       coarse: np.ndarray, selector: faiss.IDSelector | None) -> tuple:
         refine = shard.kind == "ivf_pq"
         kk = k * self.config.refine_factor if refine else k
-        scores, addrs, scanned = shard.search(queries, kk, lists, coarse, selector)
-        n_probes = int((shard.list_bytes[self.codec.local_assignment(lists, shard.group)
-                                         .clip(min=0)] > 0).sum())
+        scores, addrs, scanned, n_probes = shard.search(queries, kk, lists, coarse, selector)
         if refine:
             found = addrs >= 0
             rows = shard.vectors_of(addrs[found])
