@@ -342,7 +342,9 @@ class Memory:
 
     def _catch_up(self) -> None:
         """A read-only reader applies the writer's committed changes before it searches."""
-        if not self.read_only or self._closed or self._table.version() == self._version:
+        if not self.read_only or self._closed or (
+                self._table.version() == self._version
+                and self._table.generation() == self.manifest.generation):
             return
         with self._rw.write():
             if self._closed:
