@@ -42,3 +42,28 @@ def test_text_add_embeds_like_the_embedder(tmp_path: Path, scifact: dict, embedd
         hits = mem.search(scifact["vectors"][:64], k=1)
     assert [h[0].id for h in hits] == ids
     assert min(h[0].score for h in hits) > 0.9999
+
+
+def test_tiered_memory_keeps_ndcg_of_exact_search(tmp_path: Path, scifact: dict, embedder) -> None:
+    """Sealing at a small threshold leaves several routed IVF shards; nDCG@10 on the train
+    queries stays within 0.01 of exact search."""
+    from rag_memory.evaluation.metrics import evaluate_run, hits_to_run
+    from rag_memory.index.config import IndexConfig
+
+    ids, vectors = scifact["ids"], scifact["vectors"]
+    config = IndexConfig(seal_threshold=2000, nprobe=16, shard_groups=6, merge_threshold=8,
+                         expected_vectors=len(ids))
+    figures = {}
+    for name, index in (("exact", None), ("tiered", config)):
+        with Memory.create(tmp_path / name, embedder=embedder, index=index, cache=None) as mem:
+            for start in range(0, len(ids), 500):
+                mem.add(scifact["texts"][start:start + 500], ids=ids[start:start + 500],
+                        vectors=vectors[start:start + 500])
+            sealed = [s for s in mem.stats()["shards"] if s["shard_id"]]
+            hits = mem.search(scifact["query_vectors"], k=100)
+        means, _ = evaluate_run(scifact["qrels"], hits_to_run(scifact["query_ids"], hits))
+        figures[name] = (means["ndcg@10"], len(sealed))
+    print(f"nDCG@10 exact {figures['exact'][0]:.4f}, tiered {figures['tiered'][0]:.4f} "
+          f"({figures['tiered'][1]} sealed shards)")
+    assert figures["exact"][1] == 0 and figures["tiered"][1] >= 4
+    assert abs(figures["tiered"][0] - figures["exact"][0]) <= 0.01
