@@ -251,21 +251,25 @@ class Memory:
         return self._table.get(check_lookup_ids(ids))
 
     def search(self, query: Any, k: int = 10, where: dict | None = None, *,
-               cache: bool = True) -> Any:
+               cache: bool = True, nprobe: int | None = None) -> Any:
         """Top-k slots by cosine similarity.
 
         `query` is a string (-> list[Hit]), a list of strings or a 2-D float32 array of query
         vectors (-> list[list[Hit]]), or a 1-D vector (-> list[Hit]). `where` filters on
         metadata inside the search (a FAISS IDSelector), so k hits come back whenever k
         matching slots exist. `cache=False` bypasses the query cache (neither read nor filled);
-        hits the cache answered have `Hit.cached` set.
+        hits the cache answered have `Hit.cached` set. `nprobe` overrides the partitions
+        probed in sealed shards for this call (more = slower, closer to exact); such a call
+        bypasses the cache, whose entries hold default-nprobe results.
         """
         self._check_open()
         k = check_k(k)
         where_sql = None if where is None else compile_where(where)
         if not isinstance(cache, bool):
             raise InvalidInputError(f"cache must be True or False, got {cache!r}")
-        qcache = self._cache if cache else None
+        if nprobe is not None:
+            nprobe = check_k(nprobe, "nprobe")
+        qcache = self._cache if cache and nprobe is None else None
         single, queries = self._query_vectors(query, qcache)
         self._catch_up()
         # -- cache hook: answer what the cache holds, search only the rest --
@@ -275,7 +279,7 @@ class Memory:
         if todo:
             with self._rw.read():
                 self._check_open()
-                fresh = self._search_index(queries[todo], k, where_sql)
+                fresh = self._search_index(queries[todo], k, where_sql, nprobe)
                 if qcache:  # under the read lock: no write between the search and the store
                     qcache.store(queries[todo], key, where_sql, fresh, self._version)
             for i, hits in zip(todo, fresh):
@@ -285,14 +289,14 @@ class Memory:
                                  name="rag-memory-rebalance").start()
         return found[0] if single else found
 
-    def _search_index(self, queries: np.ndarray, k: int,
-                      where_sql: tuple[str, list[Any]] | None) -> list[list[Hit]]:
+    def _search_index(self, queries: np.ndarray, k: int, where_sql: tuple[str, list[Any]] | None,
+                      nprobe: int | None = None) -> list[list[Hit]]:
         allowed = None
         if where_sql is not None:
             allowed = self._table.matching_addrs(*where_sql)
             if not len(allowed):
                 return [[] for _ in range(len(queries))]
-        scores, addrs = self._index.search(queries, k, allowed)
+        scores, addrs = self._index.search(queries, k, allowed, nprobe)
         return self._hydrate(scores, addrs)
 
     def stats(self) -> dict[str, Any]:

@@ -112,9 +112,10 @@ def check_vectors(vectors: Any, dim: int, n: int | None = None, what: str = "vec
     return np.ascontiguousarray(arr)
 
 
-def check_k(k: Any) -> int:
+def check_k(k: Any, name: str = "k") -> int:
+    """A positive int (k, nprobe, ...), or InvalidInputError naming the argument."""
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
-        raise InvalidInputError(f"k must be a positive integer, got {k!r}")
+        raise InvalidInputError(f"{name} must be a positive integer, got {k!r}")
     return int(k)
 
 

@@ -26,6 +26,7 @@ from ..store.slot_table import SlotTable
 from .codec import Codec, CodecInfo
 from .config import IndexConfig
 from .growing import GrowingShard
+from .merge import merge_topk
 from .placement import HeatTracker, place_shards
 from .sealed import TIERS, SealedShard
 
@@ -62,8 +63,10 @@ class TieredIndex:
         self.sealed: dict[int, SealedShard] = {}
         self.heat = HeatTracker(self.config.heat_half_life,
                                 {s.shard_id: s.heat for s in manifest.shards})
+        # Pool threads run FAISS single-threaded: parallelism comes from the pool itself.
         self._pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 1,
-                                        thread_name_prefix="rag-memory-shard")
+                                        thread_name_prefix="rag-memory-shard",
+                                        initializer=faiss.omp_set_num_threads, initargs=(1,))
         self._counters_lock = threading.Lock()
         self.counters = {"probes_fast": 0, "probes_total": 0, "disk_bytes_read": 0}
         self._last_rebalance = 0
@@ -121,39 +124,43 @@ class TieredIndex:
                 shard.set_tombstones(np.concatenate([shard.tombstones, hit]))
 
     # -- search (the caller holds the read lock) -----------------------------------------
-    def search(self, queries: np.ndarray, k: int,
-               allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None,
+               nprobe: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Exact top-k over the growing shard merged with the routed sealed shards' top-k."""
         if not self.sealed:
             return self.growing.search(queries, k, allowed)
-        nprobe = min(self.config.nprobe, self.codec.nlist)
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        nprobe = min(nprobe or self.config.nprobe, self.codec.nlist)
         coarse, lists = self.codec.route(queries, nprobe)
         groups = np.unique(self.codec.groups[lists])
         targets = [s for s in self.sealed.values() if s.group in groups]
         selector = None if allowed is None else faiss.IDSelectorBatch(allowed)
-        jobs = [self._pool.submit(self._search_shard, s, queries, k, lists, coarse, selector)
-                for s in targets]
-        heap = faiss.ResultHeap(len(queries), k, keep_max=True)
-        if len(self.growing):
-            heap.add_result(*self.growing.search(queries, k, allowed))
+        args = (queries, k, lists, coarse, selector)
+        if len(queries) == 1 and len(targets) > 1:
+            # one query: FAISS has nothing to parallelise, so search the shards in parallel
+            results = list(self._pool.map(lambda s: self._search_shard(s, *args), targets))
+        else:  # a batch: FAISS spreads the queries over the cores inside each shard search
+            results = [self._search_shard(s, *args) for s in targets]
+        parts = [self.growing.search(queries, k, allowed)] if len(self.growing) else []
         probes: dict[int, int] = {}
         fast = total = disk_bytes = 0
-        for shard, job in zip(targets, jobs):
-            scores, addrs, scanned, n_probes = job.result()
-            heap.add_result(scores, addrs)
+        for shard, (scores, addrs, scanned, n_probes) in zip(targets, results):
+            parts.append((scores, addrs))
             probes[shard.shard_id] = n_probes
             total += n_probes
             if shard.tier == "disk":
                 disk_bytes += scanned
             else:
                 fast += n_probes
-        heap.finalize()
         self.heat.record(len(queries), probes)
         with self._counters_lock:
             self.counters["probes_fast"] += fast
             self.counters["probes_total"] += total
             self.counters["disk_bytes_read"] += disk_bytes
-        return heap.D, heap.I
+        if not parts:
+            return (np.full((len(queries), k), -np.inf, dtype=np.float32),
+                    np.full((len(queries), k), -1, dtype=np.int64))
+        return merge_topk(parts, k)
 
     def _search_shard(self, shard: SealedShard, queries: np.ndarray, k: int, lists: np.ndarray,
                       coarse: np.ndarray, selector: faiss.IDSelector | None) -> tuple:
