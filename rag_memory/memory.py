@@ -3,6 +3,7 @@ the shards together. It holds no algorithm of its own; each part lives in its ow
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from pathlib import Path
@@ -298,6 +299,17 @@ class Memory:
                 return [[] for _ in range(len(queries))]
         scores, addrs = self._index.search(queries, k, allowed, nprobe)
         return self._hydrate(scores, addrs)
+
+    def iter_vectors(self, batch: int = 65_536):  # -> Iterator[tuple[list[Slot], np.ndarray]]
+        """Yield (slots, their float32 unit vectors) for every live slot, in chunks, from every
+        shard (e.g. to build an exact-search anchor without re-embedding). A snapshot: it
+        holds the read lock, so writes wait until the iteration ends."""
+        self._check_open()
+        with self._rw.read():
+            for addrs, vectors in self._index.iter_live_vectors(batch):
+                rows = self._table.fetch(addrs.tolist())
+                yield [Slot(rows[a][0], rows[a][1], json.loads(rows[a][2]), a)
+                       for a in addrs.tolist()], vectors
 
     def stats(self) -> dict[str, Any]:
         """Counts, shards per tier, bytes, and the memory-wide version number."""

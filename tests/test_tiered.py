@@ -208,3 +208,17 @@ def test_index_config_is_strict() -> None:
         IndexConfig(kind="hnsw")
     with pytest.raises(InvalidInputError, match="nprobe"):
         IndexConfig(nprobe=0)
+
+
+def test_iter_vectors_covers_every_shard(tmp_path: Path) -> None:
+    with build(tmp_path / "m", EXHAUSTIVE) as mem:
+        mem.delete(["i3", "i7000"])
+        mem.add(["fresh"], ids=["fresh"], vectors=QUERIES[0])
+        seen = {}
+        for slots, vectors in mem.iter_vectors(batch=1000):
+            for slot, vector in zip(slots, vectors):
+                seen[slot.id] = vector
+        assert len(seen) == len(mem) == 12_000 - 2 + 1
+        assert "i3" not in seen and "i7000" not in seen
+        np.testing.assert_allclose(seen["i42"], VECTORS[42], rtol=1e-6)
+        assert seen["i42"].dtype == np.float32

@@ -8,7 +8,6 @@ costs minutes and may differ in the last bits, which would break the exact-match
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 
@@ -17,7 +16,6 @@ import numpy as np
 
 from ..errors import RagMemoryError
 from ..memory import Memory
-from ..store.slot_table import TABLE_NAME, SlotTable
 from .metrics import Run, doc_id_of, doc_scores
 
 logger = logging.getLogger(__name__)
@@ -57,29 +55,12 @@ class ExactAnchor:
 
 
 def anchor_from_memory(mem: Memory) -> ExactAnchor:
-    """An ExactAnchor over the memory's stored vectors, keyed by document id (metadata
-    "doc_id" when present, else the slot id), read through a read-only SlotTable.
-
-    Only the growing shard keeps its vectors in the slot table; once sealed shards exist this
-    must read them from the shard files, so a count mismatch is refused rather than ignored.
-    """
-    table = SlotTable(mem.path / TABLE_NAME, mem.manifest.dim, read_only=True)
-    try:
-        addrs, vectors, _ = table.growing_vectors()
-        if len(addrs) != len(mem):
-            raise RagMemoryError(f"{mem.path}: the slot table holds {len(addrs)} growing-shard "
-                                 f"vectors but the memory {len(mem)} slots; the anchor cannot "
-                                 f"read sealed shards yet")
-        keys: list[str] = []
-        batch = 10_000  # one SQLite query per batch keeps the JSON parameter small
-        for start in range(0, len(addrs), batch):
-            chunk = addrs[start:start + batch].tolist()
-            rows = table.fetch(chunk)
-            for addr in chunk:
-                slot_id, _text, meta = rows[addr]
-                keys.append(doc_id_of(slot_id, json.loads(meta)))
-    finally:
-        table.close()
-    logger.info("exact anchor over %d stored vectors of %s", len(addrs), mem.path)
+    """An ExactAnchor over the memory's stored vectors (every shard's, full precision), keyed by
+    document id (metadata "doc_id" when present, else the slot id)."""
+    parts, keys = [], []
+    for slots, vectors in mem.iter_vectors(batch=10_000):  # one SQLite query per chunk
+        parts.append(vectors)
+        keys += [doc_id_of(slot.id, slot.metadata) for slot in slots]
+    vectors = np.concatenate(parts) if parts else np.empty((0, mem.manifest.dim), np.float32)
+    logger.info("exact anchor over %d stored vectors of %s", len(vectors), mem.path)
     return ExactAnchor(vectors, keys)
-

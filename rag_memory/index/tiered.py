@@ -106,6 +106,18 @@ class TieredIndex:
             addrs, vectors = addrs[fresh], vectors[fresh]
         self.growing.add(addrs, vectors)
 
+    def iter_live_vectors(self, batch: int = 65_536):  # -> Iterator[tuple[ndarray, ndarray]]
+        """(addresses, full-precision vectors) of every live slot, in chunks: the growing
+        shard's, then each sealed shard's read from its .vec file without its tombstones."""
+        addrs, vectors = self.growing.snapshot()
+        if len(addrs):
+            yield addrs, vectors
+        for _, shard in sorted(self.sealed.items()):
+            for start in range(0, len(shard), batch):
+                stop = min(len(shard), start + batch)
+                keep = ~np.isin(shard.addrs[start:stop], shard.tombstones)
+                yield shard.addrs[start:stop][keep], shard.all_vectors(start, stop)[keep]
+
     def live_count(self) -> int:
         return len(self.growing) + sum(len(s) - len(s.tombstones) for s in self.sealed.values())
 
