@@ -2,8 +2,8 @@
 
 Each system offers `knob_values()`; one point is measured per value: recall@k against exact
 ground truth (FAISS's own `knn_intersection_measure`) and batch queries per second. A system
-without a knob yields a single point. The memory has no knob yet (its only shard is exact);
-when the tiered index exposes `nprobe`, `MemorySystem.knob_values` returns its values and the
+without a knob yields a single point. The memory's knob is its tiered index's `nprobe`
+(sealed shards); `MemorySystem.knob_values` returns the same values as the IVF curve and the
 memory becomes a curve in the same plot without other changes.
 """
 
@@ -130,16 +130,18 @@ class MemorySystem:
 
     name = "memory"
 
-    def __init__(self, mem: Memory) -> None:
+    def __init__(self, mem: Memory, nprobes: Sequence[int]) -> None:
         self.mem = mem
-        # The memory has no ANN knob yet: its only shard is the exact growing shard.
-        self.knob: str | None = None
+        # nprobe is a knob once sealed shards exist; an all-growing memory is exact.
+        nlist = mem.stats()["index"]["nlist_chosen"]
+        self.knob: str | None = "nprobe" if nlist else None
+        self.nprobes = [p for p in nprobes if p <= nlist] if nlist else [None]
 
     def knob_values(self) -> Sequence[Any]:
-        return [None]
+        return self.nprobes
 
     def search(self, queries: np.ndarray, k: int, value: Any = None) -> np.ndarray:
-        hits = self.mem.search(queries, k=k)
+        hits = self.mem.search(queries, k=k, nprobe=value, cache=False)
         out = np.full((len(queries), k), -1, dtype=np.int64)
         for row, row_hits in enumerate(hits):
             out[row, :len(row_hits)] = [int(h.id) for h in row_hits]
