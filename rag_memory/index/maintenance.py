@@ -19,35 +19,31 @@ import numpy as np
 
 from ..manifest import CodecRecord, ShardInfo
 from .codec import CODEC_FILE, GROUPS_FILE, MIN_POINTS_PER_CENTROID, Codec
+from .plan import choose_index
 from .sealed import SealedShard, remove_shard_files, write_shard
 from .tiered import TieredIndex
 
 logger = logging.getLogger(__name__)
 
-
-def choose_codec(n_vectors: int, dim: int, kind: str, ram_bytes: int | None) -> tuple[str, str]:
-    """IVF-Flat when the full vectors fit the RAM budget, else IVF-PQ (autofaiss's rule:
-    the smallest index that fits memory). Returns (kind, reason)."""
-    flat_bytes = n_vectors * (4 * dim + 8)
-    if kind != "auto":
-        return kind, f"{kind} requested in IndexConfig"
-    if ram_bytes is None or flat_bytes <= ram_bytes:
-        return "ivf_flat", (f"IVF-Flat: {n_vectors:,} x {dim}-d float32 codes ({flat_bytes / 2**20:,.0f}"
-                            f" MiB) fit the RAM budget ({'unlimited' if ram_bytes is None else f'{ram_bytes / 2**20:,.0f} MiB'})")
-    return "ivf_pq", (f"IVF-PQ + exact re-ranking: float32 codes ({flat_bytes / 2**20:,.0f} MiB) "
-                      f"exceed the RAM budget ({ram_bytes / 2**20:,.0f} MiB)")
+UNLIMITED_BYTES = 1 << 60  # "no RAM budget" for the index plan
 
 
 def _train_codec(index: TieredIndex, vectors: np.ndarray) -> tuple[Codec, CodecRecord]:
+    """Train the router (and PQ codebook) on the first seal, with the kind, nlist and PQ size
+    of `choose_index` for the expected size and the RAM budget unless IndexConfig fixes them.
+    Sealed shards are always IVF: a plan of "flat" (tiny memories) becomes IVF-Flat."""
     cfg, dim = index.config, index.manifest.dim
     expected = max(len(vectors), cfg.expected_vectors or 0)
-    kind, reason = choose_codec(expected, dim, cfg.kind, index.ram_bytes)
-    nlist = cfg.nlist or int(4 * math.sqrt(expected))
+    plan = choose_index(expected, dim, index.ram_bytes or UNLIMITED_BYTES)
+    kind = cfg.kind if cfg.kind != "auto" else ("ivf_pq" if plan.kind == "ivf_pq" else "ivf_flat")
+    nlist = cfg.nlist or plan.nlist or int(4 * math.sqrt(expected))
     nlist = max(1, min(nlist, len(vectors) // MIN_POINTS_PER_CENTROID))
-    codec = Codec.train(vectors, kind, nlist, cfg.pq_m or max(1, dim // 8),
+    codec = Codec.train(vectors, kind, nlist, cfg.pq_m or plan.pq_m or max(1, dim // 8),
                         cfg.shard_groups or max(1, nlist // 16))
     info = codec.save(index.shard_dir)
-    reason += f"; {codec.nlist} partitions in {codec.n_groups} groups, nprobe {cfg.nprobe}"
+    reason = (f"{kind} ({'set in IndexConfig' if cfg.kind != 'auto' else 'auto'}); plan for "
+              f"{expected:,} vectors: {plan.reason}; trained {codec.nlist} partitions in "
+              f"{codec.n_groups} groups on {len(vectors):,} vectors, nprobe {cfg.nprobe}")
     return codec, CodecRecord(info.kind, info.nlist, info.groups, info.sha256,
                               info.groups_sha256, reason)
 
