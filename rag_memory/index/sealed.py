@@ -159,7 +159,11 @@ class SealedShard:
         coarse = np.ascontiguousarray(np.take_along_axis(coarse, order, axis=1)[:, :width])
         selector = allowed if allowed is not None else self._tomb_selector
         probed = self.list_bytes[local[local >= 0]]
-        index = self._index if self.tier == "gpu" and selector is None else self._cpu_index
+        # The GPU copy serves unfiltered searches when its FAISS build exposes preassigned
+        # search; IDSelectors (filters, tombstones) run on the memory-mapped CPU copy.
+        use_gpu = self.tier == "gpu" and selector is None and \
+            hasattr(self._index, "search_preassigned_c")
+        index = self._index if use_gpu else self._cpu_index
         nq, nprobe = local.shape
         scores = np.empty((nq, k), dtype=np.float32)
         addrs = np.empty((nq, k), dtype=np.int64)
