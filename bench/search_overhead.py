@@ -1,6 +1,7 @@
 """Memory.search by vector vs raw FAISS on the same vectors, side by side in one run.
 
-Both sides search the same exact inner-product index contents with the same query batches;
+Both sides search the same exact inner-product index contents (the memory's growing shard;
+sealing is off) with the same query batches;
 Memory.search also merges shards, and returns Hits with id, text and metadata read from SQLite,
 so the ratio is the full cost of the library over FAISS. Rounds alternate between the two
 sides so that machine noise hits both alike; the median round is reported.
@@ -13,46 +14,30 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import faiss
-import numpy as np
 
-from rag_memory import Memory
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _timing import alternating_qps  # noqa: E402
+
+from rag_memory import Memory  # noqa: E402
+from rag_memory.evaluation.synthetic import MixtureSpec, base_vectors, query_vectors  # noqa: E402
+from rag_memory.index.config import IndexConfig  # noqa: E402
 
 K = 10
 DIM = 384
 
 
-def clustered_unit_vectors(n: int, dim: int, seed: int, clusters: int = 256) -> np.ndarray:
-    """Gaussian-mixture vectors on the unit sphere (closer to real embeddings than uniform)."""
-    rng = np.random.default_rng(seed)
-    centres = rng.standard_normal((clusters, dim)).astype(np.float32)
-    x = centres[rng.integers(0, clusters, n)] + 0.6 * rng.standard_normal((n, dim)).astype(np.float32)
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
-
-
-def time_per_query(search, queries: np.ndarray, batch: int, budget_s: float) -> float:
-    """Seconds per query of `search` over batches of `batch` queries, for about `budget_s`."""
-    done, start = 0, time.perf_counter()
-    while True:
-        for i in range(0, len(queries), batch):
-            search(queries[i:i + batch])
-            done += len(queries[i:i + batch])
-            if time.perf_counter() - start >= budget_s:
-                return (time.perf_counter() - start) / done
-
-
 def bench_size(n: int, rounds: int, budget_s: float, workdir: Path) -> list[dict]:
-    vectors = clustered_unit_vectors(n, DIM, seed=0)
-    queries = clustered_unit_vectors(640, DIM, seed=1)
+    spec = MixtureSpec(dim=DIM, clusters=256)
+    vectors, queries = base_vectors(spec, n), query_vectors(spec, 640)
     raw = faiss.IndexFlatIP(DIM)
     raw.add(vectors)
-    with Memory.create(workdir / f"bench-{n}", dim=DIM) as mem:
+    with Memory.create(workdir / f"bench-{n}", dim=DIM, cache=None,
+                       index=IndexConfig(seal_threshold=n + 1)) as mem:  # exact: no sealing
         for start in range(0, n, 10_000):
             chunk = range(start, min(n, start + 10_000))
             mem.add([f"slot {i}" for i in chunk], ids=[f"id{i}" for i in chunk],
@@ -63,13 +48,12 @@ def bench_size(n: int, rounds: int, budget_s: float, workdir: Path) -> list[dict
             [[f"id{r}" for r in row] for row in rows]
         out = []
         for batch in (1, 64):
-            raw_t, mem_t = [], []
-            for _ in range(rounds):
-                raw_t.append(time_per_query(lambda q: raw.search(q, K), queries, batch, budget_s))
-                mem_t.append(time_per_query(lambda q: mem.search(q, k=K), queries, batch, budget_s))
-            raw_s, mem_s = statistics.median(raw_t), statistics.median(mem_t)
-            out.append({"n": n, "batch": batch, "faiss_qps": 1 / raw_s, "memory_qps": 1 / mem_s,
-                        "overhead_ratio": mem_s / raw_s})
+            qps = alternating_qps({"faiss": lambda q: raw.search(q, K),
+                                   "memory": lambda q: mem.search(q, k=K)},
+                                  queries, batch, rounds, budget_s)
+            out.append({"n": n, "batch": batch, "faiss_qps": qps["faiss"],
+                        "memory_qps": qps["memory"],
+                        "overhead_ratio": qps["faiss"] / qps["memory"]})
     return out
 
 
