@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +76,15 @@ def load_scifact(embedder: Embedder, directory: Path = SCIFACT) -> dict[str, Any
     return {"ids": ids, "texts": texts, "vectors": doc_vectors, "queries": qtexts,
             "query_ids": [q["_id"] for q in queries], "query_vectors": query_vectors,
             "qrels": qrels}
+
+
+def scifact_or_exit(embedder: Embedder) -> dict[str, Any]:
+    """`load_scifact` for a benchmark script: a missing dataset ends it with status 2."""
+    try:
+        return load_scifact(embedder)
+    except FileNotFoundError as exc:
+        print(exc, file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 # Hand-written hard negatives for the query cache (question, a different question that shares

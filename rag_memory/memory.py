@@ -230,14 +230,17 @@ class Memory:
             self._index.add(addrs, vecs)
             self._cache_write(replaced, addrs, vecs, list(zip(ids, texts, meta)))
         if len(self._index.growing) >= self._index.config.seal_threshold:
-            maintenance.seal(self._index)  # heavy work outside the lock; a brief swap inside
+            if maintenance.seal(self._index):  # heavy work outside the lock; a brief swap inside
+                self._cache_reset()
         return ids
 
     # -- maintenance -------------------------------------------------------------------
     def compact(self) -> dict[str, int]:
         """Seal the growing shard and rewrite sealed shards without their tombstones."""
         self._check_writable()
-        return maintenance.compact(self._index)
+        done = maintenance.compact(self._index)
+        self._cache_reset()
+        return done
 
     def rebalance(self) -> dict[int, str]:
         """Move sealed shards between GPU, RAM and disk by heat within the budgets now (it
@@ -388,6 +391,13 @@ class Memory:
         self._cache.apply_write(self._version, removed, addrs, vectors, rows, lambda where, among:
                                 set(self._table.matching_addrs(*where, among=among.tolist())
                                     .tolist()))
+
+    def _cache_reset(self) -> None:
+        """Cache hook after a seal or compaction: sealed (IVF) shards answer approximately, so
+        results cached while those slots were searched exactly may differ from a fresh search."""
+        if self._cache is not None:
+            with self._rw.write():
+                self._cache.clear(self._version)
 
     def _hydrate(self, scores: np.ndarray, addrs: np.ndarray) -> list[list[Hit]]:
         """Turn FAISS (score, address) rows into Hits with one SQLite query for the batch."""

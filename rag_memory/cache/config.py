@@ -9,11 +9,13 @@ from ..errors import InvalidInputError
 
 MIB = 1 << 20
 
-# Chosen by bench/cache_threshold_study.py on SciFact train claims (see that script's table):
-# the lowest threshold that served none of the hard negatives (negations, swapped entities,
-# antonyms) nor any other claim. MiniLM puts "X increases Y" and "X does not increase Y" at
-# cosine ~0.97, which is why GPTCache-style defaults near 0.8-0.9 serve wrong answers.
-DEFAULT_THRESHOLD = 0.99
+# Measured by bench/cache_threshold_study.py on SciFact train claims with all-MiniLM-L6-v2:
+# one-word antonyms and negations of long claims ("... less than 5mmol/L" vs "... more than
+# 5mmol/L") reach cosine 0.9998, so *every* threshold below 1.0 served wrong answers (4 hard
+# negatives and 2 other claims still at 0.999). Exact hits only is the one setting with zero
+# wrong hits; casing variants still hit (an uncased model embeds them identically). This is
+# GPTCache's false-hit complaint, measured: lower it only for traffic without such pairs.
+DEFAULT_THRESHOLD = 1.0
 
 
 @dataclass(frozen=True)
@@ -26,8 +28,8 @@ class CacheConfig:
             are evicted beyond it (bytes, not entries: one entry of k=100 long slots can
             weigh as much as a thousand of k=1).
         threshold: cosine at or above which a new query reuses a cached query's results
-            (a *semantic* hit, reported as such). 1.0 means exact hits only. The default is
-            measured, see `DEFAULT_THRESHOLD`.
+            (a *semantic* hit, reported as such). 1.0 means exact hits only (the same vector
+            up to float rounding). The default is measured, see `DEFAULT_THRESHOLD`.
         ttl_seconds: entries older than this are not served (None: no expiry). Entries stay
             coherent with writes without it; a TTL only bounds how long a semantic neighbour's
             answer may be reused.

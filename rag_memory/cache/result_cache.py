@@ -34,6 +34,9 @@ import numpy as np
 # Scores are cosines of float32 unit vectors; FAISS (SIMD or BLAS) and numpy round the same
 # dot product differently by a few ulps (~1e-7). Closer than this is treated as a tie.
 SCORE_EPS = 1e-5
+# The same text embedded in two different batches (other padding) differs by ~1e-7 in cosine:
+# a lookup accepts cosine >= threshold - this, so threshold 1.0 still means "the same vector".
+SAME_VECTOR_SLACK = 1e-6
 # Bookkeeping beyond payload bytes (objects, lists, dict nodes; sys.getsizeof, CPython 3.11).
 _ENTRY_OVERHEAD = 600
 _HIT_OVERHEAD = 160
@@ -135,10 +138,10 @@ class ResultCache:
             entry, similarity = None, 1.0
             if group is not None:
                 entry = group.exact.get(vector.tobytes())
-                if entry is None and self.threshold < 1.0 and group.entries:
+                if entry is None and group.entries:
                     sims = group.matrix() @ vector
                     best = int(np.argmax(sims))
-                    if sims[best] >= self.threshold:
+                    if sims[best] >= self.threshold - SAME_VECTOR_SLACK:
                         entry, similarity = group.entries[best], min(float(sims[best]), 1.0)
             if entry is not None and self.ttl is not None and \
                     self._clock() - entry.created > self.ttl:
@@ -149,7 +152,7 @@ class ResultCache:
                 return None
             self._lru.move_to_end(id(entry))
             self.counts["hits"] += 1
-            if similarity < 1.0 or entry.vector.tobytes() != vector.tobytes():
+            if entry.vector.tobytes() != vector.tobytes():
                 self.counts["semantic_hits"] += 1
                 self.similarity_sum += similarity
                 self.similarity_min = min(self.similarity_min, similarity)
@@ -162,9 +165,7 @@ class ResultCache:
         with self._lock:
             if version != self.version:
                 return
-            group = self._groups.get(key)
-            if group is None:
-                group = self._groups[key] = _Group(key, where, self.dim)
+            group = self._groups.get(key) or _Group(key, where, self.dim)
             if vector.tobytes() in group.exact:
                 return  # another thread filled it first, with the same result
             entry = Entry(group, np.array(vector, dtype=np.float32), list(scores), list(addrs),
@@ -172,6 +173,7 @@ class ResultCache:
             entry.nbytes = entry.size()
             if entry.nbytes > self.max_bytes:
                 return
+            self._groups[key] = group
             group.append(entry)
             self._lru[id(entry)] = entry
             for addr in entry.addrs:
@@ -241,11 +243,14 @@ class ResultCache:
         if not group.entries:
             return
         scores = group.matrix() @ vectors.T  # (entries, new slots)
-        if group.where is not None:
-            allowed = match(group.where, addrs)
+        bar = (np.array([e.kth() for e in group.entries]) - SCORE_EPS)[:, None]
+        contenders = (scores > bar).any(axis=0)
+        if not contenders.any():
+            return
+        if group.where is not None:  # ask SQLite only about slots that could enter
+            allowed = match(group.where, addrs[contenders])
             scores[:, ~np.isin(addrs, np.fromiter(allowed, np.int64, len(allowed)))] = -np.inf
-        kth = np.array([e.kth() for e in group.entries])
-        touched = np.flatnonzero((scores > (kth - SCORE_EPS)[:, None]).any(axis=1))
+        touched = np.flatnonzero((scores > bar).any(axis=1))
         # Capture (row, entry) first: dropping an entry moves another into its position.
         for i, entry in [(i, group.entries[i]) for i in touched]:
             row = scores[i]
