@@ -122,3 +122,14 @@ def check_k(k: Any, name: str = "k") -> int:
 def is_text_batch(query: Any) -> bool:
     return isinstance(query, Sequence) and not isinstance(query, str) and bool(query) and all(
         isinstance(q, str) for q in query)
+
+
+def config_from_dict(cls: type, values: dict[str, Any]) -> Any:
+    """Build a frozen config dataclass from a dict; an unknown key is an error, not ignored."""
+    from dataclasses import fields
+
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise InvalidInputError(f"unknown {cls.__name__} keys {unknown}; known: {sorted(known)}")
+    return cls(**values)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 from ..errors import InvalidInputError
+from ..validation import config_from_dict
 
 MIB = 1 << 20
 
@@ -61,11 +62,7 @@ class CacheConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> CacheConfig:
         """Build from a plain dict (e.g. parsed JSON); an unknown key is an error, not ignored."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise InvalidInputError(f"unknown CacheConfig keys {unknown}; known: {sorted(known)}")
-        return cls(**values)
+        return config_from_dict(cls, values)
 
 
 def resolve(cache: CacheConfig | dict | bool | None) -> CacheConfig | None:

@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from ..errors import InvalidInputError
+from ..validation import config_from_dict
 
 KINDS = ("auto", "ivf_flat", "ivf_pq")
 
@@ -60,10 +61,6 @@ class IndexConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> IndexConfig:
-        """Strict: an unknown key is an error, not silently ignored."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise InvalidInputError(f"unknown IndexConfig keys {unknown}")
-        return cls(**data)
+    def from_dict(cls, values: dict[str, Any]) -> IndexConfig:
+        """Build from a plain dict (e.g. parsed JSON); an unknown key is an error, not ignored."""
+        return config_from_dict(cls, values)
