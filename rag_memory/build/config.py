@@ -1,0 +1,48 @@
+"""BuildConfig: every option of a build in one frozen, validated object."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import InvalidInputError
+from .chunking import DEFAULT_OVERLAP
+from .records import FieldMap
+
+DEFAULT_MEMORY_BUDGET = 1 << 30
+CPU_BATCH_SIZE = 64  # past ~64 a CPU gains nothing and pads more (2-16 cores measured alike)
+GPU_BATCH_SIZE = 256
+DEFAULT_BLOCK_BATCHES = 16  # a block (commit, resume unit) = 16 encoder batches
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """A text build: corpus SOURCE -> memory OUT."""
+
+    source: Path  # a file, or a BEIR folder holding corpus.jsonl
+    out: Path  # the memory directory
+    format: str | None = None  # beir | jsonl | csv | parquet | text; None = from the suffix
+    fields: FieldMap = field(default_factory=FieldMap)
+    max_tokens: int | None = None  # chunk size in tokens; None = the model's limit
+    overlap: int = DEFAULT_OVERLAP  # tokens shared by neighbouring chunks
+    batch_size: int | None = None  # encoder batch; None = 64 on CPU, 256 on a GPU
+    block_batches: int = DEFAULT_BLOCK_BATCHES  # encoder batches per committed block
+    memory_budget: int = DEFAULT_MEMORY_BUDGET  # index bytes the plan must fit
+    embedder: str | None = None  # sentence-transformers name or path; None = MiniLM
+    device: str | None = None  # torch device; None = a GPU when there is one
+    strict: bool = False  # stop at the first bad record instead of skipping it
+    append: bool = False  # allow building into an existing memory
+    limit: int | None = None  # stop after this many valid documents
+    progress: bool = True  # show a tqdm progress bar
+
+    def __post_init__(self) -> None:
+        for name in ("max_tokens", "batch_size", "limit"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                      or value <= 0):
+                raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
+        if self.block_batches <= 0 or self.memory_budget <= 0 or self.overlap < 0:
+            raise InvalidInputError("block_batches and memory_budget must be positive, "
+                                    "overlap not negative")
+        object.__setattr__(self, "source", Path(self.source))
+        object.__setattr__(self, "out", Path(self.out))

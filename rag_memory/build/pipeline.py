@@ -1,0 +1,201 @@
+"""The build pipeline: blocks from a reader thread -> encode (this thread) -> commit -> checkpoint.
+
+Reading, parsing and tokenising run in a thread a couple of blocks ahead (bounded queue),
+so the CPU or GPU spends its time in the encoder; RAM holds at most a few blocks of text.
+Each block is committed by one `Memory.add` (one SQLite transaction) and then the checkpoint
+advances, so a kill loses at most the block being encoded (see checkpoint.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..embed import Embedder
+from ..errors import UnknownIdError
+from ..index.plan import choose_index
+from ..memory import Memory
+from .blocks import Block, Prefetcher, text_blocks
+from .checkpoint import Checkpoint, source_identity, write_checkpoint
+from .chunking import Chunker
+from .config import CPU_BATCH_SIZE, GPU_BATCH_SIZE, BuildConfig
+from .readers import open_records, resolve_source
+from .records import ALREADY_STORED, Problem, ProblemLog
+from .report import BuildReport, peak_rss_bytes
+from .target import open_target, refuse_early
+
+logger = logging.getLogger(__name__)
+
+Encode = Callable[[list[str]], np.ndarray]
+
+
+@dataclass
+class _Run:
+    """Counters of one run of the commit loop."""
+
+    blocks: int = 0
+    resumed: int = 0
+    chunks: int = 0
+    documents: int = 0
+    written: int = 0
+    embedded: int = 0  # texts encoded (synthetic blocks bring their vectors)
+    seconds: dict[str, float] = field(default_factory=lambda: {"encode": 0.0, "write": 0.0})
+
+
+def _all_stored(mem: Memory, ids: list[str]) -> bool:
+    """Whether the memory holds every one of `ids` (one query)."""
+    try:
+        mem.get(ids)
+        return True
+    except UnknownIdError:
+        return False
+
+
+def _stored(mem: Memory, ids: list[str]) -> set[str]:
+    """Which of `ids` the memory already holds (one query when all are, else one per id)."""
+    if _all_stored(mem, ids):
+        return set(ids)
+    found = set()
+    for id_ in ids:
+        try:
+            mem.get([id_])
+            found.add(id_)
+        except UnknownIdError:
+            continue
+    return found
+
+
+def _commit(mem: Memory, block: Block, encode: Encode, run: _Run, problems: ProblemLog,
+            append: bool) -> None:
+    keep = list(range(len(block.ids)))
+    if append:  # ids stored before this build began are reported, not overwritten
+        stored = _stored(mem, block.ids)
+        for i in [i for i in keep if block.ids[i] in stored]:
+            problems.add(Problem(block.lines[i], ALREADY_STORED, repr(block.ids[i])))
+        keep = [i for i in keep if block.ids[i] not in stored]
+    if not keep:
+        return
+    texts = [block.texts[i] for i in keep]
+    start = time.perf_counter()
+    vectors = block.vectors
+    if vectors is None:
+        vectors = encode(block.texts)
+        run.embedded += len(block.texts)
+    run.seconds["encode"] += time.perf_counter() - start
+    start = time.perf_counter()
+    mem.add(texts, ids=[block.ids[i] for i in keep],
+            metadata=[block.metadata[i] for i in keep], vectors=vectors[keep])
+    run.seconds["write"] += time.perf_counter() - start
+    run.written += len(keep)
+
+
+def commit_blocks(mem: Memory, blocks: Iterable[Block], checkpoint: Checkpoint, resumed: bool,
+                  encode: Encode, problems: ProblemLog, bar: Any) -> _Run:
+    """Encode and commit each block not committed yet, advancing the checkpoint after each."""
+    run = _Run()
+    append = checkpoint.slots_before > 0
+    position = 0
+    for block in blocks:
+        run.blocks += 1
+        run.chunks += len(block.ids)
+        run.documents = block.documents
+        # a kill between commit and checkpoint leaves the next block committed already
+        done = block.index < checkpoint.blocks_done or (resumed and _all_stored(mem, block.ids))
+        if done:
+            run.resumed += 1
+        else:
+            _commit(mem, block, encode, run, problems, append)
+        if block.index >= checkpoint.blocks_done:
+            start = time.perf_counter()
+            checkpoint = checkpoint.advance(block.index + 1)
+            write_checkpoint(mem.path, checkpoint)
+            run.seconds["write"] += time.perf_counter() - start
+        bar.set_postfix(docs=f"{run.documents:,}", chunks=f"{run.chunks:,}",
+                        skipped=problems.total, refresh=False)
+        bar.update(block.position - position)
+        position = block.position
+    write_checkpoint(mem.path, replace(checkpoint, done=True))
+    return run
+
+
+def finish_report(mem: Memory, inputs: dict[str, Any], run: _Run, problems: ProblemLog,
+                  total_s: float, budget: int, read_s: float) -> BuildReport:
+    """Choose the index plan for the final size, then gather and save the report."""
+    stats = mem.stats()
+    plan = choose_index(stats["slots"], stats["dim"], budget)
+    logger.info("index plan: %s", plan.reason)
+    seconds = {**run.seconds, "read_chunk": read_s, "total": total_s}
+    report = BuildReport(
+        inputs=inputs, memory=str(mem.path), documents=run.documents, chunks=run.chunks,
+        vectors_written=run.written, slots_total=stats["slots"], blocks=run.blocks,
+        blocks_resumed=run.resumed, skipped=problems.to_dict(),
+        seconds={k: round(v, 3) for k, v in seconds.items()},
+        vectors_per_s=round(run.written / total_s, 2) if total_s else 0.0,
+        encode_vectors_per_s=round(run.embedded / run.seconds["encode"], 2)
+        if run.embedded else 0.0,
+        index_plan=plan.to_dict(), tiers=stats["tiers"], disk_bytes=stats["disk_bytes"],
+        peak_rss_bytes=peak_rss_bytes())
+    report.save(mem.path)
+    return report
+
+
+def make_encoder(embedder: Embedder, batch_size: int) -> Encode:
+    """Exactly what a user would call: SentenceTransformer.encode on a block, normalised."""
+    model = embedder.model
+
+    def encode(texts: list[str]) -> np.ndarray:
+        vectors = model.encode(texts, batch_size=batch_size, convert_to_numpy=True,
+                               normalize_embeddings=True, show_progress_bar=False)
+        return np.ascontiguousarray(vectors, dtype=np.float32)
+    return encode
+
+
+def default_batch_size(embedder: Embedder) -> int:
+    return GPU_BATCH_SIZE if str(embedder.model.device).startswith("cuda") else CPU_BATCH_SIZE
+
+
+def run_build(config: BuildConfig, embedder: Embedder | None = None) -> BuildReport:
+    """Build (or resume, or --append to) the memory `config.out` from `config.source`."""
+    started = time.perf_counter()
+    source = resolve_source(config.source, config.format)
+    refuse_early(config.out, config.append)
+    embedder = embedder or Embedder(config.embedder, device=config.device)
+    chunker = Chunker.for_model(embedder.model, config.max_tokens, config.overlap)
+    batch_size = config.batch_size or default_batch_size(embedder)
+    block_size = batch_size * config.block_batches
+    fm = config.fields
+    inputs = {"source": str(source.path), "format": source.format,
+              "fields": {"id": fm.id_field, "title": fm.title_field, "text": fm.text_field,
+                         "metadata": list(fm.metadata_fields)},
+              "max_tokens": chunker.max_tokens, "overlap": chunker.overlap,
+              "batch_size": batch_size, "block_size": block_size, "embedder": embedder.name,
+              "device": str(embedder.model.device), "limit": config.limit,
+              "strict": config.strict, "append": config.append,
+              "memory_budget_bytes": config.memory_budget}
+    command = {**{k: v for k, v in inputs.items() if k not in ("device", "strict")},
+               "source": source_identity(source.path)}
+    mem, checkpoint, resumed = open_target(
+        config.out, command, config.append,
+        create=lambda p: Memory.create(p, embedder=embedder),
+        open_=lambda p: Memory.open(p, embedder=embedder))
+    problems = ProblemLog(strict=config.strict)
+    with mem:
+        records, fields = open_records(source, fm)
+        prefetch = Prefetcher(text_blocks(records, fields, chunker, block_size, problems,
+                                          config.limit))
+        bar = tqdm(total=source.total, unit=source.unit, unit_scale=True, desc="build",
+                   disable=not config.progress, dynamic_ncols=True)
+        try:
+            run = commit_blocks(mem, prefetch, checkpoint, resumed,
+                                make_encoder(embedder, batch_size), problems, bar)
+        finally:
+            prefetch.close()
+            bar.close()
+        return finish_report(mem, inputs, run, problems, time.perf_counter() - started,
+                             config.memory_budget, prefetch.busy_s)

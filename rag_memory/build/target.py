@@ -1,0 +1,99 @@
+"""The output folder of a build: create it, resume an interrupted build in it, or refuse.
+
+| what DIR holds                                   | result                                   |
+|--------------------------------------------------|------------------------------------------|
+| nothing (absent or empty)                        | a new memory                             |
+| a memory + an unfinished checkpoint of this command | resume                                |
+| a memory + an unfinished checkpoint of another   | BuildStateError (names the difference)   |
+| an empty memory, no checkpoint (killed at start) | built into as if new                     |
+| any other memory                                 | MemoryExistsError unless --append        |
+| a memory creation killed before its manifest     | the partial files are removed, then new  |
+| anything else                                    | MemoryExistsError                        |
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..errors import BuildStateError, MemoryExistsError
+from ..locks import LOCK_NAME
+from ..manifest import MANIFEST_NAME
+from ..memory import SHARDS_DIR, Memory
+from ..store.slot_table import TABLE_NAME
+from .checkpoint import Checkpoint, fingerprint, read_checkpoint, write_checkpoint
+
+logger = logging.getLogger(__name__)
+
+# What Memory.create writes before manifest.json (which it writes last).
+_CREATE_FILES = {SHARDS_DIR, LOCK_NAME, TABLE_NAME, f"{TABLE_NAME}-wal", f"{TABLE_NAME}-shm",
+                 f"{TABLE_NAME}-journal"}
+
+
+def _differences(old: dict[str, Any], new: dict[str, Any]) -> str:
+    keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    return "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys)
+
+
+def _half_created(out: Path) -> bool:
+    """A Memory.create killed before its manifest: only its own files, shards/ empty."""
+    names = {p.name for p in out.iterdir()}
+    shards = out / SHARDS_DIR
+    return names <= _CREATE_FILES and (not shards.exists() or not any(shards.iterdir()))
+
+
+def refuse_early(out: Path, append: bool) -> None:
+    """Refuse a rebuild of a finished build before any model is loaded (open_target decides
+    every other case)."""
+    if append or not (out / MANIFEST_NAME).is_file():
+        return
+    checkpoint = read_checkpoint(out)
+    if checkpoint is not None and checkpoint.done:
+        raise MemoryExistsError(f"{out} already holds a finished build; pass --append to add "
+                                f"this corpus to it, or choose another --out")
+
+
+def open_target(out: Path, command: dict[str, Any], append: bool,
+                create: Callable[[Path], Memory], open_: Callable[[Path], Memory]
+                ) -> tuple[Memory, Checkpoint, bool]:
+    """(memory, checkpoint, resumed) for a build of `command` into `out`."""
+    fp = fingerprint(command)
+    fresh = Checkpoint(fp, command, blocks_done=0, slots_before=0, done=False)
+    if out.is_dir() and not (out / MANIFEST_NAME).exists() and any(out.iterdir()):
+        if not _half_created(out):
+            raise MemoryExistsError(f"{out} holds files and is not a memory; choose another --out")
+        logger.warning("%s holds a memory creation that was interrupted; starting it again", out)
+        for path in out.iterdir():
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    if not out.exists() or (out.is_dir() and not any(out.iterdir())):
+        mem = create(out)
+        write_checkpoint(out, fresh)
+        return mem, fresh, False
+    checkpoint = read_checkpoint(out) if out.is_dir() else None
+    mem = open_(out)
+    try:
+        if checkpoint is not None and not checkpoint.done:
+            if checkpoint.fingerprint != fp:
+                raise BuildStateError(
+                    f"{out} holds an interrupted build of a different command "
+                    f"({_differences(checkpoint.command, command)}); rerun that command to "
+                    f"finish it, or build into another --out")
+            logger.info("resuming the build in %s after block %d", out, checkpoint.blocks_done)
+            return mem, checkpoint, True
+        if checkpoint is None and len(mem) == 0:
+            write_checkpoint(out, fresh)
+            return mem, fresh, False
+        if not append:
+            state = "a finished build" if checkpoint is not None else "a memory"
+            raise MemoryExistsError(f"{out} already holds {state} ({len(mem):,} slots); pass "
+                                    f"--append to add this corpus to it, or choose another --out")
+        checkpoint = Checkpoint(fp, command, blocks_done=0, slots_before=len(mem), done=False)
+        write_checkpoint(out, checkpoint)
+        return mem, checkpoint, False
+    except BaseException:
+        mem.close()
+        raise
+
