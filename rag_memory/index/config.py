@@ -28,9 +28,11 @@ class IndexConfig:
     """Partitions probed per query."""
     pq_m: int | None = None
     """IVF-PQ sub-quantizers of 8 bits; None: dim // 8 (48 bytes per vector at dim 384)."""
-    refine_factor: int = 10
+    refine_factor: int = 40
     """IVF-PQ: k * refine_factor candidates are re-ranked with their full-precision vectors read
-    from disk (FAISS IndexRefine, LanceDB refine_factor): PQ codes alone rank poorly."""
+    from disk (FAISS IndexRefine, LanceDB refine_factor): PQ codes alone rank poorly. Measured
+    on 2M x 384 mixture vectors with 48-byte codes: recall@10 0.69 at 10, 0.91 at 30, 0.997
+    at 100 (bench/tiered_scale.py)."""
     seal_threshold: int = 100_000
     """The growing (exact, in-RAM) shard is sealed into IVF shards when it holds this many."""
     shard_groups: int | None = None

@@ -12,22 +12,23 @@ from collections.abc import Sequence
 import numpy as np
 
 
-def merge_topk(parts: Sequence[tuple[np.ndarray, np.ndarray]], k: int) -> tuple[np.ndarray, np.ndarray]:
-    """(scores, addresses) of shape (nq, k) from several (nq, k_i) results, best first.
+def merge_topk(parts: Sequence[tuple[np.ndarray, ...]], k: int) -> tuple[np.ndarray, ...]:
+    """(scores, addresses, *extra) of shape (nq, k) from several (nq, k_i) results, best first.
 
-    Missing entries (address -1) sort last; ties keep the order of `parts` (stable sort).
+    Each part is (scores, addresses) plus any extra per-candidate arrays (e.g. the shard each
+    came from), which are reordered alike. Missing entries (address -1) sort last; ties keep the
+    order of `parts` (stable sort).
     """
     if len(parts) == 1 and parts[0][0].shape[1] == k:
-        return parts[0]
-    scores = np.concatenate([p[0] for p in parts], axis=1)
-    addrs = np.concatenate([p[1] for p in parts], axis=1)
-    scores = np.where(addrs < 0, -np.inf, scores).astype(np.float32)
+        return parts[0]  # already a top-k (FAISS returns rows sorted)
+    columns = [np.concatenate([p[j] for p in parts], axis=1) for j in range(len(parts[0]))]
+    scores = np.where(columns[1] < 0, -np.inf, columns[0]).astype(np.float32)
     order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-    top_scores = np.take_along_axis(scores, order, axis=1)
-    top_addrs = np.take_along_axis(addrs, order, axis=1)
-    top_addrs[~np.isfinite(top_scores)] = -1
-    if top_scores.shape[1] < k:  # fewer candidates than k in all: pad like FAISS
-        pad = k - top_scores.shape[1]
-        top_scores = np.pad(top_scores, ((0, 0), (0, pad)), constant_values=-np.inf)
-        top_addrs = np.pad(top_addrs, ((0, 0), (0, pad)), constant_values=-1)
-    return top_scores, top_addrs
+    top = [np.take_along_axis(scores, order, axis=1)] + \
+        [np.take_along_axis(c, order, axis=1) for c in columns[1:]]
+    top[1][~np.isfinite(top[0])] = -1
+    if top[0].shape[1] < k:  # fewer candidates than k in all: pad like FAISS
+        pad = ((0, 0), (0, k - top[0].shape[1]))
+        top = [np.pad(top[0], pad, constant_values=-np.inf)] + \
+            [np.pad(c, pad, constant_values=-1) for c in top[1:]]
+    return tuple(top)

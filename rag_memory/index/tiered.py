@@ -34,6 +34,10 @@ logger = logging.getLogger(__name__)
 
 SHARDS_DIR = "shards"
 DEFAULT_GPU_BYTES = 4 << 30
+# Re-ranking reads candidate vectors in chunks of this many rows (~12 MiB at dim 384), so a big
+# batch never holds all its candidates' full vectors at once.
+REFINE_CHUNK_ROWS = 8192
+QUERY_CHUNK = 256
 
 
 def default_gpu_bytes(gpu_bytes: int | None) -> int:
@@ -138,56 +142,79 @@ class TieredIndex:
     # -- search (the caller holds the read lock) -----------------------------------------
     def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None,
                nprobe: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Exact top-k over the growing shard merged with the routed sealed shards' top-k."""
+        """Top-k over the growing shard (exact) merged with the routed sealed shards' top-k.
+        Large batches go in chunks of QUERY_CHUNK, which bounds the candidates held at once."""
         if not self.sealed:
             return self.growing.search(queries, k, allowed)
         queries = np.ascontiguousarray(queries, dtype=np.float32)
+        selector = None if allowed is None else faiss.IDSelectorBatch(allowed)
+        parts = [self._search_sealed(queries[i:i + QUERY_CHUNK], k, selector, nprobe)
+                 for i in range(0, len(queries), QUERY_CHUNK)]
+        scores, addrs = (np.concatenate([p[0] for p in parts]),
+                         np.concatenate([p[1] for p in parts]))
+        if len(self.growing):
+            scores, addrs = merge_topk([self.growing.search(queries, k, allowed),
+                                        (scores, addrs)], k)
+        return scores, addrs
+
+    def _search_sealed(self, queries: np.ndarray, k: int, selector: faiss.IDSelector | None,
+                       nprobe: int | None) -> tuple[np.ndarray, np.ndarray]:
         nprobe = min(nprobe or self.config.nprobe, self.codec.nlist)
         coarse, lists = self.codec.route(queries, nprobe)
         groups = np.unique(self.codec.groups[lists])
         targets = [s for s in self.sealed.values() if s.group in groups]
-        selector = None if allowed is None else faiss.IDSelectorBatch(allowed)
-        args = (queries, k, lists, coarse, selector)
+        refine = self.codec.kind == "ivf_pq"
+        kk = k * self.config.refine_factor if refine else k
+        args = (queries, kk, lists, coarse, selector)
         if len(queries) == 1 and len(targets) > 1:
             # one query: FAISS has nothing to parallelise, so search the shards in parallel
-            results = list(self._pool.map(lambda s: self._search_shard(s, *args), targets))
+            results = self._pool.map(lambda s: s.search(*args), targets)
         else:  # a batch: FAISS spreads the queries over the cores inside each shard search
-            results = [self._search_shard(s, *args) for s in targets]
-        parts = [self.growing.search(queries, k, allowed)] if len(self.growing) else []
+            results = (s.search(*args) for s in targets)
+        best = (np.full((len(queries), kk), -np.inf, dtype=np.float32),
+                np.full((len(queries), kk), -1, dtype=np.int64),
+                np.full((len(queries), kk), -1, dtype=np.int32))
         probes: dict[int, int] = {}
         fast = total = disk_bytes = 0
-        for shard, (scores, addrs, scanned, n_probes) in zip(targets, results):
-            parts.append((scores, addrs))
+        for i, (shard, (scores, addrs, scanned, n_probes)) in enumerate(zip(targets, results)):
+            # a running top-kk, so at most two shards' candidates are held at once
+            owner = np.full(addrs.shape, i, dtype=np.int32)
+            best = merge_topk([best, (scores, addrs, owner)], kk)
             probes[shard.shard_id] = n_probes
             total += n_probes
             if shard.tier == "disk":
                 disk_bytes += scanned
             else:
                 fast += n_probes
+        if refine:
+            scores, addrs, read = self._refine(queries, k, targets, best[1], best[2])
+            disk_bytes += read
+        else:
+            scores, addrs = best[0], best[1]
         self.heat.record(len(queries), probes)
         with self._counters_lock:
             self.counters["probes_fast"] += fast
             self.counters["probes_total"] += total
             self.counters["disk_bytes_read"] += disk_bytes
-        if not parts:
-            return (np.full((len(queries), k), -np.inf, dtype=np.float32),
-                    np.full((len(queries), k), -1, dtype=np.int64))
-        return merge_topk(parts, k)
+        return scores, addrs
 
-    def _search_shard(self, shard: SealedShard, queries: np.ndarray, k: int, lists: np.ndarray,
-                      coarse: np.ndarray, selector: faiss.IDSelector | None) -> tuple:
-        refine = shard.kind == "ivf_pq"
-        kk = k * self.config.refine_factor if refine else k
-        scores, addrs, scanned, n_probes = shard.search(queries, kk, lists, coarse, selector)
-        if refine:
-            found = addrs >= 0
-            rows = shard.vectors_of(addrs[found])
-            exact = np.full(scores.shape, -np.inf, dtype=np.float32)
-            exact[found] = np.einsum("ij,ij->i", rows, queries[np.nonzero(found)[0]])
-            scores = exact
-            if shard.tier == "disk":
-                scanned += rows.nbytes
-        return scores, addrs, scanned, n_probes
+    def _refine(self, queries: np.ndarray, k: int, shards: list[SealedShard], addrs: np.ndarray,
+                owner: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+        """Re-rank IVF-PQ candidates exactly, as FAISS IndexRefine does: the k * refine_factor
+        best by PQ score over all shards (one codebook, so their scores compare) get their
+        full-precision vectors read from their shard's .vec file, a bounded chunk at a time.
+        Returns (scores, addresses, bytes read)."""
+        exact = np.full(addrs.shape, -np.inf, dtype=np.float32)
+        read = 0
+        for i, shard in enumerate(shards):
+            rows, cols = np.nonzero((owner == i) & (addrs >= 0))
+            for start in range(0, len(rows), REFINE_CHUNK_ROWS):
+                r, c = rows[start:start + REFINE_CHUNK_ROWS], cols[start:start + REFINE_CHUNK_ROWS]
+                vectors = shard.vectors_of(addrs[r, c])
+                exact[r, c] = np.einsum("ij,ij->i", vectors, queries[r])
+                read += vectors.nbytes
+        scores, addrs = merge_topk([(exact, np.where(np.isfinite(exact), addrs, -1))], k)
+        return scores, addrs, read
 
     def needs_rebalance(self) -> bool:
         every = self.config.rebalance_every
