@@ -66,19 +66,21 @@ def ground_truth(spec: MixtureSpec, n: int, queries: np.ndarray) -> np.ndarray:
     return best_a
 
 
-def search_phase(out: Path, ram_bytes: int, queries_path: Path, truth_path: Path) -> dict:
+def search_phase(out: Path, ram_bytes: int, refine_factor: int | None, queries_path: Path,
+                 truth_path: Path) -> dict:
     """Runs in its own process: open, search, report (its ru_maxrss is the search's peak)."""
     queries, truth = np.load(queries_path), np.load(truth_path)
     with Memory.open(out, ram_bytes=ram_bytes, cache=None, read_only=True) as mem:
         def addresses(results) -> np.ndarray:
             return np.array([[h.address for h in r] + [-1] * (K - len(r)) for r in results])
         default = mem.stats()["index"]["nprobe"]
+        rf = {"refine_factor": refine_factor} if refine_factor else {}
         curve = {}
         for nprobe in (4, 8, 16, 32, 64, 128):
-            found = addresses(mem.search(queries, k=K, nprobe=nprobe))
+            found = addresses(mem.search(queries, k=K, nprobe=nprobe, **rf))
             curve[nprobe] = recall_at_k(found, truth)
-        qps = {f"batch {b}": alternating_qps({"m": lambda q: mem.search(q, k=K)}, queries, b,
-                                             3, 2.0)["m"] for b in (1, 64)}
+        qps = {f"batch {b}": alternating_qps({"m": lambda q: mem.search(
+            q, k=K, nprobe=default, **rf)}, queries, b, 3, 2.0)["m"] for b in (1, 64)}
         stats = mem.stats()
     return {"default_nprobe": default, "recall_at_default": curve.get(default), "curve": curve,
             "qps": qps, "search_peak_rss_mib": peak_rss_mib(), "tiers": stats["tiers"],
@@ -92,24 +94,34 @@ def main() -> int:
     parser.add_argument("--n", type=int, default=2_000_000)
     parser.add_argument("--ram-mib", type=int, default=256)
     parser.add_argument("--queries", type=int, default=1000)
+    parser.add_argument("--refine-factor", type=int, help="override the memory's IVF-PQ "
+                        "re-ranking factor at search time")
+    parser.add_argument("--reuse", action="store_true", help="search an --out memory built by "
+                        "an earlier run of this script (skips build and ground truth)")
     parser.add_argument("--search-phase", nargs=2, type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     ram_bytes = args.ram_mib * MIB
     if args.search_phase:
-        print(json.dumps(search_phase(args.out, ram_bytes, *args.search_phase)))
+        print(json.dumps(search_phase(args.out, ram_bytes, args.refine_factor,
+                                      *args.search_phase)))
         return 0
     spec = MixtureSpec()
-    built = build(args.out, args.n, ram_bytes, spec)
-    queries = query_vectors(spec, args.queries)
-    truth = ground_truth(spec, args.n, queries)
-    np.save(args.out / "bench_queries.npy", queries)
-    np.save(args.out / "bench_truth.npy", truth)
+    if args.reuse:
+        built = json.loads((args.out / "bench_build.json").read_text())
+    else:
+        built = build(args.out, args.n, ram_bytes, spec)
+        queries = query_vectors(spec, args.queries)
+        np.save(args.out / "bench_queries.npy", queries)
+        np.save(args.out / "bench_truth.npy", ground_truth(spec, args.n, queries))
+        (args.out / "bench_build.json").write_text(json.dumps(built))
+    extra = ["--refine-factor", str(args.refine_factor)] if args.refine_factor else []
     proc = subprocess.run([sys.executable, __file__, "--out", str(args.out), "--n", str(args.n),
-                           "--ram-mib", str(args.ram_mib), "--search-phase",
+                           "--ram-mib", str(args.ram_mib), *extra, "--search-phase",
                            str(args.out / "bench_queries.npy"), str(args.out / "bench_truth.npy")],
                           capture_output=True, text=True, check=True)
     found = json.loads(proc.stdout.strip().splitlines()[-1])
-    print(f"{args.n:,} x {spec.dim}, RAM budget {args.ram_mib} MiB: {built['index']['reason']}")
+    print(f"{args.n:,} x {spec.dim}, RAM budget {args.ram_mib} MiB, re-ranking factor "
+          f"{args.refine_factor or built['index']['refine_factor']}: {built['index']['reason']}")
     print(f"build {built['build_s']:.0f} s (peak RSS {built['build_peak_rss_mib']:.0f} MiB), "
           f"{built['shards']} sealed shards; tiers {found['tiers']}")
     print("nprobe  recall@10")

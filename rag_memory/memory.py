@@ -255,7 +255,8 @@ class Memory:
         return self._table.get(check_lookup_ids(ids))
 
     def search(self, query: Any, k: int = 10, where: dict | None = None, *,
-               cache: bool = True, nprobe: int | None = None) -> Any:
+               cache: bool = True, nprobe: int | None = None,
+               refine_factor: int | None = None) -> Any:
         """Top-k slots by cosine similarity.
 
         `query` is a string (-> list[Hit]), a list of strings or a 2-D float32 array of query
@@ -263,17 +264,18 @@ class Memory:
         metadata inside the search (a FAISS IDSelector), so k hits come back whenever k
         matching slots exist. `cache=False` bypasses the query cache (neither read nor filled);
         hits the cache answered have `Hit.cached` set. `nprobe` overrides the partitions
-        probed in sealed shards for this call (more = slower, closer to exact); such a call
-        bypasses the cache, whose entries hold default-nprobe results.
+        probed in sealed shards for this call (more = slower, closer to exact), and
+        `refine_factor` the IVF-PQ candidates re-ranked per hit; such a call bypasses the cache,
+        whose entries hold results of the memory's own settings.
         """
         self._check_open()
         k = check_k(k)
         where_sql = None if where is None else compile_where(where)
         if not isinstance(cache, bool):
             raise InvalidInputError(f"cache must be True or False, got {cache!r}")
-        if nprobe is not None:
-            nprobe = check_k(nprobe, "nprobe")
-        qcache = self._cache if cache and nprobe is None else None
+        overrides = {name: check_k(value, name) for name, value in
+                     (("nprobe", nprobe), ("refine_factor", refine_factor)) if value is not None}
+        qcache = self._cache if cache and not overrides else None
         single, queries = self._query_vectors(query, qcache)
         self._catch_up()
         # -- cache hook: answer what the cache holds, search only the rest --
@@ -283,7 +285,7 @@ class Memory:
         if todo:
             with self._rw.read():
                 self._check_open()
-                fresh = self._search_index(queries[todo], k, where_sql, nprobe)
+                fresh = self._search_index(queries[todo], k, where_sql, overrides)
                 if qcache:  # under the read lock: no write between the search and the store
                     qcache.store(queries[todo], key, where_sql, fresh, self._version)
             for i, hits in zip(todo, fresh):
@@ -294,13 +296,13 @@ class Memory:
         return found[0] if single else found
 
     def _search_index(self, queries: np.ndarray, k: int, where_sql: tuple[str, list[Any]] | None,
-                      nprobe: int | None = None) -> list[list[Hit]]:
+                      overrides: dict[str, int] | None = None) -> list[list[Hit]]:
         allowed = None
         if where_sql is not None:
             allowed = self._table.matching_addrs(*where_sql)
             if not len(allowed):
                 return [[] for _ in range(len(queries))]
-        scores, addrs = self._index.search(queries, k, allowed, nprobe)
+        scores, addrs = self._index.search(queries, k, allowed, **(overrides or {}))
         return self._hydrate(scores, addrs)
 
     def iter_vectors(self, batch: int = 65_536):  # -> Iterator[tuple[list[Slot], np.ndarray]]

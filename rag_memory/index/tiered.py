@@ -141,14 +141,16 @@ class TieredIndex:
 
     # -- search (the caller holds the read lock) -----------------------------------------
     def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None,
-               nprobe: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+               nprobe: int | None = None,
+               refine_factor: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-k over the growing shard (exact) merged with the routed sealed shards' top-k.
         Large batches go in chunks of QUERY_CHUNK, which bounds the candidates held at once."""
         if not self.sealed:
             return self.growing.search(queries, k, allowed)
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         selector = None if allowed is None else faiss.IDSelectorBatch(allowed)
-        parts = [self._search_sealed(queries[i:i + QUERY_CHUNK], k, selector, nprobe)
+        parts = [self._search_sealed(queries[i:i + QUERY_CHUNK], k, selector, nprobe,
+                                     refine_factor or self.config.refine_factor)
                  for i in range(0, len(queries), QUERY_CHUNK)]
         scores, addrs = (np.concatenate([p[0] for p in parts]),
                          np.concatenate([p[1] for p in parts]))
@@ -158,18 +160,19 @@ class TieredIndex:
         return scores, addrs
 
     def _search_sealed(self, queries: np.ndarray, k: int, selector: faiss.IDSelector | None,
-                       nprobe: int | None) -> tuple[np.ndarray, np.ndarray]:
+                       nprobe: int | None, refine_factor: int) -> tuple[np.ndarray, np.ndarray]:
         nprobe = min(nprobe or self.config.nprobe, self.codec.nlist)
         coarse, lists = self.codec.route(queries, nprobe)
         groups = np.unique(self.codec.groups[lists])
         targets = [s for s in self.sealed.values() if s.group in groups]
         refine = self.codec.kind == "ivf_pq"
-        kk = k * self.config.refine_factor if refine else k
+        kk = k * refine_factor if refine else k
         args = (queries, kk, lists, coarse, selector)
-        if len(queries) == 1 and len(targets) > 1:
-            # one query: FAISS has nothing to parallelise, so search the shards in parallel
+        if len(targets) > 1:
+            # Shards in parallel, each searched single-threaded: one OpenMP team per shard
+            # call would pay a barrier per shard, and stragglers on a busy machine.
             results = self._pool.map(lambda s: s.search(*args), targets)
-        else:  # a batch: FAISS spreads the queries over the cores inside each shard search
+        else:  # one shard: FAISS spreads the queries over the cores itself
             results = (s.search(*args) for s in targets)
         best = (np.full((len(queries), kk), -np.inf, dtype=np.float32),
                 np.full((len(queries), kk), -1, dtype=np.int64),
