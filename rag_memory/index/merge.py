@@ -22,10 +22,10 @@ def merge_topk(parts: Sequence[tuple[np.ndarray, ...]], k: int) -> tuple[np.ndar
     if len(parts) == 1 and parts[0][0].shape[1] == k:
         return parts[0]  # already a top-k (FAISS returns rows sorted)
     columns = [np.concatenate([p[j] for p in parts], axis=1) for j in range(len(parts[0]))]
-    scores = np.where(columns[1] < 0, -np.inf, columns[0]).astype(np.float32)
+    scores = np.where(columns[1] < 0, -np.inf, columns[0]).astype(np.float32, copy=False)
     order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-    top = [np.take_along_axis(scores, order, axis=1)] + \
-        [np.take_along_axis(c, order, axis=1) for c in columns[1:]]
+    rows = np.arange(len(scores))[:, None]  # plain fancy indexing: cheaper than take_along_axis
+    top = [scores[rows, order]] + [c[rows, order] for c in columns[1:]]
     top[1][~np.isfinite(top[0])] = -1
     if top[0].shape[1] < k:  # fewer candidates than k in all: pad like FAISS
         pad = ((0, 0), (0, k - top[0].shape[1]))

@@ -38,6 +38,7 @@ DEFAULT_GPU_BYTES = 4 << 30
 # batch never holds all its candidates' full vectors at once.
 REFINE_CHUNK_ROWS = 8192
 QUERY_CHUNK = 256
+MERGE_BATCH = 16
 
 
 def default_gpu_bytes(gpu_bytes: int | None) -> int:
@@ -174,21 +175,21 @@ class TieredIndex:
             results = self._pool.map(lambda s: s.search(*args), targets)
         else:  # one shard: FAISS spreads the queries over the cores itself
             results = (s.search(*args) for s in targets)
-        best = (np.full((len(queries), kk), -np.inf, dtype=np.float32),
-                np.full((len(queries), kk), -1, dtype=np.int64),
-                np.full((len(queries), kk), -1, dtype=np.int32))
+        pending: list[tuple[np.ndarray, ...]] = []
         probes: dict[int, int] = {}
         fast = total = disk_bytes = 0
         for i, (shard, (scores, addrs, scanned, n_probes)) in enumerate(zip(targets, results)):
-            # a running top-kk, so at most two shards' candidates are held at once
-            owner = np.full(addrs.shape, i, dtype=np.int32)
-            best = merge_topk([best, (scores, addrs, owner)], kk)
+            # merged MERGE_BATCH shards at a time: few sorts, and a bounded candidate set
+            pending.append((scores, addrs, np.full(addrs.shape, i, dtype=np.int32)))
+            if len(pending) > MERGE_BATCH:
+                pending = [merge_topk(pending, kk)]
             probes[shard.shard_id] = n_probes
             total += n_probes
             if shard.tier == "disk":
                 disk_bytes += scanned
             else:
                 fast += n_probes
+        best = merge_topk(pending, kk)
         if refine:
             scores, addrs, read = self._refine(queries, k, targets, best[1], best[2])
             disk_bytes += read
