@@ -381,6 +381,7 @@ class Memory:
                 self._index.growing.remove(addrs)  # a slot seen before is never added twice
                 self._index.add(addrs, vectors)
                 self._version = version
+            self._table.rows.clear()  # the writer may have deleted rows cached here
             if self._cache is not None:  # another process wrote: cached results may be stale
                 self._cache.clear(version)
 

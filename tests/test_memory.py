@@ -133,3 +133,19 @@ def test_closed_memory_refuses_calls(tmp_path: Path) -> None:
         mem.search(np.ones(4, dtype=np.float32))
     with pytest.raises(MemoryClosedError):
         mem.add(["x"], vectors=np.ones((1, 4), dtype=np.float32))
+
+
+def test_row_cache_is_lru_by_bytes_and_forgets_deleted_slots(vector_memory: Memory) -> None:
+    from rag_memory.store.row_cache import RowCache
+
+    cache = RowCache(max_bytes=3 * 210)
+    cache.put_many([("a", "x" * 5, "{}", 1), ("b", "y", "{}", 2), ("c", "z", "{}", 3)])
+    cache.get_many([1])  # 1 is now the most recent
+    cache.put_many([("d", "w", "{}", 4)])  # over budget: the least recent (2) goes
+    found, missing = cache.get_many([1, 2, 3, 4])
+    assert sorted(found) == [1, 3, 4] and missing == [2]
+    table = vector_memory._table
+    address = vector_memory.get(["s9"])[0].address
+    assert table.fetch([address])[address][0] == "s9"  # now cached
+    vector_memory.delete(["s9"])
+    assert address not in table.fetch([address])  # a deleted slot is never served from cache
