@@ -55,7 +55,8 @@ def synthetic_blocks(n: int, spec: MixtureSpec, block_size: int) -> Iterator[Blo
             held += len(chunk)
         rows = np.concatenate(pending) if len(pending) > 1 else pending[0]
         size = min(block_size, n - start)
-        vectors, rest = rows[:size], rows[size:]
+        # copies, not views: a view would keep its whole generator chunk alive in the queue
+        vectors, rest = rows[:size].copy(), rows[size:].copy()
         pending, held = ([rest] if len(rest) else []), len(rest)
         ids = [f"v{i:09d}" for i in range(start, start + size)]
         yield Block(index, ids, [f"synthetic vector {i}" for i in ids],

@@ -17,6 +17,7 @@ import numpy as np
 from ..errors import InvalidInputError
 
 CHUNK = 65_536  # rows per generator call; part of the definition of the data set
+_SLICE = 4_096  # rows per in-place step of a chunk (not part of the definition)
 
 
 @dataclass(frozen=True)
@@ -41,10 +42,14 @@ def _centres(spec: MixtureSpec) -> np.ndarray:
 
 def _sample(spec: MixtureSpec, centres: np.ndarray, rng: np.random.Generator, n: int) -> np.ndarray:
     labels = rng.integers(0, spec.clusters, size=n)
-    # noise of expected norm `spread` in `dim` dimensions
-    noise = rng.standard_normal((n, spec.dim), dtype=np.float32) * (spec.spread / np.sqrt(spec.dim))
-    x = centres[labels] + noise
-    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    # noise of expected norm `spread` in `dim` dimensions; built in place, in row slices, so
+    # a chunk costs its own size in RAM and no full-size temporaries (scale builds stream it)
+    x = rng.standard_normal((n, spec.dim), dtype=np.float32)
+    x *= np.float32(spec.spread / np.sqrt(spec.dim))
+    for start in range(0, n, _SLICE):
+        rows = x[start:start + _SLICE]
+        rows += centres[labels[start:start + _SLICE]]
+        rows /= np.linalg.norm(rows, axis=1, keepdims=True)
     return x
 
 
