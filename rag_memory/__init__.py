@@ -1,18 +1,35 @@
 """rag_memory: an external memory for language models, on FAISS and SQLite."""
 
+from typing import TYPE_CHECKING, Any
+
 from .cache import CacheConfig
 from .errors import (CorruptFileError, DuplicateIdError, EmbedderMismatchError,
                      InvalidFilterError, InvalidInputError, InvalidVectorError,
                      MemoryClosedError, MemoryExistsError, MemoryLockedError, NotAMemoryError,
                      RagMemoryError, ReadOnlyError, UnknownIdError)
+from .generate import Answer, GeneratorConfig
 from .memory import Memory
 from .types import Hit, Slot
+
+if TYPE_CHECKING:
+    from .generate.generator import Generator
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "CacheConfig", "CorruptFileError", "DuplicateIdError", "EmbedderMismatchError", "Hit", "InvalidFilterError",
-    "InvalidInputError", "InvalidVectorError", "Memory", "MemoryClosedError", "MemoryExistsError",
+    "Answer", "CacheConfig", "CorruptFileError", "DuplicateIdError", "EmbedderMismatchError",
+    "Generator", "GeneratorConfig", "Hit", "InvalidFilterError", "InvalidInputError",
+    "InvalidVectorError", "Memory", "MemoryClosedError", "MemoryExistsError",
     "MemoryLockedError", "NotAMemoryError", "RagMemoryError", "ReadOnlyError", "Slot",
     "UnknownIdError",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """`Generator` on first access: it brings torch and transformers, which `import rag_memory`
+    must not."""
+    if name == "Generator":
+        from .generate.generator import Generator
+
+        return Generator
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

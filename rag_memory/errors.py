@@ -71,3 +71,20 @@ class BuildInputError(InvalidInputError):
 
 class BuildStateError(RagMemoryError):
     """The build's output folder holds state this build cannot continue (another build's)."""
+
+
+class GenerationInputError(InvalidInputError):
+    """An argument of `Generator.answer` / `Memory.generate` is malformed (empty question,
+    k < 0, max_new_tokens <= 0, slots that are not strings, ...)."""
+
+
+class InvalidWeightsError(GenerationInputError):
+    """Slot weights or scores do not match the slots, or are negative, NaN or infinite."""
+
+
+class UnknownFusionError(GenerationInputError):
+    """The fusion mode named is not one of the registered modes."""
+
+
+class UnsupportedModelError(RagMemoryError):
+    """The generator model cannot be used as asked (e.g. sliding-window attention for xattn)."""

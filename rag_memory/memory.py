@@ -6,17 +6,20 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .cache import CacheConfig, QueryCache, group_key
 from .cache import resolve as resolve_cache
 from .embed import Embedder
-from .errors import (CorruptFileError, EmbedderMismatchError, InvalidInputError,
-                     MemoryClosedError, MemoryExistsError, ReadOnlyError)
+from .errors import (CorruptFileError, EmbedderMismatchError, GenerationInputError,
+                     InvalidInputError, MemoryClosedError, MemoryExistsError, ReadOnlyError)
+from .generate import Answer, GeneratorConfig
+from .generate.stream import PieceStream, drain, with_retrieval
 from .index import maintenance
 from .index.config import IndexConfig
 from .index.tiered import SHARDS_DIR, TieredIndex
@@ -27,6 +30,9 @@ from .store.slot_table import TABLE_NAME, SlotTable
 from .types import Hit, Slot
 from .validation import (as_list, check_ids, check_k, check_lookup_ids, check_texts,
                          check_vectors, encode_metadata, is_text_batch)
+
+if TYPE_CHECKING:
+    from .generate.generator import Generator
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +62,8 @@ class Memory:
         self._budgets = (ram_bytes, gpu_bytes)
         self._index = self._open_index(manifest)
         self._cache = None if cache is None else QueryCache(cache, manifest.dim, self._version)
+        self._generator: Generator | None = None
+        self._generator_lock = threading.Lock()
         live = table.live_count()
         logger.info("opened %s: %d slots, dim %d%s", directory, live, manifest.dim,
                     " (read-only)" if self.read_only else "")
@@ -305,6 +313,58 @@ class Memory:
         scores, addrs = self._index.search(queries, k, allowed, **(overrides or {}))
         return self._hydrate(scores, addrs)
 
+    # -- generation --------------------------------------------------------------------
+    @property
+    def generator(self) -> Generator:
+        """The `Generator` that `generate` uses, created with default settings on first use
+        (the model loads at the first answer). Assign a `Generator` to share one loaded model
+        and slot KV cache between memories, or a `GeneratorConfig` for other settings."""
+        with self._generator_lock:
+            if self._generator is None:
+                from .generate.generator import Generator
+
+                self._generator = Generator()
+            return self._generator
+
+    @generator.setter
+    def generator(self, value: Generator | GeneratorConfig) -> None:
+        from .generate.generator import Generator
+
+        if isinstance(value, GeneratorConfig):
+            value = Generator(value)
+        elif not isinstance(value, Generator):
+            raise InvalidInputError(f"generator must be a Generator or a GeneratorConfig, "
+                                    f"got {type(value).__name__}")
+        with self._generator_lock:
+            self._generator = value
+
+    def generate(self, question: str, k: int = 5, fusion: str | None = None,
+                 where: dict | None = None, **options: Any) -> Answer:
+        """Answer `question` from the top-k slots (k = 0: closed book, no search).
+
+        Weights are softmax(score / temperature) of the hits' scores; the slot KV cache is
+        keyed by slot address, so a slot upserted since is encoded afresh. `fusion` is
+        "xattn", "mixture" or "concat" (None: the generator's default); `options` go to
+        `Generator.answer` (max_new_tokens, stop). The Answer's `hits` are the slots read and
+        its timings include `retrieval_s`.
+        """
+        return drain(self.generate_stream(question, k, fusion, where, **options))
+
+    def generate_stream(self, question: str, k: int = 5, fusion: str | None = None,
+                        where: dict | None = None, **options: Any) -> PieceStream:
+        """As `generate`, yielding the answer's text as it is decoded; the iterator's return
+        value (`StopIteration.value`) is the Answer. Searches and checks input at the call."""
+        self._check_open()
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
+            raise GenerationInputError(f"k must be an int >= 0 (0 = closed book), got {k!r}")
+        start = time.perf_counter()
+        hits = self.search(question, k=int(k), where=where) if k else []
+        retrieval_s = time.perf_counter() - start
+        pieces = self.generator.stream(
+            question, [h.text for h in hits], fusion=fusion, scores=[h.score for h in hits],
+            slot_keys=[f"addr:{h.address}" for h in hits], **options)
+        return with_retrieval(pieces, hits, retrieval_s)
+
     def iter_vectors(self, batch: int = 65_536):  # -> Iterator[tuple[list[Slot], np.ndarray]]
         """Yield (slots, their float32 unit vectors) for every live slot, in chunks, from every
         shard (e.g. to build an exact-search anchor without re-embedding). A snapshot: it
@@ -317,7 +377,8 @@ class Memory:
                        for a in addrs.tolist()], vectors
 
     def stats(self) -> dict[str, Any]:
-        """Counts, shards per tier, bytes, and the memory-wide version number."""
+        """Counts, shards per tier, bytes, the memory-wide version number, and the generator's
+        slot KV cache figures once `generate` (or `generator`) has created one."""
         self._check_open()
         with self._rw.read():
             return {
@@ -331,6 +392,7 @@ class Memory:
                 **self._index.stats(),
                 "disk_bytes": sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file()),
                 "cache": self._cache.stats() if self._cache else {"enabled": False},
+                **({"generator": self._generator.stats()} if self._generator else {}),
             }
 
     # -- internals ---------------------------------------------------------------------
@@ -403,15 +465,11 @@ class Memory:
                 self._cache.clear(self._version)
 
     def _hydrate(self, scores: np.ndarray, addrs: np.ndarray) -> list[list[Hit]]:
-        """Turn FAISS (score, address) rows into Hits with one SQLite query for the batch."""
-        found = addrs[addrs >= 0]
-        rows = self._table.fetch(np.unique(found).tolist()) if len(found) else {}
-        results = []
-        for row_scores, row_addrs in zip(scores.tolist(), addrs.tolist()):
-            hits = []
-            for score, addr in zip(row_scores, row_addrs):
-                row = rows.get(addr)
-                if row is not None:
-                    hits.append(Hit(row[0], score, row[1], address=addr, metadata_json=row[2]))
-            results.append(hits)
-        return results
+        """Turn FAISS (score, address) rows into Hits, rows read for the batch at once (the
+        row cache, then one SQLite query for the rest). On a small index this costs as much as
+        the search itself, hence the tight comprehension."""
+        rows = self._table.fetch(addrs[addrs >= 0].tolist())
+        get, make = rows.get, Hit.from_row
+        return [[make(row, score) for score, addr in zip(row_scores, row_addrs)
+                 if (row := get(addr)) is not None]
+                for row_scores, row_addrs in zip(scores.tolist(), addrs.tolist())]

@@ -94,3 +94,66 @@ def render_systems(results: Mapping[str, Any]) -> str:
         memory_section(results),
         _footer(results),
     ])
+
+
+def _xattn_sentence(results: Mapping[str, Any]) -> str:
+    """How xattn compares with the concat baseline, in words, from the figures."""
+    if "xattn_vs_concat" not in results:
+        return "xattn and concat were not both run, so they are not compared here."
+    x, c, diff = results["scores"]["xattn"], results["scores"]["concat"], results["xattn_vs_concat"]
+    f1 = diff["f1_difference"]
+    verb = "ties with" if abs(f1) < 0.05 else "scores above" if f1 > 0 else "scores below"
+    return (f"xattn {verb} concat: EM {x['em']:.1f} vs {c['em']:.1f} "
+            f"({diff['em_difference']:+.1f}), F1 {x['f1']:.1f} vs {c['f1']:.1f} ({f1:+.1f}); "
+            f"time to first token p50 {x['ttft']['p50_ms'] / 1e3:.2f} s vs "
+            f"{c['ttft']['p50_ms'] / 1e3:.2f} s (concat / xattn = "
+            f"{fmt(diff['ttft_p50_ratio_concat_over_xattn'], 2)}).")
+
+
+def _generator_phrase(results: Mapping[str, Any]) -> str:
+    settings, cfg = results["generator"], results["config"]
+    name = settings.get("injected") or settings["model"] or "SmolLM2-135M-Instruct (default)"
+    return f"generator `{name}`, slot weights softmax(score / T) with T = {cfg['temperature']}"
+
+
+def render_qa(results: Mapping[str, Any]) -> str:
+    """EM / F1 / recall@k / latency per mode, the xattn-vs-concat sentence, the latency table."""
+    cfg, d, m, p = results["config"], results["dataset"], results["memory"], results["prompt"]
+    k, scores = cfg["k"], results["scores"]
+
+    def s(ms: float) -> str:
+        return f"{ms / 1e3:.2f}"
+
+    rows = [[mode, fmt(v["em"], 1), fmt(v["f1"], 1), fmt(v["recall_at_k"], 3),
+             s(v["ttft"]["p50_ms"]), s(v["total"]["p50_ms"])] for mode, v in scores.items()]
+    lat_rows = [[mode, s(v["ttft"]["p50_ms"]), s(v["ttft"]["p95_ms"]), s(v["total"]["p50_ms"]),
+                 s(v["total"]["p95_ms"]), f"{v['slot_cache_hits']} / {v['slot_cache_misses']}"]
+                for mode, v in scores.items()]
+    search = results["retrieval"]["search_latency"]
+    return "\n\n".join([
+        f"# QA evaluation: {d['path']}",
+        f"{d['sampled']} of the file's {d['questions']} questions (seed {cfg['seed']}); memory "
+        f"`{m['path']}` of its {d['paragraphs']} paragraphs ({m['slots']} slots, embedder "
+        f"`{m['embedder']}`); k = {k} hits per question, shared by every fusion mode; "
+        f"{_generator_phrase(results)}; at most {cfg['max_new_tokens']} new tokens.",
+        "## Answer quality",
+        table(["mode", "EM", "F1", f"recall@{k}", "TTFT p50 (s)", "total p50 (s)"], rows),
+        _xattn_sentence(results),
+        f"EM and F1 in %, with the official SQuAD v1.1 normalisation (max over the gold "
+        f"answers). recall@{k}: share of questions whose gold paragraph is among the {k} hits "
+        f"(n/a: closed-book has no slot, oracle is given the gold paragraph alone, weight 1). "
+        f"Closed-book and oracle prompt plainly (`{p['baseline_fusion']}`). The question is "
+        f"sent as `{p['question_template']!r}`; answers are post-processed minimally: "
+        f"{p['post_processing']}. Per-question answers in per_query.jsonl.",
+        "![EM and F1 per mode](qa_scores.png)",
+        "## Latency per question (s)",
+        table(["mode", "TTFT p50", "TTFT p95", "total p50", "total p95",
+               "slot-cache hits / misses"], lat_rows),
+        f"The generator's own time (time to first token = prefill, slot encoding included); "
+        f"the search, shared by the fusion modes, adds p50 {search['p50_ms']:.1f} ms / p95 "
+        f"{search['p95_ms']:.1f} ms. The first mode rotates per question, so the slot caches "
+        f"one mode fills for the next are spread evenly. Memory build time (s): "
+        f"{fmt(m['build_seconds'], 1)}.",
+        "![time to first token](latency_histogram.png)",
+        _footer(results),
+    ])

@@ -1,6 +1,6 @@
-"""The PNG figures of an eval run: a recall-vs-QPS plot (as ann-benchmarks draws it) and a
-latency histogram. matplotlib's object API with the Agg canvas is used, not pyplot, so no
-global backend state is touched and nothing needs a display."""
+"""The PNG figures of an eval run: a recall-vs-QPS plot (as ann-benchmarks draws it), a
+latency histogram and bars of answer scores per mode. matplotlib's object API with the Agg
+canvas is used, not pyplot, so no global backend state is touched and nothing needs a display."""
 
 from __future__ import annotations
 
@@ -64,6 +64,29 @@ def latency_histogram(latencies: Mapping[str, np.ndarray], path: Path, title: st
     ax.set_ylabel("queries")
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    fig.savefig(path)
+    return path
+
+
+def score_bars(scores: Mapping[str, Mapping[str, float]], metrics: Mapping[str, str], path: Path,
+               title: str) -> Path:
+    """Grouped bars of percentages: a group per system (mode), a bar per metric (key -> label in
+    the legend), values written on top."""
+    fig = _figure()
+    ax = fig.add_subplot()
+    x = np.arange(len(scores))
+    width = 0.8 / len(metrics)
+    for j, (metric, label) in enumerate(metrics.items()):
+        values = [s[metric] for s in scores.values()]
+        bars = ax.bar(x + (j - (len(metrics) - 1) / 2) * width, values, width, label=label)
+        ax.bar_label(bars, fmt="%.1f", fontsize=7)
+    ax.set_xticks(x, list(scores))
+    ax.set_ylabel("score (%)")
+    ax.set_ylim(0, 118)  # room above 100 % for the legend
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(fontsize=8, loc="upper center", ncol=len(metrics))
     fig.tight_layout()
     fig.savefig(path)
     return path
