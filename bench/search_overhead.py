@@ -3,8 +3,9 @@
 Both sides search the same exact inner-product index contents (the memory's growing shard;
 sealing is off) with the same query batches;
 Memory.search also merges shards, and returns Hits with id, text and metadata read from SQLite,
-so the ratio is the full cost of the library over FAISS. Rounds alternate between the two
-sides so that machine noise hits both alike; the median round is reported.
+so the ratio is the full cost of the library over FAISS. Many short rounds alternate between
+the two sides so that machine noise (a shared 2-core VM drifts by +-20% within seconds) hits
+both alike; the median round is reported.
 
     python bench/search_overhead.py            # n = 5,183 (SciFact's size) and 100,000
     python bench/search_overhead.py --sizes 20000 --rounds 9
@@ -60,8 +61,8 @@ def bench_size(n: int, rounds: int, budget_s: float, workdir: Path) -> list[dict
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[5183, 100_000])
-    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds per side")
-    parser.add_argument("--budget", type=float, default=1.0, help="seconds per timed round")
+    parser.add_argument("--rounds", type=int, default=21, help="alternating rounds per side")
+    parser.add_argument("--budget", type=float, default=0.25, help="seconds per timed round")
     parser.add_argument("--json", type=Path, help="also write the rows to this JSON file")
     args = parser.parse_args()
     rows = []

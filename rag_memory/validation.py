@@ -99,10 +99,14 @@ def check_vectors(vectors: Any, dim: int, n: int | None = None, what: str = "vec
         raise InvalidVectorError(f"got {arr.shape[0]} {what} for {n} texts")
     if arr.shape[0] == 0:
         raise InvalidVectorError(f"{what} is empty")
-    finite = np.isfinite(arr).all(axis=1)
+    # one pass: a NaN or inf anywhere in a row makes its norm NaN or inf
+    norms = np.sqrt(np.einsum("ij,ij->i", arr, arr))
+    finite = np.isfinite(norms)
     if not finite.all():
-        raise InvalidVectorError(f"{what}[{int(np.argmin(finite))}] holds NaN or inf")
-    norms = np.linalg.norm(arr, axis=1)
+        row = int(np.argmin(finite))
+        problem = "holds NaN or inf" if not np.isfinite(arr[row]).all() else \
+            "has values too large to normalise in float32"
+        raise InvalidVectorError(f"{what}[{row}] {problem}")
     if (norms == 0).any():
         raise InvalidVectorError(f"{what}[{int(np.argmin(norms))}] is all zeros")
     off_unit = np.abs(norms - 1.0) > _UNIT_TOLERANCE

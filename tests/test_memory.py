@@ -135,15 +135,28 @@ def test_closed_memory_refuses_calls(tmp_path: Path) -> None:
         mem.add(["x"], vectors=np.ones((1, 4), dtype=np.float32))
 
 
-def test_row_cache_is_lru_by_bytes_and_forgets_deleted_slots(vector_memory: Memory) -> None:
+def test_row_cache_keeps_recent_rows_by_bytes_and_forgets_deleted_slots(
+        vector_memory: Memory) -> None:
     from rag_memory.store.row_cache import RowCache
 
-    cache = RowCache(max_bytes=3 * 210)
-    cache.put_many([("a", "x" * 5, "{}", 1), ("b", "y", "{}", 2), ("c", "z", "{}", 3)])
-    cache.get_many([1])  # 1 is now the most recent
-    cache.put_many([("d", "w", "{}", 4)])  # over budget: the least recent (2) goes
-    found, missing = cache.get_many([1, 2, 3, 4])
-    assert sorted(found) == [1, 3, 4] and missing == [2]
+    rows = {i: (f"id{i}", "x" * 10, "{}", i) for i in range(1, 20)}
+    loads: list[list[int]] = []
+
+    def load(addrs: list[int]) -> list[tuple]:
+        loads.append(addrs)
+        return [rows[a] for a in addrs if a in rows]
+
+    cache = RowCache(max_bytes=4 * 220)  # a generation holds two rows
+    assert dict(cache.lookup([1, 2, 99], load)) == {1: rows[1], 2: rows[2]}  # 99: no such row
+    assert loads == [[1, 2, 99]]
+    assert dict(cache.lookup([1, 2], load)) == {1: rows[1], 2: rows[2]} and len(loads) == 1
+    cache.lookup([3], load)  # the young generation (1, 2) turns old; 3 starts a new one
+    cache.lookup([1], load)  # found in the old generation: promoted, not loaded
+    assert len(loads) == 2
+    cache.lookup([4, 5], load)  # fills the young one again: the old one, holding 2, goes
+    cache.lookup([1, 2], load)
+    assert loads[-1] == [2]  # 2 was not used recently: loaded again; 1 was kept
+    assert dict(RowCache(0).lookup([1], load)) == {1: rows[1]}  # disabled: always loads
     table = vector_memory._table
     address = vector_memory.get(["s9"])[0].address
     assert table.fetch([address])[address][0] == "s9"  # now cached

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -228,22 +228,22 @@ class SlotTable:
                                  + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""))
         return [by_id[i] for i in ids]
 
-    def fetch(self, addrs: Sequence[int]) -> dict[int, tuple[str, str, str, int]]:
-        """addr -> (id, text, metadata JSON, addr) for the live slots among `addrs`.
+    def fetch(self, addrs: Sequence[int]) -> Mapping[int, tuple[str, str, str, int]]:
+        """addr -> (id, text, metadata JSON, addr) for the live slots among `addrs` (read-only).
 
         The hot path of every search: hot rows come from the RowCache; for the others the
         addresses, our own int64s and never user input, are written into the statement as
         literals, which skips encoding and parsing a JSON parameter."""
-        found, missing = self.rows.get_many(addrs)
-        if missing:
-            literal = ",".join(map(str, map(int, missing)))
-            # "+deleted_version": keeps SQLite on the primary key; otherwise its planner may
-            # pick the index on deleted_version, which every live row shares.
-            rows = self._query("SELECT id, text, metadata, addr FROM slots WHERE "
-                               f"+deleted_version IS NULL AND addr IN ({literal})")
-            self.rows.put_many(rows)
-            found.update((r[3], r) for r in rows)
-        return found
+        return self.rows.lookup(addrs, self._load_rows)
+
+    def _load_rows(self, addrs: list[int]) -> list[tuple[str, str, str, int]]:
+        if not addrs:
+            return []
+        literal = ",".join(map(str, map(int, addrs)))
+        # "+deleted_version": keeps SQLite on the primary key; otherwise its planner may
+        # pick the index on deleted_version, which every live row shares.
+        return self._query("SELECT id, text, metadata, addr FROM slots WHERE "
+                           f"+deleted_version IS NULL AND addr IN ({literal})")
 
     def matching_addrs(self, where_sql: str, params: Sequence[Any],
                        among: Sequence[int] | None = None) -> np.ndarray:
