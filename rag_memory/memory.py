@@ -291,11 +291,12 @@ class Memory:
         found = qcache.lookup(queries, key) if qcache else [None] * len(queries)
         todo = [i for i, hits in enumerate(found) if hits is None]
         if todo:
+            missed = queries if len(todo) == len(queries) else queries[todo]
             with self._rw.read():
                 self._check_open()
-                fresh = self._search_index(queries[todo], k, where_sql, overrides)
+                fresh = self._search_index(missed, k, where_sql, overrides)
                 if qcache:  # under the read lock: no write between the search and the store
-                    qcache.store(queries[todo], key, where_sql, fresh, self._version)
+                    qcache.store(missed, key, where_sql, fresh, self._version)
             for i, hits in zip(todo, fresh):
                 found[i] = hits
             if self._index.needs_rebalance() and not self._index.maintenance.locked():
