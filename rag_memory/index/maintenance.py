@@ -20,7 +20,7 @@ import numpy as np
 from ..manifest import CodecRecord, ShardInfo
 from .codec import CODEC_FILE, GROUPS_FILE, MIN_POINTS_PER_CENTROID, Codec
 from .plan import choose_index
-from .sealed import SealedShard, remove_shard_files, write_shard
+from .sealed import SealedShard, merge_shards, remove_shard_files, write_shard
 from .tiered import TieredIndex
 
 logger = logging.getLogger(__name__)
@@ -121,15 +121,8 @@ def seal(index: TieredIndex, force: bool = False) -> int:
 
 def _merge_group(index: TieredIndex, group: int, shard_ids: list[int]) -> None:
     """Rewrite a group's shards as one, without tombstones. Extra RAM: the merged shard."""
-    olds = [index.sealed[i] for i in shard_ids]
-    parts_a, parts_v = [], []
-    for shard in olds:
-        keep = ~np.isin(shard.addrs, shard.tombstones)
-        parts_a.append(shard.addrs[keep])
-        parts_v.append(shard.all_vectors(0, len(shard))[keep])
-    addrs, vectors = np.concatenate(parts_a), np.concatenate(parts_v)
-    del parts_v
-    info = write_shard(index.shard_dir, _next_shard_id(index), index.codec, group, addrs, vectors)
+    info = merge_shards(index.shard_dir, _next_shard_id(index), index.codec, group,
+                        [index.sealed[i] for i in shard_ids])
     new = _open_new(index, [info], index.codec)
     with index.lock.write():
         _commit(index, new, shard_ids, None)

@@ -57,6 +57,39 @@ def write_shard(directory: Path, shard_id: int, codec: Codec, group: int, addrs:
     addrs, vectors = np.ascontiguousarray(addrs[order]), np.ascontiguousarray(vectors[order])
     index = codec.new_shard_index(group)
     index.add_with_ids(vectors, addrs)
+    return _write_files(directory, shard_id, index, codec.kind, group, addrs, vectors)
+
+
+def merge_shards(directory: Path, shard_id: int, codec: Codec, group: int,
+                 shards: list[SealedShard]) -> ShardInfo:
+    """One shard holding the live vectors of several shards of `group`, durably written.
+
+    The shards share the group's quantizer and the memory's PQ codebook, so their inverted
+    lists are concatenated code by code (IndexIVF.merge_from, as faiss.contrib.ondisk merges
+    IVF shards) and tombstones removed by id: nothing is re-encoded, and merging stays linear
+    in bytes however often a group is merged. Extra RAM: one merged group."""
+    merged = codec.new_shard_index(group)
+    parts_a, parts_v, gone = [], [], []
+    for shard in shards:
+        tombstones = shard.tombstones  # one snapshot: deletes may arrive while this runs
+        # a private RAM copy: merge_from empties its source, which must not be the served index
+        merged.merge_from(shard.read_private_index(), 0)
+        keep = ~np.isin(shard.addrs, tombstones)
+        parts_a.append(shard.addrs[keep])
+        parts_v.append(shard.all_vectors(0, len(shard))[keep])
+        gone.append(tombstones)
+    tombstones = np.concatenate(gone)
+    if len(tombstones):
+        merged.remove_ids(faiss.IDSelectorBatch(tombstones))
+    addrs, vectors = np.concatenate(parts_a), np.concatenate(parts_v)
+    del parts_v
+    order = np.argsort(addrs, kind="stable")
+    return _write_files(directory, shard_id, merged, codec.kind, group, addrs[order],
+                        vectors[order])
+
+
+def _write_files(directory: Path, shard_id: int, index: faiss.IndexIVF, kind: str, group: int,
+                 addrs: np.ndarray, vectors: np.ndarray) -> ShardInfo:
     paths = _paths(directory, shard_id)
     faiss.write_index(index, str(paths["faiss"]))
     with open(paths["faiss"], "rb+") as f:
@@ -64,7 +97,7 @@ def write_shard(directory: Path, shard_id: int, codec: Codec, group: int, addrs:
     _write_array(paths["addr"], addrs.astype("<i8"))
     _write_array(paths["vec"], vectors.astype("<f4"))
     fsync_dir(directory)
-    return ShardInfo(shard_id=shard_id, kind=codec.kind, tier="disk", count=len(addrs),
+    return ShardInfo(shard_id=shard_id, kind=kind, tier="disk", count=len(addrs),
                      file=f"{directory.name}/{shard_id:06d}", sha256=sha256_file(paths["addr"]),
                      group=group, heat=0.0)
 
@@ -123,6 +156,10 @@ class SealedShard:
         if tier == "gpu":
             return faiss.index_cpu_to_gpu(gpu_resources(), 0, cpu), cpu
         return cpu, cpu
+
+    def read_private_index(self) -> faiss.IndexIVF:
+        """A fresh RAM copy of the shard's index, independent of the one being served."""
+        return faiss.read_index(str(self.paths["faiss"]))
 
     def install(self, loaded: tuple[faiss.Index, faiss.IndexIVF], tier: str) -> None:
         """Swap in an index from open_index (the caller holds the index's write lock)."""
