@@ -255,6 +255,9 @@ def test_synthetic_build_streams_blocks_and_plans_ivf(tmp_path: Path) -> None:
     report = run_synthetic(config).to_dict()
     assert report["slots_total"] == 12_000 and report["blocks"] == 3
     assert report["index_plan"]["kind"] == "ivf_flat" and report["index_plan"]["nlist"] == 256
+    # the plan is for the final size; what was built is reported beside it (no seal yet here)
+    assert report["index_built"]["kind"] == "flat" and \
+        report["index_built"]["growing_vectors"] == 12_000
     contents = memory_contents(tmp_path / "s")
     vectors = np.frombuffer(contents["v000011999"][2], dtype=np.float32)
     assert np.isclose(np.linalg.norm(vectors), 1.0, atol=1e-5)

@@ -139,10 +139,28 @@ def finish_report(mem: Memory, inputs: dict[str, Any], run: _Run, problems: Prob
         vectors_per_s=round(run.written / total_s, 2) if total_s else 0.0,
         encode_vectors_per_s=round(run.embedded / run.seconds["encode"], 2)
         if run.embedded else 0.0,
-        index_plan=plan.to_dict(), tiers=stats["tiers"], disk_bytes=stats["disk_bytes"],
+        index_plan=plan.to_dict(), index_built=index_built(mem, stats), tiers=stats["tiers"],
+        disk_bytes=stats["disk_bytes"],
         peak_rss_bytes=peak_rss_bytes())
     report.save(mem.path)
     return report
+
+
+def index_built(mem: Memory, stats: dict[str, Any]) -> dict[str, Any]:
+    """What the memory holds at the end, which can differ from the plan for the final size:
+    the router is trained at the first seal, on the vectors the memory held then."""
+    codec = mem.manifest.codec
+    sealed = [s for s in stats["shards"] if s["shard_id"]]
+    growing = sum(s["vectors"] for s in stats["shards"] if not s["shard_id"])
+    if codec is None:
+        return {"kind": "flat", "sealed_shards": 0, "growing_vectors": growing,
+                "description": f"exact growing shard only ({growing:,} vectors, no sealed "
+                               f"shards yet)"}
+    return {"kind": codec.kind, "nlist": codec.nlist, "groups": codec.groups,
+            "sealed_shards": len(sealed), "growing_vectors": growing, "reason": codec.reason,
+            "description": f"{codec.kind}: {codec.nlist:,} partitions in {codec.groups:,} "
+                           f"groups, {len(sealed):,} sealed shards + {growing:,} vectors in "
+                           f"the exact growing shard ({codec.reason.split('; ')[-1]})"}
 
 
 def make_encoder(embedder: Embedder, batch_size: int) -> Encode:

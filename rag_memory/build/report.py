@@ -43,6 +43,7 @@ class BuildReport:
     vectors_per_s: float = 0.0  # vectors_written / total seconds of this run
     encode_vectors_per_s: float = 0.0  # texts embedded / encode seconds (0: none embedded)
     index_plan: dict[str, Any] = field(default_factory=dict)  # IndexPlan.to_dict()
+    index_built: dict[str, Any] = field(default_factory=dict)  # what the memory holds now
     tiers: dict[str, Any] = field(default_factory=dict)  # Memory.stats()["tiers"]
     disk_bytes: int = 0
     peak_rss_bytes: int = 0
@@ -78,6 +79,9 @@ class BuildReport:
                                if plan.get(k))
             lines.append(f"  index      {plan['kind']}{' (' + params + ')' if params else ''}"
                          f": {plan['reason']}")
+        built = self.index_built
+        if built:
+            lines.append(f"  built      {built['description']}")
         tiers = ", ".join(f"{t} {v['bytes'] / 2**20:,.1f} MiB" for t, v in self.tiers.items())
         lines.append(f"  bytes      {tiers}; on disk {self.disk_bytes / 2**20:,.1f} MiB")
         lines.append(f"  peak RSS   {self.peak_rss_bytes / 2**20:,.1f} MiB")
