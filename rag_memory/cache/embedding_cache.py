@@ -13,13 +13,15 @@ from __future__ import annotations
 import re
 import threading
 import unicodedata
-from collections import OrderedDict
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
+from .lru import ByteLRU
+
 _WHITESPACE = re.compile(r"\s+")
-# Per-entry bookkeeping beyond the text and vector bytes: the OrderedDict node, the str and
+# Per-entry bookkeeping beyond the text and vector bytes: the dict node, the str and
 # ndarray object headers (measured with sys.getsizeof on CPython 3.11, rounded up).
 _ENTRY_OVERHEAD = 200
 
@@ -33,16 +35,21 @@ class EmbeddingCache:
     """LRU map from normalised text to its unit vector, bounded by bytes; thread-safe."""
 
     def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
-        self._entries: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lru: ByteLRU[str, np.ndarray] = ByteLRU(max_bytes, self._size)
         self._lock = threading.Lock()
-        self.bytes = 0
         self.hits = 0
         self.misses = 0
-        self.evictions = 0
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._lru)
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            looked_up = self.hits + self.misses
+            return {"hits": self.hits, "misses": self.misses, "evictions": self._lru.evictions,
+                    "hit_rate": self.hits / looked_up if looked_up else 0.0,
+                    "entries": len(self._lru), "bytes": self._lru.bytes,
+                    "max_bytes": self._lru.max_bytes}
 
     @staticmethod
     def _size(key: str, vector: np.ndarray) -> int:
@@ -54,9 +61,8 @@ class EmbeddingCache:
         found: dict[str, np.ndarray] = {}
         with self._lock:
             for key in keys:
-                vector = self._entries.get(key)
+                vector = self._lru.get(key)
                 if vector is not None:
-                    self._entries.move_to_end(key)
                     found[key] = vector
         missing = list(dict.fromkeys(k for k in keys if k not in found))
         if missing:
@@ -77,17 +83,8 @@ class EmbeddingCache:
     def _store(self, keys: list[str], vectors: dict[str, np.ndarray]) -> None:
         with self._lock:
             for key in keys:
-                size = self._size(key, vectors[key])
-                if size > self.max_bytes or key in self._entries:
-                    continue
-                self._entries[key] = vectors[key]
-                self.bytes += size
-            while self.bytes > self.max_bytes and self._entries:
-                old_key, old = self._entries.popitem(last=False)
-                self.bytes -= self._size(old_key, old)
-                self.evictions += 1
+                self._lru.put(key, vectors[key])
 
     def clear(self) -> None:
         with self._lock:
-            self._entries.clear()
-            self.bytes = 0
+            self._lru.clear()

@@ -20,12 +20,12 @@ import json
 import logging
 import os
 import threading
-from collections import OrderedDict
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
+from ..cache.lru import ByteLRU
 from .kv import KV
 
 logger = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ SlotKey = tuple[str, str, str]  # (model key, prefix hash, slot key)
 _FORMAT = "rag_memory-slot-kv"
 _FORMAT_VERSION = "1"
 _STORAGE = {"float16": torch.float16, "float32": torch.float32, "int8": torch.int8}
-# Per-entry bookkeeping beyond tensor bytes: the OrderedDict node, tuple key, tensor headers.
+# Per-entry bookkeeping beyond tensor bytes: the dict node, tuple key, tensor headers.
 _ENTRY_OVERHEAD = 1024
 
 
@@ -105,22 +105,19 @@ class SlotCache:
 
     def __init__(self, max_bytes: int, kv_dtype: str = "float16", int8_scale: str = "channel",
                  directory: str | Path | None = None) -> None:
-        self.max_bytes = max_bytes
         self.kv_dtype = kv_dtype
         self.int8_scale = int8_scale
         self.directory = None if directory is None else Path(directory)
         if self.directory is not None:
             self.directory.mkdir(parents=True, exist_ok=True)
-        self._entries: OrderedDict[SlotKey, StoredKV] = OrderedDict()
+        self._lru: ByteLRU[SlotKey, StoredKV] = ByteLRU(max_bytes, lambda _, kv: kv.nbytes)
         self._lock = threading.Lock()
-        self.bytes = 0
         self.hits = 0
         self.disk_hits = 0
         self.misses = 0
-        self.evictions = 0
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._lru)
 
     @property
     def scheme(self) -> str:
@@ -132,9 +129,8 @@ class SlotCache:
         """The slot's KV in `dtype` on `device`, or None (a miss) if neither tier holds it for
         this text."""
         with self._lock:
-            stored = self._entries.get(key)
+            stored = self._lru.get(key)
             if stored is not None and stored.digest == digest:
-                self._entries.move_to_end(key)
                 self.hits += 1
                 return decode(stored, dtype, device)
         stored = self._read(key, digest, device)
@@ -160,31 +156,19 @@ class SlotCache:
     def clear(self) -> None:
         """Drop the RAM tier (the disk tier stays)."""
         with self._lock:
-            self._entries.clear()
-            self.bytes = 0
+            self._lru.clear()
 
     def stats(self) -> dict[str, int | str | None]:
         with self._lock:
-            return {"entries": len(self._entries), "bytes": self.bytes,
-                    "max_bytes": self.max_bytes, "storage": self.scheme, "hits": self.hits,
+            return {"entries": len(self._lru), "bytes": self._lru.bytes,
+                    "max_bytes": self._lru.max_bytes, "storage": self.scheme, "hits": self.hits,
                     "disk_hits": self.disk_hits, "misses": self.misses,
-                    "evictions": self.evictions,
+                    "evictions": self._lru.evictions,
                     "directory": None if self.directory is None else str(self.directory)}
 
     def _remember(self, key: SlotKey, stored: StoredKV) -> None:
-        size = stored.nbytes
         with self._lock:
-            old = self._entries.pop(key, None)
-            if old is not None:
-                self.bytes -= old.nbytes
-            if size > self.max_bytes:
-                return
-            self._entries[key] = stored
-            self.bytes += size
-            while self.bytes > self.max_bytes:
-                _, evicted = self._entries.popitem(last=False)
-                self.bytes -= evicted.nbytes
-                self.evictions += 1
+            self._lru.put(key, stored)
 
     # -- the disk tier -----------------------------------------------------------------
     def _path(self, directory: Path, key: SlotKey) -> Path:
