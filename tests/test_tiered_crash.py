@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from rag_memory import Memory
+from rag_memory.errors import UnknownIdError
 from rag_memory.index.config import IndexConfig
 
 DIM = 16
@@ -39,6 +40,7 @@ CHILD = textwrap.dedent("""
         mem.add(ids, ids=ids, vectors=vectors)
         print(" ".join(ids), flush=True)
         if phase == "compact" and i % 2:
+            print("deleting " + " ".join(ids[:10]), flush=True)  # in doubt until "deleted"
             mem.delete(ids[:10])
             print("deleted " + " ".join(ids[:10]), flush=True)
             print("begin", flush=True)
@@ -56,13 +58,21 @@ def vectors_of(slot_id: str) -> np.ndarray:
     return np.random.default_rng([run, i]).standard_normal((100, DIM)).astype("float32")[j]
 
 
+def present(mem: Memory, slot_id: str) -> bool:
+    try:
+        mem.get(slot_id)
+    except UnknownIdError:
+        return False
+    return True
+
+
 @pytest.mark.parametrize("phase", ["seal", "compact", "rebalance"])
 def test_kill9_during_maintenance(tmp_path: Path, phase: str) -> None:
     path = tmp_path / "m"
     Memory.create(path, dim=DIM, index=CONFIG, cache=None).close()
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     rng = random.Random(phase)
-    acked, deleted = [], set()
+    acked, deleted, in_doubt = [], set(), []
     for run in range(20):
         proc = subprocess.Popen([sys.executable, "-c", CHILD, str(path), str(run), phase],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
@@ -79,14 +89,21 @@ def test_kill9_during_maintenance(tmp_path: Path, phase: str) -> None:
         proc.wait()
         reader.join()
         for line in lines:
-            if line.startswith("deleted "):
+            if line.startswith("deleting "):
+                in_doubt.append(line.split()[1:])
+            elif line.startswith("deleted "):
                 deleted.update(line.split()[1:])
+                in_doubt.pop()
             elif line.strip() != "begin":
                 acked += line.split()
-    live = [i for i in acked if i not in deleted]
+    # A delete the kill interrupted may have landed or not, but never in part.
+    doubtful = {i for batch in in_doubt for i in batch}
+    live = [i for i in acked if i not in deleted and i not in doubtful]
     assert len(live) > 100
     with Memory.open(path, cache=None) as mem:
         assert [s.id for s in mem.get(live)] == live
+        for batch in in_doubt:
+            assert len({present(mem, i) for i in batch}) == 1, f"a delete landed in part: {batch}"
         queries = np.stack([vectors_of(i) for i in live])
         found = mem.search(queries, k=1)
         assert [hits[0].id for hits in found] == live
