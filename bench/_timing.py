@@ -1,4 +1,4 @@
-"""Timing helpers shared by the benchmarks: alternating rounds, median, queries per second."""
+"""Timing helpers shared by the benchmarks: interleaved rounds, medians, queries per second."""
 
 from __future__ import annotations
 
@@ -10,27 +10,47 @@ from collections.abc import Callable
 import numpy as np
 
 
-def seconds_per_query(search: Callable[[np.ndarray], object], queries: np.ndarray, batch: int,
-                      budget_s: float) -> float:
-    """Seconds per query of `search` over consecutive batches of `batch`, for ~`budget_s`."""
-    done, start = 0, time.perf_counter()
+def interleaved_seconds(sides: dict[str, Callable[[np.ndarray], object]], queries: np.ndarray,
+                        batch: int, budget_s: float) -> dict[str, float]:
+    """Seconds per query of each side over consecutive batches of `batch` for ~`budget_s`,
+    the sides called in turn on each batch (their order rotating), so that noise slower
+    than one call (a shared VM drifts by +-20% within seconds) hits every side alike."""
+    spent = dict.fromkeys(sides, 0.0)
+    order, done, start = list(sides), 0, time.perf_counter()
     while True:
         for i in range(0, len(queries), batch):
-            search(queries[i:i + batch])
-            done += len(queries[i:i + batch])
-            if time.perf_counter() - start >= budget_s:
-                return (time.perf_counter() - start) / done
+            q = queries[i:i + batch]
+            for name in order:
+                t0 = time.perf_counter()
+                sides[name](q)
+                spent[name] += time.perf_counter() - t0
+            order.append(order.pop(0))
+            done += len(q)
+            if time.perf_counter() - start >= budget_s * len(sides):
+                return {name: t / done for name, t in spent.items()}
+
+
+def alternating_times(sides: dict[str, Callable[[np.ndarray], object]], queries: np.ndarray,
+                      batch: int, rounds: int, budget_s: float) -> dict[str, list[float]]:
+    """Per side, its seconds per query in each of `rounds` interleaved rounds."""
+    times: dict[str, list[float]] = {name: [] for name in sides}
+    for _ in range(rounds):
+        for name, t in interleaved_seconds(sides, queries, batch, budget_s).items():
+            times[name].append(t)
+    return times
 
 
 def alternating_qps(sides: dict[str, Callable[[np.ndarray], object]], queries: np.ndarray,
                     batch: int, rounds: int, budget_s: float) -> dict[str, float]:
-    """Median QPS of each side over `rounds` rounds run in turn (A, B, A, B, ...), so machine
-    noise hits every side alike."""
-    times: dict[str, list[float]] = {name: [] for name in sides}
-    for _ in range(rounds):
-        for name, search in sides.items():
-            times[name].append(seconds_per_query(search, queries, batch, budget_s))
+    """Median QPS of each side over `rounds` interleaved rounds."""
+    times = alternating_times(sides, queries, batch, rounds, budget_s)
     return {name: 1.0 / statistics.median(t) for name, t in times.items()}
+
+
+def median_ratio(times: dict[str, list[float]], slow: str, fast: str) -> float:
+    """Median over rounds of time(slow) / time(fast): each round's two sides ran interleaved,
+    so the ratio of one round is free of the drift between rounds."""
+    return statistics.median(s / f for s, f in zip(times[slow], times[fast]))
 
 
 def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:

@@ -22,50 +22,44 @@ class Hit:
 
     `metadata` is decoded from its stored JSON on first access: a batch search returns
     thousands of hits, and decoding metadata nobody reads would cost more than the search.
-    `cached` says the query cache answered; `cache_similarity` is then the cosine between this
-    query and the cached one for a *semantic* hit (the results of a nearby question), None for
-    an exact one. Neither takes part in equality: a cached hit equals the fresh one.
+    `cached` says the query cache answered (the hit is then a `CachedHit`); neither it nor
+    `cache_similarity` takes part in equality: a cached hit equals the fresh one.
     """
 
-    __slots__ = ("id", "score", "text", "address", "cached", "cache_similarity", "_metadata",
-                 "_metadata_json")
+    # _metadata holds the decoded dict, or the stored JSON text until first read
+    __slots__ = ("id", "score", "text", "address", "_metadata")
+    cached = False
+    cache_similarity: float | None = None
 
     def __init__(self, id: str, score: float, text: str, metadata: dict[str, Any] | None = None,
-                 address: int = -1, *, metadata_json: str | None = None, cached: bool = False,
-                 cache_similarity: float | None = None) -> None:
+                 address: int = -1, *, metadata_json: str | None = None) -> None:
         self.id = id
         self.score = score
         self.text = text
         self.address = address
-        self.cached = cached
-        self.cache_similarity = cache_similarity
-        self._metadata = metadata if metadata_json is None else None
-        self._metadata_json = metadata_json
+        self._metadata = metadata if metadata_json is None else metadata_json
 
     @classmethod
     def from_row(cls, row: tuple, score: float) -> Hit:
         """A fresh hit from a slot-table row (id, text, metadata JSON, address): the hot path
         of every search, so it skips __init__'s keyword handling (~40% of a hit's cost)."""
         hit = cls.__new__(cls)
-        hit.id, hit.text, hit._metadata_json, hit.address = row
+        hit.id, hit.text, hit._metadata, hit.address = row
         hit.score = score
-        hit.cached = False
-        hit.cache_similarity = None
-        hit._metadata = None
         return hit
 
     @property
     def metadata(self) -> dict[str, Any]:
-        if self._metadata is None:
-            self._metadata = {} if self._metadata_json is None else json.loads(self._metadata_json)
+        if not isinstance(self._metadata, dict):
+            self._metadata = {} if self._metadata is None else json.loads(self._metadata)
         return self._metadata
 
     @property
     def metadata_json(self) -> str:
         """The metadata as stored (JSON text), without decoding it."""
-        if self._metadata_json is None:
-            return json.dumps(self.metadata, ensure_ascii=False)
-        return self._metadata_json
+        if isinstance(self._metadata, str):
+            return self._metadata
+        return json.dumps(self.metadata, ensure_ascii=False)
 
     def _key(self) -> tuple:
         return (self.id, self.score, self.text, self.metadata, self.address)
@@ -81,3 +75,17 @@ class Hit:
             else f", cached=True, cache_similarity={self.cache_similarity:.4f}")
         return (f"Hit(id={self.id!r}, score={self.score:.4f}, text={self.text!r}, "
                 f"metadata={self.metadata!r}, address={self.address}{cache})")
+
+
+class CachedHit(Hit):
+    """A hit the query cache answered. `cache_similarity` is the cosine between this query and
+    the cached one for a *semantic* hit (the results of a nearby question), None for an exact
+    one."""
+
+    __slots__ = ("cached", "cache_similarity")
+
+    def __init__(self, id: str, score: float, text: str, *, address: int, metadata_json: str,
+                 cache_similarity: float | None) -> None:
+        super().__init__(id, score, text, address=address, metadata_json=metadata_json)
+        self.cached = True
+        self.cache_similarity = cache_similarity

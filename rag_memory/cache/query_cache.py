@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ..types import Hit
+from ..types import CachedHit, Hit
 from .config import CacheConfig
 from .embedding_cache import EmbeddingCache
 from .result_cache import GroupKey, Match, ResultCache, Row
@@ -49,8 +49,8 @@ class QueryCache:
                 continue
             entry, similarity = found
             semantic = similarity if entry.vector.tobytes() != vector.tobytes() else None
-            out.append([Hit(i, score, text, address=addr, metadata_json=meta, cached=True,
-                            cache_similarity=semantic)
+            out.append([CachedHit(i, score, text, address=addr, metadata_json=meta,
+                                  cache_similarity=semantic)
                         for score, addr, (i, text, meta) in zip(entry.scores, entry.addrs,
                                                                entry.rows)])
         return out
