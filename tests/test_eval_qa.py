@@ -191,6 +191,7 @@ def test_sampling_is_seeded_nested_and_in_file_order(tmp_path: Path) -> None:
     ({"fusions": ("xattn", "rerank")}, "fusions must be distinct names"),
     ({"fusions": ("xattn", "xattn")}, "fusions must be distinct names"),
     ({"fusions": ()}, "fusions must be distinct names"),
+    ({"kv_int8": True, "fusions": ("concat",)}, "kv_int8 compares with xattn"),
 ])
 def test_config_is_validated(fields: dict[str, Any], message: str) -> None:
     with pytest.raises(InvalidInputError, match=message):
@@ -311,6 +312,40 @@ def test_memory_is_reused_for_the_same_file_and_refused_for_another(tiny_run: An
                                 out=str(tmp_path / "y")), generator=FakeGenerator())
     with Memory.open(config.memory, read_only=True) as mem:
         assert mem.get(["Zorbia/2"])[0].metadata == {"title": "Zorbia", "paragraph": 2}
+
+
+class Int8FakeGenerator(FakeGenerator):
+    """Stands in for the int8-KV generator: the float16 fake's answers, but one changed."""
+
+    def answer(self, question: str, *args: Any, **kwargs: Any) -> SimpleNamespace:
+        ans = super().answer(question, *args, **kwargs)
+        if question.startswith("What is the national dish"):
+            ans.text = " smoked eel"
+        return ans
+
+
+@needs_embedder
+def test_int8_mode_repeats_xattn_calls_and_counts_changed_answers(tiny_run: Any,
+                                                                  tmp_path: Path) -> None:
+    config, _, _ = tiny_run
+    int8 = QAConfig(dataset=config.dataset, memory=config.memory, out=str(tmp_path / "int8"),
+                    n=6, k=2, kv_int8=True)
+    assert int8.modes == (CLOSED_BOOK, *FUSIONS, "xattn-int8", ORACLE)
+    with pytest.raises(InvalidInputError, match="needs an int8_generator"):
+        run_task("qa", int8, generator=FakeGenerator())
+    fake, fake8 = FakeGenerator(), Int8FakeGenerator()
+    results, _ = run_task("qa", int8, generator=fake, int8_generator=fake8)
+    xattn = [c for c in fake.calls if c["fusion"] == "xattn"][1:]  # after the warm-up
+    assert [c for c in fake8.calls if c["fusion"] == "xattn"][1:] == xattn and len(xattn) == 6
+    assert results["int8_vs_float16"] == {"same_answers": 5, "questions": 6,
+                                          "em_difference": pytest.approx(-100 / 6),
+                                          "f1_difference": pytest.approx(-100 / 6)}
+    assert results["scores"]["xattn-int8"]["recall_at_k"] == 1.0
+    report = (tmp_path / "int8" / "report.md").read_text()
+    assert "gave the same answer to 5 of 6 questions" in report
+    saved = json.loads((tmp_path / "int8" / "results.json").read_text())
+    args = shlex.split(saved["rerun"])[3:]
+    assert "--kv-int8" in args and QAConfig(**qa_command.make_context("qa", args).params) == int8
 
 
 # -- the real generator -------------------------------------------------------------------

@@ -132,6 +132,9 @@ def systems(**options: Any) -> None:
               help="T of the slot weights softmax(score / T); smaller = sharper.")
 @click.option("--model", default=None,
               help="Generator model name or path (default SmolLM2-135M-Instruct).")
+@click.option("--kv-int8", is_flag=True,
+              help="Also answer xattn with int8 slot KV caches (mode xattn-int8) and count "
+                   "the answers that change.")
 def qa(**options: Any) -> None:
     """SQuAD exact match / F1, gold-paragraph recall@k and latency per fusion mode."""
     results, written = run_task("qa", QAConfig(**options))
@@ -142,4 +145,8 @@ def qa(**options: Any) -> None:
         click.echo(f"  {mode:<11} EM {v['em']:5.1f}  F1 {v['f1']:5.1f}  "
                    f"TTFT p50 {v['ttft']['p50_ms'] / 1e3:.2f} s  "
                    f"total p50 {v['total']['p50_ms'] / 1e3:.2f} s")
+    if "int8_vs_float16" in results:
+        d = results["int8_vs_float16"]
+        click.echo(f"  int8 slot KV: same answer as float16 for {d['same_answers']} of "
+                   f"{d['questions']} questions")
     _written(written)

@@ -110,6 +110,17 @@ def _xattn_sentence(results: Mapping[str, Any]) -> str:
             f"{fmt(diff['ttft_p50_ratio_concat_over_xattn'], 2)}).")
 
 
+def _int8_sentence(results: Mapping[str, Any]) -> str:
+    """How int8 slot KV storage changed the xattn answers, when the run compared it."""
+    if "int8_vs_float16" not in results:
+        return ""
+    d = results["int8_vs_float16"]
+    return (f"int8 slot KV storage (`xattn-int8`, same model and calls as `xattn`, whose "
+            f"caches are float16) gave the same answer to {d['same_answers']} of "
+            f"{d['questions']} questions; EM {d['em_difference']:+.1f}, F1 "
+            f"{d['f1_difference']:+.1f}.")
+
+
 def _generator_phrase(results: Mapping[str, Any]) -> str:
     settings, cfg = results["generator"], results["config"]
     name = settings.get("injected") or settings["model"] or "SmolLM2-135M-Instruct (default)"
@@ -138,7 +149,7 @@ def render_qa(results: Mapping[str, Any]) -> str:
         f"{_generator_phrase(results)}; at most {cfg['max_new_tokens']} new tokens.",
         "## Answer quality",
         table(["mode", "EM", "F1", f"recall@{k}", "TTFT p50 (s)", "total p50 (s)"], rows),
-        _xattn_sentence(results),
+        " ".join(filter(None, [_xattn_sentence(results), _int8_sentence(results)])),
         f"EM and F1 in %, with the official SQuAD v1.1 normalisation (max over the gold "
         f"answers). recall@{k}: share of questions whose gold paragraph is among the {k} hits "
         f"(n/a: closed-book has no slot, oracle is given the gold paragraph alone, weight 1). "

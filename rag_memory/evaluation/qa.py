@@ -9,6 +9,8 @@ reused by the other modes and by later questions. Which mode runs first rotates 
 to question, so no mode is always the one that pays for encoding a question's slots.
 Closed-book gets no slot; oracle gets the gold paragraph alone with weight 1. Both are plain
 prompting (`BASELINE_FUSION`: one slot or none), independent of the fusion under test.
+With `kv_int8`, mode "xattn-int8" repeats each xattn call through a second generator that stores
+slot KV caches as int8 (same loaded model), and the report counts the answers that changed.
 
 Prompt and post-processing: the question goes to the generator as `QUESTION_TEMPLATE`, which
 asks for 1-5 words, because SQuAD answers are short spans and a full-sentence answer scores
@@ -44,6 +46,7 @@ logger = logging.getLogger(__name__)
 
 FUSIONS: tuple[str, ...] = ("concat", "mixture", "xattn")
 CLOSED_BOOK, ORACLE = "closed-book", "oracle"
+INT8 = "xattn-int8"  # xattn with int8 slot KV storage (QAConfig.kv_int8)
 BASELINE_FUSION = "concat"  # closed-book and oracle: plain prompting with no slot or one
 # Chosen over "{question}\nAnswer with a few words only.", a longer "only the words from the
 # context" wording and the bare question on 12 questions outside the seed-0 sample of 200
@@ -74,6 +77,7 @@ class QAConfig:
     max_new_tokens: int = 24  # per answer; SQuAD answers are a few tokens
     temperature: float = DEFAULT_TEMPERATURE  # T of the slot weights softmax(score / T)
     model: str | None = None  # generator model name or path; None = SmolLM2-135M-Instruct
+    kv_int8: bool = False  # also answer xattn with int8 slot KV (mode INT8), compare answers
 
     def __post_init__(self) -> None:
         for name in ("n", "k", "max_new_tokens"):
@@ -85,11 +89,13 @@ class QAConfig:
         if unknown or not self.fusions or len(set(self.fusions)) != len(self.fusions):
             raise InvalidInputError(f"fusions must be distinct names out of {list(FUSIONS)}, "
                                     f"got {list(self.fusions)}")
+        if self.kv_int8 and "xattn" not in self.fusions:
+            raise InvalidInputError("kv_int8 compares with xattn, which is not among the fusions")
 
     @property
     def modes(self) -> tuple[str, ...]:
         """Every answering mode of the run, in report order."""
-        return (CLOSED_BOOK, *self.fusions, ORACLE)
+        return (CLOSED_BOOK, *self.fusions, *((INT8,) if self.kv_int8 else ()), ORACLE)
 
 
 def sample_questions(questions: Sequence[Question], n: int, seed: int) -> list[Question]:
@@ -152,12 +158,14 @@ def open_paragraph_memory(path: Path, squad: SquadFile) -> tuple[Memory, dict[st
         raise
 
 
-def default_generator(config: QAConfig) -> tuple[Answerer, dict[str, Any]]:
+def default_generator(config: QAConfig, kv_dtype: str = "float16"
+                      ) -> tuple[Answerer, dict[str, Any]]:
     """The real generator and its settings for results.json (`Generator` loads torch on first
     access, so it is only touched here)."""
     from ..generate import Generator, GeneratorConfig
 
-    settings = GeneratorConfig(model=config.model, temperature=config.temperature)
+    settings = GeneratorConfig(model=config.model, temperature=config.temperature,
+                               kv_dtype=kv_dtype)
     return Generator(settings), asdict(settings)
 
 
@@ -179,26 +187,34 @@ def _warm_up(generator: Answerer, fusions: set[str]) -> None:
                          fusion=fusion, max_new_tokens=2)
 
 
-def run_qa(config: QAConfig, generator: Answerer | None = None
+def run_qa(config: QAConfig, generator: Answerer | None = None,
+           int8_generator: Answerer | None = None
            ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Run the evaluation; returns (results, {mode: time to first token per question, s}).
 
-    `generator` defaults to rag_memory.generate's `Generator`; tests pass a fake one, so
-    everything but the language model runs without one.
+    `generator` (and, for `kv_int8`, `int8_generator`) default to rag_memory.generate's
+    `Generator`; tests pass fakes, so everything but the language model runs without one.
     """
     squad = read_squad(config.dataset)
     questions = sample_questions(squad.questions, config.n, config.seed)
     if generator is None:
         generator, settings = default_generator(config)
+        if config.kv_int8:
+            int8_generator, _ = default_generator(config, kv_dtype="int8")
     else:
         settings = {"injected": type(generator).__name__}
+    if config.kv_int8 and int8_generator is None:
+        raise InvalidInputError("kv_int8 with an injected generator needs an int8_generator")
     modes = config.modes
+    answerers = {mode: int8_generator if mode == INT8 else generator for mode in modes}
     rows: dict[str, dict[str, dict[str, Any]]] = {m: {} for m in modes}
     search_s: list[float] = []
     mem, slots, build_s = open_paragraph_memory(Path(config.memory), squad)
     with mem:
         mem.search(questions[0].text, k=config.k)  # loads the embedder before the clock starts
         _warm_up(generator, {BASELINE_FUSION, *config.fusions})
+        if config.kv_int8:
+            _warm_up(answerers[INT8], {"xattn"})
         for i, q in enumerate(tqdm(questions, desc="answering", unit="q")):
             hits, seconds = measure.timed(lambda: mem.search(q.text, k=config.k, cache=False))
             search_s.append(seconds)
@@ -210,9 +226,11 @@ def run_qa(config: QAConfig, generator: Answerer | None = None
             for fusion in config.fusions:
                 calls[fusion] = _Call([h.text for h in hits], weights,
                                       [str(h.address) for h in hits], fusion)
+            if config.kv_int8:
+                calls[INT8] = calls["xattn"]
             for mode in modes[i % len(modes):] + modes[:i % len(modes)]:
                 call = calls[mode]
-                ans = generator.answer(QUESTION_TEMPLATE.format(question=q.text),
+                ans = answerers[mode].answer(QUESTION_TEMPLATE.format(question=q.text),
                                        slots=call.slots, weights=call.weights,
                                        fusion=call.fusion, slot_keys=call.slot_keys,
                                        max_new_tokens=config.max_new_tokens)
@@ -220,7 +238,7 @@ def run_qa(config: QAConfig, generator: Answerer | None = None
                 rows[mode][q.id] = {
                     "answer": text, "output": ans.text, "gold": list(q.answers),
                     "em": exact_match(text, q.answers), "f1": f1_score(text, q.answers),
-                    "gold_retrieved": retrieved if mode in config.fusions else None,
+                    "gold_retrieved": retrieved if mode in (*config.fusions, INT8) else None,
                     "timings": dict(ans.timings)}
         memory = {"path": config.memory, "slots": len(mem), "embedder": mem.manifest.embedder,
                   "build_seconds": build_s}
@@ -238,7 +256,7 @@ def _results(config: QAConfig, squad: SquadFile, rows: dict[str, dict[str, dict[
 
     recall = float(np.mean([r["gold_retrieved"] for r in rows[config.fusions[0]].values()]))
     scores = {mode: {"em": score(mode, "em"), "f1": score(mode, "f1"),
-                     "recall_at_k": recall if mode in config.fusions else measure.NA,
+                     "recall_at_k": recall if mode in (*config.fusions, INT8) else measure.NA,
                      "ttft": measure.latency_summary(timing(mode, "prefill_s")),
                      "total": measure.latency_summary(timing(mode, "total_s")),
                      "slot_cache_hits": int(timing(mode, "slot_cache_hits").sum()),
@@ -267,4 +285,10 @@ def _results(config: QAConfig, squad: SquadFile, rows: dict[str, dict[str, dict[
             "em_difference": x["em"] - c["em"], "f1_difference": x["f1"] - c["f1"],
             "ttft_p50_ratio_concat_over_xattn": measure.ratio(c["ttft"]["p50_ms"],
                                                               x["ttft"]["p50_ms"])}
+    if config.kv_int8:
+        same = sum(rows[INT8][q]["answer"] == r["answer"] for q, r in rows["xattn"].items())
+        results["int8_vs_float16"] = {
+            "same_answers": same, "questions": len(rows["xattn"]),
+            "em_difference": scores[INT8]["em"] - scores["xattn"]["em"],
+            "f1_difference": scores[INT8]["f1"] - scores["xattn"]["f1"]}
     return results, {mode: timing(mode, "prefill_s") for mode in config.modes}
