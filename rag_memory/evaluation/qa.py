@@ -16,6 +16,8 @@ Prompt and post-processing: the question goes to the generator as `QUESTION_TEMP
 asks for 1-5 words, because SQuAD answers are short spans and a full-sentence answer scores
 a low F1 however right it is. The answer is cut to its first non-empty line and stripped,
 nothing more (no matching against the paragraph), so the figures measure the generator.
+Besides EM and F1, "match" counts an answer that contains a gold answer (PopQA's accuracy):
+a small model that answers in a sentence around the right span scores 0 EM but a match.
 
 The memory holds one slot per paragraph (id "<title>/<index>", metadata {title, paragraph}).
 An existing --memory is reused only when it holds exactly this file's paragraphs (same count,
@@ -40,7 +42,8 @@ from ..generate.config import DEFAULT_TEMPERATURE
 from ..memory import Memory
 from ..types import Slot
 from . import measure
-from .squad import Paragraph, Question, SquadFile, exact_match, f1_score, read_squad
+from .squad import (Paragraph, Question, SquadFile, answer_match, exact_match, f1_score,
+                    read_squad)
 
 logger = logging.getLogger(__name__)
 
@@ -238,6 +241,7 @@ def run_qa(config: QAConfig, generator: Answerer | None = None,
                 rows[mode][q.id] = {
                     "answer": text, "output": ans.text, "gold": list(q.answers),
                     "em": exact_match(text, q.answers), "f1": f1_score(text, q.answers),
+                    "match": answer_match(text, q.answers),
                     "gold_retrieved": retrieved if mode in (*config.fusions, INT8) else None,
                     "timings": dict(ans.timings)}
         memory = {"path": config.memory, "slots": len(mem), "embedder": mem.manifest.embedder,
@@ -256,6 +260,7 @@ def _results(config: QAConfig, squad: SquadFile, rows: dict[str, dict[str, dict[
 
     recall = float(np.mean([r["gold_retrieved"] for r in rows[config.fusions[0]].values()]))
     scores = {mode: {"em": score(mode, "em"), "f1": score(mode, "f1"),
+                     "match": score(mode, "match"),
                      "recall_at_k": recall if mode in (*config.fusions, INT8) else measure.NA,
                      "ttft": measure.latency_summary(timing(mode, "prefill_s")),
                      "total": measure.latency_summary(timing(mode, "total_s")),

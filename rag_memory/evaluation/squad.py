@@ -143,3 +143,13 @@ def exact_match(prediction: str, golds: Sequence[str]) -> float:
 def f1_score(prediction: str, golds: Sequence[str]) -> float:
     """Token-overlap F1 of the normalised texts, the max over the gold answers."""
     return max(_f1(prediction, g) for g in golds)
+
+
+def answer_match(prediction: str, golds: Sequence[str]) -> float:
+    """1.0 if a normalised gold answer occurs in the normalised prediction as whole words.
+
+    The "match" / accuracy of RAG evaluations of free-form generators (PopQA, Mallen et al.
+    2023, https://arxiv.org/abs/2212.10511; Self-RAG): a right answer inside a sentence counts,
+    which exact match, made for extractive readers, scores 0."""
+    norm = f" {normalize_answer(prediction)} "
+    return float(any(gold and f" {gold} " in norm for gold in map(normalize_answer, golds)))
