@@ -14,6 +14,7 @@ import math
 import subprocess
 import sys
 from collections.abc import Iterator
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,7 @@ from rag_memory.errors import (GenerationInputError, InvalidInputError, InvalidW
 from rag_memory.generate import Generator, GeneratorConfig, weights_from_scores
 from rag_memory.generate.kv import KV, encode_slots
 from rag_memory.generate.model import check_layered_attention
+from rag_memory.generate.prompt import PromptLayout
 from rag_memory.generate.slot_cache import SlotCache, decode, encode, text_digest
 from rag_memory.generate.weights import attention_bias
 
@@ -355,3 +357,28 @@ def test_bad_config_is_refused(field: str, value: object) -> None:
         GeneratorConfig(**{field: value})
     with pytest.raises(InvalidInputError, match="unknown GeneratorConfig keys"):
         GeneratorConfig.from_dict({"modle": "x"})
+
+
+def _word_tokenizer(adds_bos: bool) -> Any:
+    """A model-free fast tokenizer whose post-processor adds <bos> (or not) while its
+    `add_bos_token` flag reads False, as a GGUF tokenizer does after save and reload."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<unk>": 0, "<bos>": 1, "<eos>": 2, "a": 3, "Answer": 4, ":": 5}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    if adds_bos:
+        tok.post_processor = processors.TemplateProcessing(single="<bos> $A",
+                                                           special_tokens=[("<bos>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>",
+                                   unk_token="<unk>")
+
+
+@pytest.mark.parametrize("adds_bos", [True, False])
+def test_prompt_starts_with_bos_exactly_when_the_tokenizer_adds_one(adds_bos: bool) -> None:
+    tokenizer = _word_tokenizer(adds_bos)
+    assert not getattr(tokenizer, "add_bos_token", False)  # the flag says nothing here
+    layout = PromptLayout.build(tokenizer, GeneratorConfig())
+    assert (layout.prefix_ids[0] == 1) is adds_bos
+    assert 1 not in layout.question_ids(tokenizer, "a") + layout.slot_ids(tokenizer, "a")

@@ -57,8 +57,7 @@ class PromptLayout:
             head, tail = config.system_prompt + "\n\n", "\nAnswer:"
         prefix = _ids(tokenizer, head)
         bos = tokenizer.bos_token_id
-        if bos is not None and getattr(tokenizer, "add_bos_token", False) and \
-                (not prefix or prefix[0] != bos):
+        if _adds_bos(tokenizer) and (not prefix or prefix[0] != bos):
             prefix = [bos, *prefix]
         stop = {i for i in (tokenizer.eos_token_id,
                             tokenizer.convert_tokens_to_ids("<|im_end|>"),
@@ -77,6 +76,15 @@ class PromptLayout:
         header. Tokenised apart from the slots (see the module docstring)."""
         return _ids(tokenizer, self.question_template.replace("{question}", question)
                     + self.suffix_text)
+
+
+def _adds_bos(tokenizer: PreTrainedTokenizerBase) -> bool:
+    """Whether the model expects a BOS token first: asked of the tokenizer's output, not of its
+    `add_bos_token` flag, which a tokenizer saved and reloaded (our GGUF conversion) can lose
+    while its post-processor still adds the token; a Gemma prompt without BOS echoes the
+    question."""
+    bos = tokenizer.bos_token_id
+    return bos is not None and tokenizer("a")["input_ids"][:1] == [bos]
 
 
 def _ids(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
