@@ -365,7 +365,8 @@ def _word_tokenizer(adds_bos: bool) -> Any:
     from tokenizers import Tokenizer, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {"<unk>": 0, "<bos>": 1, "<eos>": 2, "a": 3, "Answer": 4, ":": 5}
+    vocab = {"<unk>": 0, "<bos>": 1, "<eos>": 2, "a": 3, "Answer": 4, ":": 5,
+             "<end_of_turn>": 6}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     if adds_bos:
@@ -382,3 +383,4 @@ def test_prompt_starts_with_bos_exactly_when_the_tokenizer_adds_one(adds_bos: bo
     layout = PromptLayout.build(tokenizer, GeneratorConfig())
     assert (layout.prefix_ids[0] == 1) is adds_bos
     assert 1 not in layout.question_ids(tokenizer, "a") + layout.slot_ids(tokenizer, "a")
+    assert layout.stop_ids == {2, 6}  # EOS and the vocabulary's end-of-turn token

@@ -136,7 +136,8 @@ def render_qa(results: Mapping[str, Any]) -> str:
         return f"{ms / 1e3:.2f}"
 
     rows = [[mode, fmt(v["em"], 1), fmt(v["f1"], 1), fmt(v["match"], 1),
-             fmt(v["recall_at_k"], 3), s(v["ttft"]["p50_ms"]), s(v["total"]["p50_ms"])] for mode, v in scores.items()]
+             fmt(v["recall_at_k"], 3), s(v["ttft"]["p50_ms"]), s(v["total"]["p50_ms"])]
+            for mode, v in scores.items()]
     lat_rows = [[mode, s(v["ttft"]["p50_ms"]), s(v["ttft"]["p95_ms"]), s(v["total"]["p50_ms"]),
                  s(v["total"]["p95_ms"]), f"{v['slot_cache_hits']} / {v['slot_cache_misses']}"]
                 for mode, v in scores.items()]
@@ -153,12 +154,13 @@ def render_qa(results: Mapping[str, Any]) -> str:
         " ".join(filter(None, [_xattn_sentence(results), _int8_sentence(results)])),
         f"EM and F1 in %, with the official SQuAD v1.1 normalisation (max over the gold "
         f"answers); match: % of answers that contain a gold answer (same normalisation, whole "
-        f"words; PopQA's accuracy), which credits a right span inside a sentence. recall@{k}: share of questions whose gold paragraph is among the {k} hits "
+        f"words; PopQA's accuracy), which credits a right span inside a sentence. "
+        f"recall@{k}: share of questions whose gold paragraph is among the {k} hits "
         f"(n/a: closed-book has no slot, oracle is given the gold paragraph alone, weight 1). "
         f"Closed-book and oracle prompt plainly (`{p['baseline_fusion']}`). The question is "
         f"sent as `{p['question_template']!r}`; answers are post-processed minimally: "
         f"{p['post_processing']}. Per-question answers in per_query.jsonl.",
-        "![EM and F1 per mode](qa_scores.png)",
+        "![EM, F1 and match per mode](qa_scores.png)",
         "## Latency per question (s)",
         table(["mode", "TTFT p50", "TTFT p95", "total p50", "total p95",
                "slot-cache hits / misses"], lat_rows),

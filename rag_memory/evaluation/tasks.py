@@ -58,8 +58,9 @@ def _qa_plots(results: dict[str, Any], lat: Latencies) -> dict[str, Callable[[Pa
     what = (f"{results['dataset']['sampled']} questions of {Path(results['dataset']['path']).name}"
             f", k={results['config']['k']}")
     return {
-        "qa_scores": lambda p: plots.score_bars(results["scores"], {"em": "EM", "f1": "F1", "match": "match"}, p,
-                                                f"EM / F1 / match per mode, {what}"),
+        "qa_scores": lambda p: plots.score_bars(
+            results["scores"], {"em": "EM", "f1": "F1", "match": "match"}, p,
+            f"EM / F1 / match per mode, {what}"),
         "latency_histogram": lambda p: plots.latency_histogram(
             lat, p, f"time to first token per question, {what}"),
     }

@@ -19,6 +19,9 @@ if TYPE_CHECKING:
 
     from .config import GeneratorConfig
 
+# End-of-turn tokens of the common chat formats (ChatML, Gemma, Llama 3, Phi-3), beside EOS:
+# an instruct model ends its answer with one of them, not always with its EOS.
+_END_OF_TURN = ("<|im_end|>", "<|endoftext|>", "<end_of_turn>", "<|eot_id|>", "<|end|>")
 # Stands in for the user message while the chat template is rendered, then split on.
 _SENTINEL = "\x00RAG_MEMORY_USER_MESSAGE\x00"
 
@@ -60,8 +63,7 @@ class PromptLayout:
         if _adds_bos(tokenizer) and (not prefix or prefix[0] != bos):
             prefix = [bos, *prefix]
         stop = {i for i in (tokenizer.eos_token_id,
-                            tokenizer.convert_tokens_to_ids("<|im_end|>"),
-                            tokenizer.convert_tokens_to_ids("<|endoftext|>"))
+                            *map(tokenizer.convert_tokens_to_ids, _END_OF_TURN))
                 if isinstance(i, int) and i != tokenizer.unk_token_id}
         digest = hashlib.sha256(json.dumps([prefix, config.slot_template]).encode()).hexdigest()
         return cls(tuple(prefix), tail, config.slot_template, config.question_template,
