@@ -13,6 +13,7 @@ import json
 import math
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from typing import Any
 from pathlib import Path
@@ -227,6 +228,30 @@ def test_disk_tier_survives_a_new_cache_and_rejects_bad_files(tmp_path: Path) ->
     assert not path.exists()  # removed; the slot will be encoded again
 
 
+def test_disk_tier_keeps_to_its_byte_budget_dropping_least_recently_used(tmp_path: Path) -> None:
+    cpu, digest = torch.device("cpu"), text_digest("t")
+    probe = SlotCache(0, "float16", directory=tmp_path / "probe")
+    probe.put(("m", "p", "x"), digest, _random_kv(10))
+    one = probe.stats()["disk_bytes"]
+    cache = SlotCache(0, "float16", directory=tmp_path / "tier", directory_bytes=int(2.5 * one))
+    for name in "abc":
+        cache.put(("m", "p", name), digest, _random_kv(10))
+        time.sleep(0.01)  # distinct file times
+    assert cache.stats()["disk_evictions"] == 1  # c took it to 3 files: a, the oldest, went
+    assert cache.get(("m", "p", "b"), digest, torch.float32, cpu) is not None  # b: recent now
+    time.sleep(0.01)
+    cache.put(("m", "p", "d"), digest, _random_kv(10))
+    assert [cache.get(("m", "p", n), digest, torch.float32, cpu) is not None
+            for n in "abcd"] == [False, True, False, True]
+    stats = cache.stats()
+    files = list((tmp_path / "tier").glob("*.safetensors"))
+    assert stats["disk_bytes"] == sum(f.stat().st_size for f in files) <= 2.5 * one
+    assert (len(files), stats["disk_evictions"], stats["disk_max_bytes"]) == (2, 2, int(2.5 * one))
+    # a new cache over the same folder counts what is there
+    assert SlotCache(0, "float16", directory=tmp_path / "tier").stats()["disk_bytes"] == \
+        stats["disk_bytes"]
+
+
 # -- weights and exports -------------------------------------------------------------------
 def test_import_stays_light_and_exports_the_generator() -> None:
     code = ("import sys, rag_memory, rag_memory.generate; assert 'torch' not in sys.modules; "
@@ -351,6 +376,7 @@ def test_bad_memory_generate_input(fact_memory: Memory) -> None:
 @pytest.mark.parametrize("field, value", [
     ("kv_dtype", "int4"), ("fusion", "fid"), ("temperature", 0), ("cache_bytes", -1),
     ("max_new_tokens", 0), ("stop", "\n"), ("slot_template", "no placeholder"),
+    ("cache_dir_bytes", 0), ("cache_dir_bytes", 1.5),
 ])
 def test_bad_config_is_refused(field: str, value: object) -> None:
     with pytest.raises(InvalidInputError, match=field):

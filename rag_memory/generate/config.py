@@ -9,6 +9,7 @@ from ..errors import InvalidInputError
 from ..validation import config_from_dict
 
 MIB = 1 << 20
+GIB = 1 << 30
 
 FUSIONS = ("xattn", "mixture", "concat")
 KV_DTYPES = ("float16", "float32", "int8")
@@ -47,6 +48,8 @@ class GeneratorConfig:
             evicted beyond it. 0 turns the RAM tier off.
         cache_dir: optional folder of an on-disk tier (safetensors files, one per slot), kept
             across processes; None = RAM only.
+        cache_dir_bytes: byte budget of that folder (least recently used files are deleted
+            beyond it); None = unbounded.
         temperature: weights are softmax(score / temperature) over the retrieved slots' scores;
             see `DEFAULT_TEMPERATURE` for the default's reasoning.
         max_new_tokens: default cap on generated tokens per answer.
@@ -66,6 +69,7 @@ class GeneratorConfig:
     int8_scale: str = "channel"
     cache_bytes: int = 256 * MIB
     cache_dir: str | None = None
+    cache_dir_bytes: int | None = 4 * GIB
     temperature: float = DEFAULT_TEMPERATURE
     max_new_tokens: int = 32
     stop: tuple[str, ...] = ()
@@ -81,7 +85,10 @@ class GeneratorConfig:
             if getattr(self, name) not in allowed:
                 raise InvalidInputError(f"GeneratorConfig.{name} must be one of {allowed}, "
                                         f"got {getattr(self, name)!r}")
-        for name, minimum in (("cache_bytes", 0), ("max_new_tokens", 1)):
+        sizes = [("cache_bytes", 0), ("max_new_tokens", 1)]
+        if self.cache_dir_bytes is not None:
+            sizes.append(("cache_dir_bytes", 1))
+        for name, minimum in sizes:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
                 raise InvalidInputError(f"GeneratorConfig.{name} must be an int >= {minimum}, "

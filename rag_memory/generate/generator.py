@@ -68,7 +68,7 @@ class Generator:
                                        f"got {type(config).__name__}")
         self.config = config
         self.slot_cache = SlotCache(config.cache_bytes, config.kv_dtype, config.int8_scale,
-                                    config.cache_dir)
+                                    config.cache_dir, config.cache_dir_bytes)
         self._lm: model_loader.LoadedModel | None = None
         self._layout: PromptLayout | None = None
         self._prefix: KV | None = None

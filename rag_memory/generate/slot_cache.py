@@ -10,7 +10,10 @@ entry also records a digest of the slot's text and is served only for the same t
 Entries live in RAM (LRU, bounded by bytes) in float16, float32 or int8 with float32 scales
 (per channel over the slot's tokens, or per token over the channels); an optional directory
 keeps them on disk as safetensors files, one per slot, validated when read (a bad file is a
-miss, logged and removed). Nothing is pickled.
+miss, logged and removed). Nothing is pickled. The disk tier has its own byte budget: a read
+touches its file, and a write that takes the folder over the budget deletes the least recently
+touched files down to `DISK_LOW_WATER` of it (ccache's cleanup, by file times), which also
+bounds a folder several processes share.
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ _FORMAT_VERSION = "1"
 _STORAGE = {"float16": torch.float16, "float32": torch.float32, "int8": torch.int8}
 # Per-entry bookkeeping beyond tensor bytes: the dict node, tuple key, tensor headers.
 _ENTRY_OVERHEAD = 1024
+# A disk cleanup deletes down to this share of the budget, so that it runs once per many writes.
+DISK_LOW_WATER = 0.9
 
 
 def text_digest(text: str) -> str:
@@ -101,15 +106,20 @@ class SlotCache:
         kv_dtype: storage form, "float16", "float32" or "int8".
         int8_scale: "channel" or "token" (int8 only).
         directory: folder of the disk tier, created if missing; None = RAM only.
+        directory_bytes: byte budget of the disk tier; None = unbounded.
     """
 
     def __init__(self, max_bytes: int, kv_dtype: str = "float16", int8_scale: str = "channel",
-                 directory: str | Path | None = None) -> None:
+                 directory: str | Path | None = None, directory_bytes: int | None = None) -> None:
         self.kv_dtype = kv_dtype
         self.int8_scale = int8_scale
         self.directory = None if directory is None else Path(directory)
+        self.directory_bytes = directory_bytes
+        self.disk_bytes = 0
+        self.disk_evictions = 0
         if self.directory is not None:
             self.directory.mkdir(parents=True, exist_ok=True)
+            self.disk_bytes = sum(size for _, size, _ in self._disk_files())
         self._lru: ByteLRU[SlotKey, StoredKV] = ByteLRU(max_bytes, lambda _, kv: kv.nbytes)
         self._lock = threading.Lock()
         self.hits = 0
@@ -164,7 +174,9 @@ class SlotCache:
                     "max_bytes": self._lru.max_bytes, "storage": self.scheme, "hits": self.hits,
                     "disk_hits": self.disk_hits, "misses": self.misses,
                     "evictions": self._lru.evictions,
-                    "directory": None if self.directory is None else str(self.directory)}
+                    "directory": None if self.directory is None else str(self.directory),
+                    "disk_bytes": self.disk_bytes, "disk_max_bytes": self.directory_bytes,
+                    "disk_evictions": self.disk_evictions}
 
     def _remember(self, key: SlotKey, stored: StoredKV) -> None:
         with self._lock:
@@ -186,9 +198,41 @@ class SlotCache:
             save_file({n: t.detach().cpu().contiguous() for n, t in stored.tensors().items()},
                       str(tmp), metadata=meta)
             os.replace(tmp, path)
+            size = path.stat().st_size
         except OSError as exc:  # a cache: failing to persist costs speed, not correctness
             logger.warning("cannot write slot KV file %s: %s", path, exc)
             tmp.unlink(missing_ok=True)
+            return
+        with self._lock:
+            self.disk_bytes += size
+            if self.directory_bytes is not None and self.disk_bytes > self.directory_bytes:
+                self._clean_disk(self.directory_bytes)
+
+    def _disk_files(self) -> list[tuple[float, int, Path]]:
+        """(last touched, bytes, path) of the disk tier's files; files another process removes
+        meanwhile are skipped."""
+        assert self.directory is not None
+        found = []
+        for path in self.directory.glob("*.safetensors"):
+            try:
+                st = path.stat()
+            except FileNotFoundError:
+                continue
+            found.append((st.st_mtime, st.st_size, path))
+        return found
+
+    def _clean_disk(self, budget: int) -> None:
+        """Delete the least recently touched files until the tier holds DISK_LOW_WATER of
+        `budget` (recounted from the folder: other processes may share it)."""
+        files = sorted(self._disk_files())
+        total = sum(size for _, size, _ in files)
+        for _, size, path in files:
+            if total <= DISK_LOW_WATER * budget:
+                break
+            path.unlink(missing_ok=True)
+            total -= size
+            self.disk_evictions += 1
+        self.disk_bytes = total
 
     def _read(self, key: SlotKey, digest: str, device: torch.device) -> StoredKV | None:
         if self.directory is None:
@@ -213,6 +257,10 @@ class SlotCache:
             return None
         if meta["digest"] != digest:  # the same key for another text: not this slot's KV
             return None
+        try:
+            os.utime(path)  # recently used: the disk cleanup keeps it
+        except OSError:
+            pass
         stored = StoredKV(tensors["keys"], tensors["values"], tensors.get("key_scale"),
                           tensors.get("value_scale"), digest)
         return replace(stored, **{n: t.to(device) for n, t in stored.tensors().items()})
