@@ -9,7 +9,7 @@ from .errors import (CorruptFileError, DuplicateIdError, EmbedderMismatchError,
                      RagMemoryError, ReadOnlyError, UnknownIdError)
 from .generate import Answer, GeneratorConfig
 from .memory import Memory
-from .types import Hit, Slot
+from .types import CachedHit, Hit, Slot
 
 if TYPE_CHECKING:
     from .generate.generator import Generator
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 __all__ = [
-    "Answer", "CacheConfig", "CorruptFileError", "DuplicateIdError", "EmbedderMismatchError",
+    "Answer", "CacheConfig", "CachedHit", "CorruptFileError", "DuplicateIdError", "EmbedderMismatchError",
     "Generator", "GeneratorConfig", "Hit", "InvalidFilterError", "InvalidInputError",
     "InvalidVectorError", "Memory", "MemoryClosedError", "MemoryExistsError",
     "MemoryLockedError", "NotAMemoryError", "RagMemoryError", "ReadOnlyError", "Slot",

@@ -12,7 +12,7 @@ import pytest
 
 from _data import HARD_NEGATIVE_PAIRS
 from conftest import unit_vectors
-from rag_memory import CacheConfig, InvalidInputError, Memory
+from rag_memory import CacheConfig, CachedHit, InvalidInputError, Memory
 from rag_memory.cache import DEFAULT_THRESHOLD, group_key
 from rag_memory.cache.result_cache import ResultCache
 from rag_memory.embed import Embedder
@@ -125,7 +125,8 @@ def test_text_layer_skips_the_embedder(tmp_path: Path) -> None:
         assert model.calls == calls
         assert [h.id for h in again] == [h.id for h in first]
         assert all(h.cached and h.cache_similarity is None for h in again)
-        assert not any(h.cached for h in first)
+        assert all(isinstance(h, CachedHit) for h in again) and again == first  # equal hits
+        assert not any(h.cached or isinstance(h, CachedHit) for h in first)
         mem.search(["what is a slot?", "another question"], k=3)
         assert model.calls == calls + 1  # only the new text was embedded
         emb = mem.stats()["cache"]["embedding"]
