@@ -31,6 +31,7 @@ from rag_memory.generate import Generator, GeneratorConfig, weights_from_scores
 from rag_memory.generate.kv import KV, encode_slots
 from rag_memory.generate.model import check_layered_attention
 from rag_memory.generate.prompt import PromptLayout
+from rag_memory.generate.sampling import TokenChooser
 from rag_memory.generate.slot_cache import SlotCache, decode, encode, text_digest
 from rag_memory.generate.weights import attention_bias
 
@@ -252,6 +253,42 @@ def test_disk_tier_keeps_to_its_byte_budget_dropping_least_recently_used(tmp_pat
         stats["disk_bytes"]
 
 
+# -- sampling ------------------------------------------------------------------------------
+PROBS = torch.tensor([0.5, 0.3, 0.15, 0.05])
+
+
+def _draws(chooser: TokenChooser, n: int = 4000) -> np.ndarray:
+    counts = np.bincount([chooser(PROBS.log()) for _ in range(n)], minlength=len(PROBS))
+    return counts / n
+
+
+def test_sampling_follows_the_distribution_and_its_cuts() -> None:
+    assert TokenChooser()(torch.tensor([0.1, 0.7, 0.2]).log()) == 1  # greedy by default
+    assert np.allclose(_draws(TokenChooser(1.0, seed=0)), PROBS.numpy(), atol=0.03)
+    top_k = _draws(TokenChooser(1.0, top_k=2, seed=0))
+    assert top_k[2:].sum() == 0 and top_k[0] / top_k[1] == pytest.approx(5 / 3, rel=0.15)
+    # nucleus 0.6: token 0 (0.5) is not enough, token 1 reaches it, the rest are cut
+    top_p = _draws(TokenChooser(1.0, top_p=0.6, seed=0))
+    assert top_p[2:].sum() == 0 and top_p[0] / top_p[1] == pytest.approx(5 / 3, rel=0.15)
+    assert _draws(TokenChooser(1.0, top_k=1, seed=0))[0] == 1.0
+    sharp = _draws(TokenChooser(0.25, seed=0))  # low temperature: close to greedy
+    assert sharp[0] > 0.85
+    assert [TokenChooser(1.0, seed=7)(PROBS.log()) for _ in range(20)] == \
+        [TokenChooser(1.0, seed=7)(PROBS.log()) for _ in range(20)]
+
+
+def test_sampled_answers_are_reproducible_by_seed(gen: Generator) -> None:
+    def answer(**sampling: Any) -> str:
+        config = GeneratorConfig(max_new_tokens=12, **sampling)
+        return Generator(config).answer(QUESTION, [GOLD, OTHER], [0.7, 0.3]).text
+
+    greedy = gen.answer(QUESTION, [GOLD, OTHER], [0.7, 0.3], max_new_tokens=12).text
+    assert answer(sample_temperature=1.0, top_k=1) == greedy
+    hot = dict(sample_temperature=1.5, seed=3)
+    assert answer(**hot) == answer(**hot)
+    assert len({answer(sample_temperature=1.5, seed=s) for s in range(4)}) > 1
+
+
 # -- weights and exports -------------------------------------------------------------------
 def test_import_stays_light_and_exports_the_generator() -> None:
     code = ("import sys, rag_memory, rag_memory.generate; assert 'torch' not in sys.modules; "
@@ -376,7 +413,9 @@ def test_bad_memory_generate_input(fact_memory: Memory) -> None:
 @pytest.mark.parametrize("field, value", [
     ("kv_dtype", "int4"), ("fusion", "fid"), ("temperature", 0), ("cache_bytes", -1),
     ("max_new_tokens", 0), ("stop", "\n"), ("slot_template", "no placeholder"),
-    ("cache_dir_bytes", 0), ("cache_dir_bytes", 1.5),
+    ("cache_dir_bytes", 0), ("cache_dir_bytes", 1.5), ("sample_temperature", -1.0),
+    ("sample_temperature", float("nan")), ("top_p", 0.0), ("top_p", 1.5), ("top_k", -1),
+    ("seed", -1),
 ])
 def test_bad_config_is_refused(field: str, value: object) -> None:
     with pytest.raises(InvalidInputError, match=field):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,6 +54,12 @@ class GeneratorConfig:
         temperature: weights are softmax(score / temperature) over the retrieved slots' scores;
             see `DEFAULT_TEMPERATURE` for the default's reasoning.
         max_new_tokens: default cap on generated tokens per answer.
+        sample_temperature: 0 = greedy decoding (the default: reproducible answers); > 0 samples
+            each token from the fused distribution at this temperature (see `sampling.py`).
+        top_k: when sampling, only among the k most likely tokens; 0 = no limit.
+        top_p: when sampling, only among the most likely tokens that reach this probability
+            mass (nucleus sampling); 1.0 = no limit.
+        seed: seeds each answer's sampling, so an answer is reproducible; None = random.
         stop: strings that end the answer (not included in it); the model's end-of-turn token
             always ends it.
         fusion: default fusion mode: "xattn", "mixture" or "concat".
@@ -72,6 +79,10 @@ class GeneratorConfig:
     cache_dir_bytes: int | None = 4 * GIB
     temperature: float = DEFAULT_TEMPERATURE
     max_new_tokens: int = 32
+    sample_temperature: float = 0.0
+    top_k: int = 0
+    top_p: float = 1.0
+    seed: int | None = None
     stop: tuple[str, ...] = ()
     fusion: str = "xattn"
     threads: int | None = None
@@ -85,9 +96,11 @@ class GeneratorConfig:
             if getattr(self, name) not in allowed:
                 raise InvalidInputError(f"GeneratorConfig.{name} must be one of {allowed}, "
                                         f"got {getattr(self, name)!r}")
-        sizes = [("cache_bytes", 0), ("max_new_tokens", 1)]
+        sizes = [("cache_bytes", 0), ("max_new_tokens", 1), ("top_k", 0)]
         if self.cache_dir_bytes is not None:
             sizes.append(("cache_dir_bytes", 1))
+        if self.seed is not None:
+            sizes.append(("seed", 0))
         for name, minimum in sizes:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
@@ -100,6 +113,13 @@ class GeneratorConfig:
         t = self.temperature
         if isinstance(t, bool) or not isinstance(t, (int, float)) or not t > 0:
             raise InvalidInputError(f"GeneratorConfig.temperature must be > 0, got {t!r}")
+        t = self.sample_temperature
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 <= t < math.inf:
+            raise InvalidInputError(f"GeneratorConfig.sample_temperature must be >= 0 "
+                                    f"(0 = greedy), got {t!r}")
+        p = self.top_p
+        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 < p <= 1:
+            raise InvalidInputError(f"GeneratorConfig.top_p must be in (0, 1], got {p!r}")
         if isinstance(self.stop, str) or not all(isinstance(s, str) and s for s in self.stop):
             raise InvalidInputError(f"GeneratorConfig.stop must be a tuple of non-empty "
                                     f"strings, got {self.stop!r}")

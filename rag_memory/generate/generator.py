@@ -1,4 +1,4 @@
-"""`Generator`: answers a question from k weighted slots with a causal LM, greedily.
+"""`Generator`: answers a question from k weighted slots with a causal LM (greedy by default).
 
 It owns the model (loaded on first use), the prompt layout, the shared prefix's KV and the
 per-slot KV cache; each call validates its input, gathers slot KVs (from the cache, encoding
@@ -22,6 +22,7 @@ from .config import FUSIONS, GeneratorConfig
 from .fusion import BUILDERS, NEEDS_SLOT_KV, Decoder, FusionInput
 from .kv import KV, encode_prefix, encode_slots
 from .prompt import PromptLayout
+from .sampling import TokenChooser
 from .slot_cache import SlotCache, text_digest
 from .stream import PieceStream, drain
 from .text import TextAssembler
@@ -102,7 +103,8 @@ class Generator:
                *, scores: Sequence[float] | np.ndarray | None = None,
                slot_keys: Sequence[str] | None = None, max_new_tokens: int | None = None,
                stop: Sequence[str] | None = None) -> Answer:
-        """Answer `question` from `slots` (none = closed book), decoding greedily.
+        """Answer `question` from `slots` (none = closed book), decoding greedily (or sampling,
+        see `GeneratorConfig.sample_temperature`).
 
         Args:
             question: the question.
@@ -171,11 +173,13 @@ class Generator:
         call.start = time.perf_counter()
         decoder, question_ids = self._decoder(call)
         text = TextAssembler(self.lm.tokenizer, call.stop)
+        choose = TokenChooser(self.config.sample_temperature, self.config.top_k,
+                              self.config.top_p, self.config.seed)
         logp = decoder.prefill(question_ids)
         first = time.perf_counter()
         steps = 0
         while True:
-            token = int(logp.argmax())
+            token = choose(logp)
             if token in layout.stop_ids:
                 break
             piece = text.add(token)
