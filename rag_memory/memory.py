@@ -468,9 +468,13 @@ class Memory:
     def _hydrate(self, scores: np.ndarray, addrs: np.ndarray) -> list[list[Hit]]:
         """Turn FAISS (score, address) rows into Hits, rows read for the batch at once (the
         row cache, then one SQLite query for the rest). On a small index this costs as much as
-        the search itself, hence the tight comprehension."""
+        the search itself, hence one C-level map per query."""
         rows = self._table.fetch(addrs[addrs >= 0].tolist())
-        get, make = rows.get, Hit.from_row
-        return [[make(row, score) for score, addr in zip(row_scores, row_addrs)
-                 if (row := get(addr)) is not None]
-                for row_scores, row_addrs in zip(scores.tolist(), addrs.tolist())]
+        make, pairs = Hit.from_row, list(zip(scores.tolist(), addrs.tolist()))
+        try:  # every row found, no -1 pad: the common case, built by C-level map
+            return [list(map(make, map(rows.__getitem__, row_addrs), row_scores))
+                    for row_scores, row_addrs in pairs]
+        except KeyError:  # fewer than k hits, or a slot deleted since it was found
+            get = rows.get
+            return [[make(row, score) for score, addr in zip(row_scores, row_addrs)
+                     if (row := get(addr)) is not None] for row_scores, row_addrs in pairs]

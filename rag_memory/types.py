@@ -26,40 +26,54 @@ class Hit:
     `cache_similarity` takes part in equality: a cached hit equals the fresh one.
     """
 
-    # _metadata holds the decoded dict, or the stored JSON text until first read
-    __slots__ = ("id", "score", "text", "address", "_metadata")
+    # _row is the slot-table row (id, text, metadata JSON or None, address), shared with the
+    # row cache rather than copied field by field: building a batch's hits is the library's
+    # main cost over FAISS on a small index. _metadata is the decoded dict, once read.
+    __slots__ = ("_row", "score", "_metadata")
     cached = False
     cache_similarity: float | None = None
 
     def __init__(self, id: str, score: float, text: str, metadata: dict[str, Any] | None = None,
                  address: int = -1, *, metadata_json: str | None = None) -> None:
-        self.id = id
+        self._row = (id, text, metadata_json, address)
         self.score = score
-        self.text = text
-        self.address = address
-        self._metadata = metadata if metadata_json is None else metadata_json
+        self._metadata = metadata
 
     @classmethod
     def from_row(cls, row: tuple, score: float) -> Hit:
         """A fresh hit from a slot-table row (id, text, metadata JSON, address): the hot path
         of every search, so it skips __init__'s keyword handling (~40% of a hit's cost)."""
         hit = cls.__new__(cls)
-        hit.id, hit.text, hit._metadata, hit.address = row
+        hit._row = row
         hit.score = score
+        hit._metadata = None
         return hit
 
     @property
+    def id(self) -> str:
+        return self._row[0]
+
+    @property
+    def text(self) -> str:
+        return self._row[1]
+
+    @property
+    def address(self) -> int:
+        """The slot address (int64, never reused); -1 for a hit made without one."""
+        return self._row[3]
+
+    @property
     def metadata(self) -> dict[str, Any]:
-        if not isinstance(self._metadata, dict):
-            self._metadata = {} if self._metadata is None else json.loads(self._metadata)
+        if self._metadata is None:
+            stored = self._row[2]
+            self._metadata = {} if stored is None else json.loads(stored)
         return self._metadata
 
     @property
     def metadata_json(self) -> str:
         """The metadata as stored (JSON text), without decoding it."""
-        if isinstance(self._metadata, str):
-            return self._metadata
-        return json.dumps(self.metadata, ensure_ascii=False)
+        stored = self._row[2]
+        return json.dumps(self.metadata, ensure_ascii=False) if stored is None else stored
 
     def _key(self) -> tuple:
         return (self.id, self.score, self.text, self.metadata, self.address)

@@ -117,8 +117,8 @@ def _int8_sentence(results: Mapping[str, Any]) -> str:
     d = results["int8_vs_float16"]
     return (f"int8 slot KV storage (`xattn-int8`, same model and calls as `xattn`, whose "
             f"caches are float16) gave the same answer to {d['same_answers']} of "
-            f"{d['questions']} questions; EM {d['em_difference']:+.1f}, F1 "
-            f"{d['f1_difference']:+.1f}.")
+            f"{d['questions']} questions; EM {d['em_difference']:+.2f}, F1 "
+            f"{d['f1_difference']:+.2f}.")
 
 
 def _generator_phrase(results: Mapping[str, Any]) -> str:
