@@ -43,7 +43,11 @@ def alternating_times(sides: dict[str, Callable[[np.ndarray], object]], queries:
 def alternating_qps(sides: dict[str, Callable[[np.ndarray], object]], queries: np.ndarray,
                     batch: int, rounds: int, budget_s: float) -> dict[str, float]:
     """Median QPS of each side over `rounds` interleaved rounds."""
-    times = alternating_times(sides, queries, batch, rounds, budget_s)
+    return median_qps(alternating_times(sides, queries, batch, rounds, budget_s))
+
+
+def median_qps(times: dict[str, list[float]]) -> dict[str, float]:
+    """Per side, queries per second of its median round (times in seconds per query)."""
     return {name: 1.0 / statistics.median(t) for name, t in times.items()}
 
 

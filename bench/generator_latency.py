@@ -19,6 +19,7 @@ from pathlib import Path
 
 from _data import SHARED_DATA
 from _timing import peak_rss_mib
+from rag_memory.evaluation.squad import read_squad
 from rag_memory.generate import Generator, GeneratorConfig
 
 SQUAD = SHARED_DATA / "squad-v1.1" / "dev-v1.1.part-a.json"
@@ -31,9 +32,11 @@ def passages(n: int) -> tuple[list[str], list[str]]:
     """(paragraphs, questions): SQuAD dev paragraphs with their first questions, or
     deterministic generated text when the file is not there."""
     if SQUAD.is_file():
-        data = json.loads(SQUAD.read_text(encoding="utf-8"))["data"]
-        pairs = [(p["context"], p["qas"][0]["question"]) for article in data
-                 for p in article["paragraphs"] if p["qas"]]
+        squad = read_squad(SQUAD)
+        first: dict[str, str] = {}
+        for q in squad.questions:
+            first.setdefault(q.paragraph_id, q.text)
+        pairs = [(p.text, first[p.id]) for p in squad.paragraphs if p.id in first]
         return [c for c, _ in pairs[:n]], [q for _, q in pairs[:n]]
     texts = [" ".join(_WORDS[(i * 7 + j * 3) % len(_WORDS)] for j in range(160)) + "."
              for i in range(n)]

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -25,7 +24,7 @@ from pathlib import Path
 import faiss
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _timing import alternating_times, median_ratio  # noqa: E402
+from _timing import alternating_times, median_qps, median_ratio  # noqa: E402
 
 from rag_memory import Memory  # noqa: E402
 from rag_memory.evaluation.synthetic import MixtureSpec, base_vectors, query_vectors  # noqa: E402
@@ -55,9 +54,9 @@ def bench_size(n: int, rounds: int, budget_s: float, workdir: Path) -> list[dict
             times = alternating_times({"faiss": lambda q: raw.search(q, K),
                                        "memory": lambda q: mem.search(q, k=K)},
                                       queries, batch, rounds, budget_s)
-            out.append({"n": n, "batch": batch,
-                        "faiss_qps": 1 / statistics.median(times["faiss"]),
-                        "memory_qps": 1 / statistics.median(times["memory"]),
+            qps = median_qps(times)
+            out.append({"n": n, "batch": batch, "faiss_qps": qps["faiss"],
+                        "memory_qps": qps["memory"],
                         "overhead_ratio": median_ratio(times, "memory", "faiss")})
     return out
 

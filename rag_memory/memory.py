@@ -363,7 +363,7 @@ class Memory:
         retrieval_s = time.perf_counter() - start
         pieces = self.generator.stream(
             question, [h.text for h in hits], fusion=fusion, scores=[h.score for h in hits],
-            slot_keys=[f"addr:{h.address}" for h in hits], **options)
+            slot_keys=[str(h.address) for h in hits], **options)
         return with_retrieval(pieces, hits, retrieval_s)
 
     def iter_vectors(self, batch: int = 65_536):  # -> Iterator[tuple[list[Slot], np.ndarray]]

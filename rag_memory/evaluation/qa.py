@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 from ..errors import InvalidInputError, UnknownIdError
 from ..generate import weights_from_scores
 from ..generate.config import DEFAULT_TEMPERATURE
+from ..generate.config import FUSIONS as GENERATOR_FUSIONS
 from ..memory import Memory
 from ..types import Slot
 from . import measure
@@ -47,7 +48,7 @@ from .squad import (Paragraph, Question, SquadFile, answer_match, exact_match, f
 
 logger = logging.getLogger(__name__)
 
-FUSIONS: tuple[str, ...] = ("concat", "mixture", "xattn")
+FUSIONS: tuple[str, ...] = tuple(sorted(GENERATOR_FUSIONS))  # report order
 CLOSED_BOOK, ORACLE = "closed-book", "oracle"
 INT8 = "xattn-int8"  # xattn with int8 slot KV storage (QAConfig.kv_int8)
 BASELINE_FUSION = "concat"  # closed-book and oracle: plain prompting with no slot or one
@@ -98,7 +99,12 @@ class QAConfig:
     @property
     def modes(self) -> tuple[str, ...]:
         """Every answering mode of the run, in report order."""
-        return (CLOSED_BOOK, *self.fusions, *((INT8,) if self.kv_int8 else ()), ORACLE)
+        return (CLOSED_BOOK, *self.retrieving_modes, ORACLE)
+
+    @property
+    def retrieving_modes(self) -> tuple[str, ...]:
+        """The modes that answer from the k hits (every one but closed-book and oracle)."""
+        return (*self.fusions, *((INT8,) if self.kv_int8 else ()))
 
 
 def sample_questions(questions: Sequence[Question], n: int, seed: int) -> list[Question]:
@@ -242,7 +248,7 @@ def run_qa(config: QAConfig, generator: Answerer | None = None,
                     "answer": text, "output": ans.text, "gold": list(q.answers),
                     "em": exact_match(text, q.answers), "f1": f1_score(text, q.answers),
                     "match": answer_match(text, q.answers),
-                    "gold_retrieved": retrieved if mode in (*config.fusions, INT8) else None,
+                    "gold_retrieved": retrieved if mode in config.retrieving_modes else None,
                     "timings": dict(ans.timings)}
         memory = {"path": config.memory, "slots": len(mem), "embedder": mem.manifest.embedder,
                   "build_seconds": build_s}
@@ -258,11 +264,13 @@ def _results(config: QAConfig, squad: SquadFile, rows: dict[str, dict[str, dict[
     def timing(mode: str, key: str) -> np.ndarray:  # one of the generator's Answer.timings
         return np.array([r["timings"][key] for r in rows[mode].values()], dtype=np.float64)
 
+    ttft = {mode: timing(mode, "prefill_s") for mode in config.modes}  # time to first token
+
     recall = float(np.mean([r["gold_retrieved"] for r in rows[config.fusions[0]].values()]))
     scores = {mode: {"em": score(mode, "em"), "f1": score(mode, "f1"),
                      "match": score(mode, "match"),
-                     "recall_at_k": recall if mode in (*config.fusions, INT8) else measure.NA,
-                     "ttft": measure.latency_summary(timing(mode, "prefill_s")),
+                     "recall_at_k": recall if mode in config.retrieving_modes else measure.NA,
+                     "ttft": measure.latency_summary(ttft[mode]),
                      "total": measure.latency_summary(timing(mode, "total_s")),
                      "slot_cache_hits": int(timing(mode, "slot_cache_hits").sum()),
                      "slot_cache_misses": int(timing(mode, "slot_cache_misses").sum())}
@@ -296,4 +304,4 @@ def _results(config: QAConfig, squad: SquadFile, rows: dict[str, dict[str, dict[
             "same_answers": same, "questions": len(rows["xattn"]),
             "em_difference": scores[INT8]["em"] - scores["xattn"]["em"],
             "f1_difference": scores[INT8]["f1"] - scores["xattn"]["f1"]}
-    return results, {mode: timing(mode, "prefill_s") for mode in config.modes}
+    return results, ttft

@@ -96,20 +96,14 @@ class GeneratorConfig:
             if getattr(self, name) not in allowed:
                 raise InvalidInputError(f"GeneratorConfig.{name} must be one of {allowed}, "
                                         f"got {getattr(self, name)!r}")
-        sizes = [("cache_bytes", 0), ("max_new_tokens", 1), ("top_k", 0)]
-        if self.cache_dir_bytes is not None:
-            sizes.append(("cache_dir_bytes", 1))
-        if self.seed is not None:
-            sizes.append(("seed", 0))
+        optional = (("cache_dir_bytes", 1), ("seed", 0), ("threads", 1))  # None = unset
+        sizes = [("cache_bytes", 0), ("max_new_tokens", 1), ("top_k", 0),
+                 *((name, m) for name, m in optional if getattr(self, name) is not None)]
         for name, minimum in sizes:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
                 raise InvalidInputError(f"GeneratorConfig.{name} must be an int >= {minimum}, "
                                         f"got {value!r}")
-        if self.threads is not None and (isinstance(self.threads, bool)
-                                         or not isinstance(self.threads, int) or self.threads < 1):
-            raise InvalidInputError(f"GeneratorConfig.threads must be None or an int >= 1, "
-                                    f"got {self.threads!r}")
         t = self.temperature
         if isinstance(t, bool) or not isinstance(t, (int, float)) or not t > 0:
             raise InvalidInputError(f"GeneratorConfig.temperature must be > 0, got {t!r}")

@@ -44,7 +44,8 @@ class MaskedDecoder:
         self.lm = lm
         self.rows = bias.shape[0]
         self.cache = cache_from(context, self.rows)
-        self.bias = bias.to(lm.device)
+        # in the model's dtype, -inf already floored, once: every step only appends zeros
+        self.bias = bias.clamp_min(torch.finfo(lm.dtype).min).to(lm.device, lm.dtype)
         self.next_pos = start.to(lm.device)
         self.log_weights = log_weights.to(lm.device)
 
@@ -53,10 +54,9 @@ class MaskedDecoder:
         q = len(ids)
         device, dtype = self.lm.device, self.lm.dtype
         floor = torch.finfo(dtype).min
-        causal = torch.full((q, q), float("-inf"), device=device).triu_(1)
+        causal = torch.full((q, q), floor, dtype=dtype, device=device).triu_(1)
         mask = torch.cat([self.bias[:, None, None, :].expand(-1, 1, q, -1),
                           causal.expand(self.rows, 1, q, q)], dim=-1)
-        mask = mask.clamp_min(floor).to(dtype)
         positions = self.next_pos[:, None] + torch.arange(q, device=device)
         input_ids = torch.tensor([ids], device=device).expand(self.rows, -1)
         out = self.lm.forward(self.cache, input_ids=input_ids, attention_mask=mask,

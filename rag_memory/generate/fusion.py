@@ -33,7 +33,8 @@ class FusionInput:
     Attributes:
         prefix_ids: token ids of the shared prefix P.
         prefix: KV of P (computed once per generator and prompt layout).
-        slot_ids: token ids of each slot block, in the order given.
+        slot_ids: token ids of each slot block, in the order given (concat; empty for the
+            fusions that read slot KV caches instead).
         slots: KV of each slot encoded after P (empty for modes that do not need them).
         weights: (k,) float64 weights summing to 1, in the same order.
     """

@@ -146,7 +146,7 @@ class Generator:
         over the vocabulary (arguments as for `answer`): for scoring candidate answers and for
         checking one fusion against another."""
         call = self._check(question, slots, weights, fusion, scores, slot_keys, None, None)
-        decoder, question_ids = self._decoder(call)
+        decoder, question_ids = self._decoder(call, *self._prompt())
         return decoder.prefill(question_ids).cpu().numpy()
 
     def stats(self) -> dict[str, Any]:
@@ -155,23 +155,27 @@ class Generator:
                 "loaded": self._lm is not None, "slot_cache": self.slot_cache.stats()}
 
     # -- internals ---------------------------------------------------------------------
-    def _decoder(self, call: _Call) -> tuple[Decoder, list[int]]:
-        """The fusion mode's decoder over this call's slots, and the question block's ids."""
+    def _decoder(self, call: _Call, layout: PromptLayout,
+                 prefix: KV) -> tuple[Decoder, list[int]]:
+        """The fusion mode's decoder over this call's slots, and the question block's ids.
+        Slots are tokenised only where they are read: whole for concat, and for the KV-cache
+        fusions only those the cache misses."""
         lm = self.lm
-        layout, prefix = self._prompt()
-        slot_ids = [layout.slot_ids(lm.tokenizer, text) for text in call.slots]
+        slot_ids: list[list[int]] = []
         slot_kvs: list[KV] = []
         if NEEDS_SLOT_KV[call.fusion]:
             model_loader.check_layered_attention(lm.model, call.fusion)
-            slot_kvs = self._slot_kvs(call, layout, prefix, slot_ids)
+            slot_kvs = self._slot_kvs(call, lm, layout, prefix)
+        else:
+            slot_ids = [layout.slot_ids(lm.tokenizer, text) for text in call.slots]
         decoder = BUILDERS[call.fusion](lm, FusionInput(list(layout.prefix_ids), prefix,
                                                        slot_ids, slot_kvs, call.weights))
         return decoder, layout.question_ids(lm.tokenizer, call.question)
 
     def _generate(self, call: _Call) -> PieceStream:
-        layout, _ = self._prompt()  # a first call's model load is not time to first token
+        layout, prefix = self._prompt()  # a first call's model load is not time to first token
         call.start = time.perf_counter()
-        decoder, question_ids = self._decoder(call)
+        decoder, question_ids = self._decoder(call, layout, prefix)
         text = TextAssembler(self.lm.tokenizer, call.stop)
         choose = TokenChooser(self.config.sample_temperature, self.config.top_k,
                               self.config.top_p, self.config.seed)
@@ -204,17 +208,17 @@ class Generator:
                    "slot_cache_misses": call.cache_misses}
         return Answer(text, [], call.weights.tolist(), call.fusion, timings)
 
-    def _slot_kvs(self, call: _Call, layout: PromptLayout, prefix: KV,
-                  slot_ids: list[list[int]]) -> list[KV]:
+    def _slot_kvs(self, call: _Call, lm: model_loader.LoadedModel, layout: PromptLayout,
+                  prefix: KV) -> list[KV]:
         """Each slot's KV: from the cache, or encoded after the prefix and stored."""
-        lm = self.lm
         digests = [text_digest(t) for t in call.slots]
         names = call.slot_keys or [f"text:{d}" for d in digests]
         keys = [(lm.key, layout.prefix_hash, name) for name in names]
         found: list[KV | None] = [self.slot_cache.get(key, d, lm.dtype, lm.device)
                                   for key, d in zip(keys, digests)]
-        missing = sorted((i for i, kv in enumerate(found) if kv is None),
-                         key=lambda i: len(slot_ids[i]))
+        slot_ids = {i: layout.slot_ids(lm.tokenizer, call.slots[i])
+                    for i, kv in enumerate(found) if kv is None}
+        missing = sorted(slot_ids, key=lambda i: len(slot_ids[i]))
         call.cache_hits, call.cache_misses = len(found) - len(missing), len(missing)
         for b in range(0, len(missing), _ENCODE_BATCH):
             batch = missing[b:b + _ENCODE_BATCH]

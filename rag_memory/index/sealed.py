@@ -73,7 +73,7 @@ def merge_shards(directory: Path, shard_id: int, codec: Codec, group: int,
     for shard in shards:
         tombstones = shard.tombstones  # one snapshot: deletes may arrive while this runs
         # a private RAM copy: merge_from empties its source, which must not be the served index
-        merged.merge_from(shard.read_private_index(), 0)
+        merged.merge_from(shard.open_index("ram")[1], 0)
         keep = ~np.isin(shard.addrs, tombstones)
         parts_a.append(shard.addrs[keep])
         parts_v.append(shard.all_vectors(0, len(shard))[keep])
@@ -156,10 +156,6 @@ class SealedShard:
         if tier == "gpu":
             return faiss.index_cpu_to_gpu(gpu_resources(), 0, cpu), cpu
         return cpu, cpu
-
-    def read_private_index(self) -> faiss.IndexIVF:
-        """A fresh RAM copy of the shard's index, independent of the one being served."""
-        return faiss.read_index(str(self.paths["faiss"]))
 
     def install(self, loaded: tuple[faiss.Index, faiss.IndexIVF], tier: str) -> None:
         """Swap in an index from open_index (the caller holds the index's write lock)."""
