@@ -20,8 +20,9 @@ from rag_memory.embed import Embedder
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SCIFACT = SHARED_DATA / "scifact"
-CACHE_DIR = Path(os.environ.get("RAG_MEMORY_TEST_CACHE",
-                                Path.home() / ".cache" / "rag_memory" / "tests"))
+CACHE_DIR = Path(
+    os.environ.get("RAG_MEMORY_TEST_CACHE", Path.home() / ".cache" / "rag_memory" / "tests")
+)
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -60,8 +61,9 @@ def load_scifact(embedder: Embedder, directory: Path = SCIFACT) -> dict[str, Any
     Raises FileNotFoundError when the dataset is absent (callers skip or exit with the reason).
     """
     if not (directory / "corpus.jsonl").is_file():
-        raise FileNotFoundError(f"SciFact not found at {directory} "
-                                f"(../shared/data is only in the dev/CI checkout)")
+        raise FileNotFoundError(
+            f"SciFact not found at {directory} (../shared/data is only in the dev/CI checkout)"
+        )
     corpus = read_jsonl(directory / "corpus.jsonl")
     qrels = read_qrels(directory / "qrels" / "train.tsv")
     queries = [q for q in read_jsonl(directory / "queries.jsonl") if q["_id"] in qrels]
@@ -73,9 +75,15 @@ def load_scifact(embedder: Embedder, directory: Path = SCIFACT) -> dict[str, Any
     qtexts = [q["text"] for q in queries]
     qdigest = hashlib.sha256("\n".join(qtexts).encode()).hexdigest()[:16]
     query_vectors = cached_encode(embedder, qtexts, f"scifact-train-queries-{model}-{qdigest}")
-    return {"ids": ids, "texts": texts, "vectors": doc_vectors, "queries": qtexts,
-            "query_ids": [q["_id"] for q in queries], "query_vectors": query_vectors,
-            "qrels": qrels}
+    return {
+        "ids": ids,
+        "texts": texts,
+        "vectors": doc_vectors,
+        "queries": qtexts,
+        "query_ids": [q["_id"] for q in queries],
+        "query_vectors": query_vectors,
+        "qrels": qrels,
+    }
 
 
 def scifact_or_exit(embedder: Embedder) -> dict[str, Any]:
@@ -90,18 +98,29 @@ def scifact_or_exit(embedder: Embedder) -> dict[str, Any]:
 # Hand-written hard negatives for the query cache (question, a different question that shares
 # its words): a semantic cache must never answer the second with the first's results.
 HARD_NEGATIVE_PAIRS = [
-    ("Aspirin reduces the risk of heart attacks.",
-     "Aspirin does not reduce the risk of heart attacks."),
+    (
+        "Aspirin reduces the risk of heart attacks.",
+        "Aspirin does not reduce the risk of heart attacks.",
+    ),
     ("Smoking increases the risk of lung cancer.", "Smoking decreases the risk of lung cancer."),
     ("Vitamin D deficiency causes bone loss.", "Bone loss causes vitamin D deficiency."),
     ("Insulin lowers blood glucose levels.", "Insulin raises blood glucose levels."),
     ("Macrophages activate T cells.", "T cells activate macrophages."),
-    ("Obesity is a risk factor for type 2 diabetes.",
-     "Type 2 diabetes is a risk factor for obesity."),
+    (
+        "Obesity is a risk factor for type 2 diabetes.",
+        "Type 2 diabetes is a risk factor for obesity.",
+    ),
     ("Statins are effective in children.", "Statins are ineffective in children."),
-    ("Mothers transmit the virus to their infants.", "Infants transmit the virus to their mothers."),
-    ("Exercise improves sleep quality in older adults.",
-     "Exercise worsens sleep quality in older adults."),
-    ("p53 mutations are more common in men than in women.",
-     "p53 mutations are more common in women than in men."),
+    (
+        "Mothers transmit the virus to their infants.",
+        "Infants transmit the virus to their mothers.",
+    ),
+    (
+        "Exercise improves sleep quality in older adults.",
+        "Exercise worsens sleep quality in older adults.",
+    ),
+    (
+        "p53 mutations are more common in men than in women.",
+        "p53 mutations are more common in women than in men.",
+    ),
 ]

@@ -10,8 +10,12 @@ from collections.abc import Callable
 import numpy as np
 
 
-def interleaved_seconds(sides: dict[str, Callable[[np.ndarray], object]], queries: np.ndarray,
-                        batch: int, budget_s: float) -> dict[str, float]:
+def interleaved_seconds(
+    sides: dict[str, Callable[[np.ndarray], object]],
+    queries: np.ndarray,
+    batch: int,
+    budget_s: float,
+) -> dict[str, float]:
     """Seconds per query of each side over consecutive batches of `batch` for ~`budget_s`,
     the sides called in turn on each batch (their order rotating), so that noise slower
     than one call (a shared VM drifts by +-20% within seconds) hits every side alike."""
@@ -19,7 +23,7 @@ def interleaved_seconds(sides: dict[str, Callable[[np.ndarray], object]], querie
     order, done, start = list(sides), 0, time.perf_counter()
     while True:
         for i in range(0, len(queries), batch):
-            q = queries[i:i + batch]
+            q = queries[i : i + batch]
             for name in order:
                 t0 = time.perf_counter()
                 sides[name](q)
@@ -30,8 +34,13 @@ def interleaved_seconds(sides: dict[str, Callable[[np.ndarray], object]], querie
                 return {name: t / done for name, t in spent.items()}
 
 
-def alternating_times(sides: dict[str, Callable[[np.ndarray], object]], queries: np.ndarray,
-                      batch: int, rounds: int, budget_s: float) -> dict[str, list[float]]:
+def alternating_times(
+    sides: dict[str, Callable[[np.ndarray], object]],
+    queries: np.ndarray,
+    batch: int,
+    rounds: int,
+    budget_s: float,
+) -> dict[str, list[float]]:
     """Per side, its seconds per query in each of `rounds` interleaved rounds."""
     times: dict[str, list[float]] = {name: [] for name in sides}
     for _ in range(rounds):
@@ -40,8 +49,13 @@ def alternating_times(sides: dict[str, Callable[[np.ndarray], object]], queries:
     return times
 
 
-def alternating_qps(sides: dict[str, Callable[[np.ndarray], object]], queries: np.ndarray,
-                    batch: int, rounds: int, budget_s: float) -> dict[str, float]:
+def alternating_qps(
+    sides: dict[str, Callable[[np.ndarray], object]],
+    queries: np.ndarray,
+    batch: int,
+    rounds: int,
+    budget_s: float,
+) -> dict[str, float]:
     """Median QPS of each side over `rounds` interleaved rounds."""
     return median_qps(alternating_times(sides, queries, batch, rounds, budget_s))
 
@@ -60,8 +74,9 @@ def median_ratio(times: dict[str, list[float]], slow: str, fast: str) -> float:
 def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
     """Mean |found ∩ truth| / k over queries (rows of ids; -1 pads are never in truth)."""
     k = truth.shape[1]
-    return float(np.mean([len(set(f[:k]) & set(t)) / k for f, t in zip(found.tolist(),
-                                                                       truth.tolist())]))
+    return float(
+        np.mean([len(set(f[:k]) & set(t)) / k for f, t in zip(found.tolist(), truth.tolist())])
+    )
 
 
 def peak_rss_mib() -> float:

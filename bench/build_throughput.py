@@ -56,12 +56,20 @@ def main() -> None:
 
     embedder = Embedder(device=args.device)
     batch_size = args.batch_size or default_batch_size(embedder)
-    base = BuildConfig(source=args.source, out=Path("unused"), fields=FieldMap(),
-                       limit=args.docs, batch_size=batch_size, progress=False)
+    base = BuildConfig(
+        source=args.source,
+        out=Path("unused"),
+        fields=FieldMap(),
+        limit=args.docs,
+        batch_size=batch_size,
+        progress=False,
+    )
     texts = build_texts(base, embedder)
     embedder.model.encode(texts[:batch_size], batch_size=batch_size)  # warm-up
-    print(f"{len(texts):,} chunks of {args.docs:,} documents, batch {batch_size}, "
-          f"device {embedder.model.device}")
+    print(
+        f"{len(texts):,} chunks of {args.docs:,} documents, batch {batch_size}, "
+        f"device {embedder.model.device}"
+    )
 
     def pipeline(workdir: Path, i: int) -> float:
         config = replace(base, out=workdir / f"round-{i}")
@@ -74,8 +82,13 @@ def main() -> None:
 
     def bare() -> float:
         start = time.perf_counter()
-        embedder.model.encode(texts, batch_size=batch_size, convert_to_numpy=True,
-                              normalize_embeddings=True, show_progress_bar=False)
+        embedder.model.encode(
+            texts,
+            batch_size=batch_size,
+            convert_to_numpy=True,
+            normalize_embeddings=True,
+            show_progress_bar=False,
+        )
         return len(texts) / (time.perf_counter() - start)
 
     ratios = []
@@ -86,13 +99,24 @@ def main() -> None:
             else:
                 bare_rate, build_rate = bare(), pipeline(Path(tmp), i)
             ratios.append(build_rate / bare_rate)
-            print(f"round {i + 1}: build {build_rate:8.1f} vectors/s   bare encode "
-                  f"{bare_rate:8.1f} vectors/s   ratio {ratios[-1]:.3f}")
+            print(
+                f"round {i + 1}: build {build_rate:8.1f} vectors/s   bare encode "
+                f"{bare_rate:8.1f} vectors/s   ratio {ratios[-1]:.3f}"
+            )
     ratio = statistics.median(ratios)
     print(f"median ratio build / bare encode: {ratio:.3f} (goal >= 0.90)")
-    print(json.dumps({"chunks": len(texts), "docs": args.docs, "batch_size": batch_size,
-                      "device": str(embedder.model.device), "ratios": ratios,
-                      "median_ratio": ratio}))
+    print(
+        json.dumps(
+            {
+                "chunks": len(texts),
+                "docs": args.docs,
+                "batch_size": batch_size,
+                "device": str(embedder.model.device),
+                "ratios": ratios,
+                "median_ratio": ratio,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

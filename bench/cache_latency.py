@@ -22,8 +22,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from _data import scifact_or_exit
+
 from rag_memory import CacheConfig, Memory
 from rag_memory.embed import Embedder
 
@@ -52,9 +52,13 @@ def hit_vs_miss(mem: Memory, questions: list[str]) -> dict:
             seconds, hits = timed(mem.search, q, k=K)
             (hit if hits[0].cached else miss).append(seconds)
     m, h = statistics.median(miss), statistics.median(hit)
-    return {"miss_ms": 1e3 * m, "hit_ms": 1e3 * h, "ratio": m / h,
-            "miss_p90_ms": 1e3 * float(np.percentile(miss, 90)),
-            "hit_p90_ms": 1e3 * float(np.percentile(hit, 90))}
+    return {
+        "miss_ms": 1e3 * m,
+        "hit_ms": 1e3 * h,
+        "ratio": m / h,
+        "miss_p90_ms": 1e3 * float(np.percentile(miss, 90)),
+        "hit_p90_ms": 1e3 * float(np.percentile(hit, 90)),
+    }
 
 
 def zipf_stream(n_queries: int, length: int) -> np.ndarray:
@@ -84,28 +88,47 @@ def main() -> int:
     stream = zipf_stream(len(questions), args.stream)
     with tempfile.TemporaryDirectory() as tmp:
         with build(Path(tmp) / "cached", data, embedder, CacheConfig()) as mem:
-            latency = hit_vs_miss(mem, questions[:args.queries])
+            latency = hit_vs_miss(mem, questions[: args.queries])
         with build(Path(tmp) / "plain", data, embedder, None) as mem:
             qps_without = run_stream(mem, questions, stream)
         with build(Path(tmp) / "stream", data, embedder, CacheConfig()) as mem:
             qps_with = run_stream(mem, questions, stream)
             stream_stats = mem.stats()["cache"]
-    result = {"k": K, "corpus": len(data["ids"]), **latency, "zipf_s": ZIPF_S,
-              "stream": args.stream, "distinct_in_stream": int(len(np.unique(stream))),
-              "qps_without_cache": qps_without, "qps_with_cache": qps_with,
-              "stream_speedup": qps_with / qps_without, "stream_cache": stream_stats}
-    rows = [("corpus slots", f"{len(data['ids'])}"),
-            (f"miss latency, median (p90), {args.queries} questions",
-             f"{latency['miss_ms']:.2f} ms ({latency['miss_p90_ms']:.2f})"),
-            ("hit latency, median (p90)", f"{latency['hit_ms'] * 1e3:.1f} µs "
-                                          f"({latency['hit_p90_ms'] * 1e3:.1f})"),
-            ("miss / hit", f"{latency['ratio']:.0f}x"),
-            (f"Zipf stream s={ZIPF_S}: {args.stream} questions, "
-             f"{result['distinct_in_stream']} distinct", ""),
-            ("  throughput without cache", f"{qps_without:.0f} q/s"),
-            ("  throughput with cache (cold start)", f"{qps_with:.0f} q/s"),
-            ("  speed-up / hit rate", f"{result['stream_speedup']:.1f}x / "
-                                      f"{stream_stats['hit_rate']:.3f}")]
+    result = {
+        "k": K,
+        "corpus": len(data["ids"]),
+        **latency,
+        "zipf_s": ZIPF_S,
+        "stream": args.stream,
+        "distinct_in_stream": int(len(np.unique(stream))),
+        "qps_without_cache": qps_without,
+        "qps_with_cache": qps_with,
+        "stream_speedup": qps_with / qps_without,
+        "stream_cache": stream_stats,
+    }
+    rows = [
+        ("corpus slots", f"{len(data['ids'])}"),
+        (
+            f"miss latency, median (p90), {args.queries} questions",
+            f"{latency['miss_ms']:.2f} ms ({latency['miss_p90_ms']:.2f})",
+        ),
+        (
+            "hit latency, median (p90)",
+            f"{latency['hit_ms'] * 1e3:.1f} µs ({latency['hit_p90_ms'] * 1e3:.1f})",
+        ),
+        ("miss / hit", f"{latency['ratio']:.0f}x"),
+        (
+            f"Zipf stream s={ZIPF_S}: {args.stream} questions, "
+            f"{result['distinct_in_stream']} distinct",
+            "",
+        ),
+        ("  throughput without cache", f"{qps_without:.0f} q/s"),
+        ("  throughput with cache (cold start)", f"{qps_with:.0f} q/s"),
+        (
+            "  speed-up / hit rate",
+            f"{result['stream_speedup']:.1f}x / {stream_stats['hit_rate']:.3f}",
+        ),
+    ]
     width = max(len(r[0]) for r in rows)
     table = "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
     print(table)

@@ -31,31 +31,82 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-
 from _data import HARD_NEGATIVE_PAIRS, SCIFACT, read_jsonl, scifact_or_exit
+
 from rag_memory import CacheConfig, Memory
 from rag_memory.cache.result_cache import SAME_VECTOR_SLACK
 from rag_memory.embed import Embedder
 
 SEED = 6
-THRESHOLDS = ([round(0.90 + 0.01 * i, 2) for i in range(10)]
-              + [round(0.991 + 0.001 * i, 3) for i in range(9)] + [1.0])
-SYNONYMS = {"increases": "raises", "increase": "raise", "decreases": "lowers",
-            "reduces": "lowers", "reduce": "lower", "associated with": "linked to",
-            "causes": "leads to", "patients": "subjects", "higher": "greater",
-            "regulates": "controls", "inhibits": "suppresses", "promotes": "enhances",
-            "required": "needed", "treatment": "therapy", "important": "essential",
-            "risk": "likelihood", "mice": "rodents", "effective": "efficacious"}
-ANTONYMS = {"increases": "decreases", "decreases": "increases", "increase": "decrease",
-            "decrease": "increase", "higher": "lower", "lower": "higher", "more": "less",
-            "less": "more", "positive": "negative", "negative": "positive",
-            "promotes": "inhibits", "inhibits": "promotes", "reduces": "increases",
-            "improves": "worsens", "upregulates": "downregulates", "activates": "inhibits",
-            "enhances": "impairs", "induces": "prevents", "prevents": "induces"}
+THRESHOLDS = (
+    [round(0.90 + 0.01 * i, 2) for i in range(10)]
+    + [round(0.991 + 0.001 * i, 3) for i in range(9)]
+    + [1.0]
+)
+SYNONYMS = {
+    "increases": "raises",
+    "increase": "raise",
+    "decreases": "lowers",
+    "reduces": "lowers",
+    "reduce": "lower",
+    "associated with": "linked to",
+    "causes": "leads to",
+    "patients": "subjects",
+    "higher": "greater",
+    "regulates": "controls",
+    "inhibits": "suppresses",
+    "promotes": "enhances",
+    "required": "needed",
+    "treatment": "therapy",
+    "important": "essential",
+    "risk": "likelihood",
+    "mice": "rodents",
+    "effective": "efficacious",
+}
+ANTONYMS = {
+    "increases": "decreases",
+    "decreases": "increases",
+    "increase": "decrease",
+    "decrease": "increase",
+    "higher": "lower",
+    "lower": "higher",
+    "more": "less",
+    "less": "more",
+    "positive": "negative",
+    "negative": "positive",
+    "promotes": "inhibits",
+    "inhibits": "promotes",
+    "reduces": "increases",
+    "improves": "worsens",
+    "upregulates": "downregulates",
+    "activates": "inhibits",
+    "enhances": "impairs",
+    "induces": "prevents",
+    "prevents": "induces",
+}
 AUXILIARIES = ("is", "are", "was", "were", "can", "does", "do", "has", "have", "may", "will")
-VERBS = ("increases", "decreases", "reduces", "causes", "activates", "inhibits", "regulates",
-         "promotes", "induces", "prevents", "impairs", "enhances", "improves", "affects",
-         "predicts", "mediates", "suppresses", "controls", "binds", "protects")
+VERBS = (
+    "increases",
+    "decreases",
+    "reduces",
+    "causes",
+    "activates",
+    "inhibits",
+    "regulates",
+    "promotes",
+    "induces",
+    "prevents",
+    "impairs",
+    "enhances",
+    "improves",
+    "affects",
+    "predicts",
+    "mediates",
+    "suppresses",
+    "controls",
+    "binds",
+    "protects",
+)
 PREPOSITIONS = ("in", "during", "among", "after", "for", "with")
 
 
@@ -65,19 +116,23 @@ def _sub_word(text: str, table: dict[str, str]) -> str | None:
         m = re.search(rf"\b{re.escape(old)}\b", text, flags=re.IGNORECASE)
         if m:
             repl = new[0].upper() + new[1:] if m.group(0)[0].isupper() else new
-            return text[:m.start()] + repl + text[m.end():]
+            return text[: m.start()] + repl + text[m.end() :]
     return None
 
 
 def paraphrases(q: str, rng: random.Random) -> dict[str, str]:
-    out = {"casing": q.lower() if rng.random() < 0.5 else q.upper(),
-           "punctuation": q.rstrip(".!? ") + rng.choice(["?", "!", " ."])}
+    out = {
+        "casing": q.lower() if rng.random() < 0.5 else q.upper(),
+        "punctuation": q.rstrip(".!? ") + rng.choice(["?", "!", " ."]),
+    }
     words = q.rstrip(".").split()
     for i in range(len(words) - 2, 1, -1):  # a short trailing prepositional phrase to the front
         if words[i] in PREPOSITIONS and len(words) - i <= 5:
             head = " ".join(words[:i])
-            out["word order"] = (f"{words[i].capitalize()} {' '.join(words[i + 1:])}, "
-                                 f"{head[0].lower() + head[1:] if not head[:2].isupper() else head}.")
+            out["word order"] = (
+                f"{words[i].capitalize()} {' '.join(words[i + 1 :])}, "
+                f"{head[0].lower() + head[1:] if not head[:2].isupper() else head}."
+            )
             break
     synonym = _sub_word(q, SYNONYMS)
     if synonym:
@@ -89,17 +144,17 @@ def hard_negatives(q: str) -> dict[str, str]:
     out = {}
     m = re.search(rf"\b({'|'.join(AUXILIARIES)}) not\b", q)
     if m:
-        out["negation"] = q[:m.start()] + m.group(1) + q[m.end():]
+        out["negation"] = q[: m.start()] + m.group(1) + q[m.end() :]
     else:
         m = re.search(rf"\b({'|'.join(AUXILIARIES)})\b(?! no\b)", q)  # "has not no": no
         if m:
-            out["negation"] = q[:m.end()] + " not" + q[m.end():]
+            out["negation"] = q[: m.end()] + " not" + q[m.end() :]
     antonym = _sub_word(q, ANTONYMS)
     if antonym:
         out["antonym"] = antonym
     m = re.search(rf" ({'|'.join(VERBS)}) ", q)
     if m:
-        subj, obj = q[:m.start()], q[m.end():].rstrip(".")
+        subj, obj = q[: m.start()], q[m.end() :].rstrip(".")
         if subj and obj:
             obj = obj if obj[:2].isupper() else obj[0].upper() + obj[1:]
             subj = subj if subj[:2].isupper() else subj[0].lower() + subj[1:]
@@ -123,8 +178,9 @@ def _fold(text: str) -> str:
     return " ".join(text.lower().split())
 
 
-def sweep(sims: np.ndarray, best: np.ndarray, probes, natural: np.ndarray,
-          cached_texts: list[str]) -> list[dict]:
+def sweep(
+    sims: np.ndarray, best: np.ndarray, probes, natural: np.ndarray, cached_texts: list[str]
+) -> list[dict]:
     """Precision / recall / wrong hits by kind for each threshold."""
     rows = []
     for t in THRESHOLDS:
@@ -154,7 +210,9 @@ def sweep(sims: np.ndarray, best: np.ndarray, probes, natural: np.ndarray,
     return rows
 
 
-def natural_negative_sims(embedder: Embedder, train: list[str], train_vecs: np.ndarray) -> np.ndarray:
+def natural_negative_sims(
+    embedder: Embedder, train: list[str], train_vecs: np.ndarray
+) -> np.ndarray:
     """Best cosine of each other claim against the cached train claims (leave-one-out)."""
     others = sorted({q["text"] for q in read_jsonl(SCIFACT / "queries.jsonl")} - set(train))
     gram = train_vecs @ train_vecs.T
@@ -167,18 +225,29 @@ def natural_negative_sims(embedder: Embedder, train: list[str], train_vecs: np.n
 
 def check_through_memory(data: dict, cached: list[str], probes, threshold: float) -> dict:
     """Run the probes through Memory.search with the chosen threshold: count served hits."""
-    with tempfile.TemporaryDirectory() as tmp, Memory.create(
-            Path(tmp) / "m", cache=CacheConfig(threshold=threshold)) as mem:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        Memory.create(Path(tmp) / "m", cache=CacheConfig(threshold=threshold)) as mem,
+    ):
         mem.add(data["texts"], ids=data["ids"], vectors=data["vectors"])
         mem.search(cached, k=10)
         results = mem.search([p[1] for p in probes], k=10)
         known = {_fold(c) for c in cached}  # a negative that *is* a cached claim hits rightly
-        wrong = sum(1 for (kind, text, src), hits in zip(probes, results)
-                    if src < 0 and hits and hits[0].cached and _fold(text) not in known)
-        right = sum(1 for (kind, _, src), hits in zip(probes, results)
-                    if src >= 0 and hits and hits[0].cached)
-        return {"wrong hits on negatives": wrong, "paraphrase hits": right,
-                "stats": mem.stats()["cache"]}
+        wrong = sum(
+            1
+            for (kind, text, src), hits in zip(probes, results)
+            if src < 0 and hits and hits[0].cached and _fold(text) not in known
+        )
+        right = sum(
+            1
+            for (kind, _, src), hits in zip(probes, results)
+            if src >= 0 and hits and hits[0].cached
+        )
+        return {
+            "wrong hits on negatives": wrong,
+            "paraphrase hits": right,
+            "stats": mem.stats()["cache"],
+        }
 
 
 def main() -> int:
@@ -190,7 +259,9 @@ def main() -> int:
     data = scifact_or_exit(embedder)
     train = data["queries"]
     cached = train + [q for q, _ in HARD_NEGATIVE_PAIRS]
-    cached_vecs = np.concatenate([data["query_vectors"], embedder.encode([q for q, _ in HARD_NEGATIVE_PAIRS])])
+    cached_vecs = np.concatenate(
+        [data["query_vectors"], embedder.encode([q for q, _ in HARD_NEGATIVE_PAIRS])]
+    )
     probes = build_probes(train, HARD_NEGATIVE_PAIRS)
     probe_vecs = embedder.encode([p[1] for p in probes])
     scores = probe_vecs @ cached_vecs.T
@@ -215,30 +286,59 @@ def main() -> int:
     print(table)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "threshold_study.md").write_text(table + "\n", encoding="utf-8")
-    (args.out / "threshold_study.json").write_text(json.dumps(
-        {"rows": rows, "probes": counts, "chosen": chosen, "memory_check": check,
-         "examples": [p[:2] for p in probes[:24]]}, indent=1), encoding="utf-8")
+    (args.out / "threshold_study.json").write_text(
+        json.dumps(
+            {
+                "rows": rows,
+                "probes": counts,
+                "chosen": chosen,
+                "memory_check": check,
+                "examples": [p[:2] for p in probes[:24]],
+            },
+            indent=1,
+        ),
+        encoding="utf-8",
+    )
     return 0
 
 
-def render(rows: list[dict], counts: dict[str, int], n_natural: int, chosen: float,
-           check: dict) -> str:
+def render(
+    rows: list[dict], counts: dict[str, int], n_natural: int, chosen: float, check: dict
+) -> str:
     kinds = ["casing", "punctuation", "word order", "synonym"]
-    wrong_kinds = ["negation", "antonym", "swapped entities", "hand-written", "other claims",
-                   "paraphrase -> other claim"]
-    lines = ["| threshold | precision | recall | " + " | ".join(f"recall {k}" for k in kinds)
-             + " | " + " | ".join(f"wrong: {k}" for k in wrong_kinds) + " |",
-             "|" + "---|" * (3 + len(kinds) + len(wrong_kinds))]
+    wrong_kinds = [
+        "negation",
+        "antonym",
+        "swapped entities",
+        "hand-written",
+        "other claims",
+        "paraphrase -> other claim",
+    ]
+    lines = [
+        "| threshold | precision | recall | "
+        + " | ".join(f"recall {k}" for k in kinds)
+        + " | "
+        + " | ".join(f"wrong: {k}" for k in wrong_kinds)
+        + " |",
+        "|" + "---|" * (3 + len(kinds) + len(wrong_kinds)),
+    ]
     for r in rows:
         rk = r["recall_by_kind"]
-        lines.append(f"| {r['threshold']:.3f} | {r['precision']:.4f} | {r['recall']:.3f} | "
-                     + " | ".join(f"{rk[k][0] / rk[k][1]:.3f}" for k in kinds) + " | "
-                     + " | ".join(str(r["wrong"].get(k, 0)) for k in wrong_kinds) + " |")
-    lines += ["", f"probes: {counts}; natural negatives (other claims): {n_natural}",
-              f"chosen default threshold: {chosen} (lowest with zero wrong hits)",
-              f"end-to-end check through Memory.search at {chosen}: "
-              f"{check['wrong hits on negatives']} wrong hits on negatives, "
-              f"{check['paraphrase hits']} paraphrase hits"]
+        lines.append(
+            f"| {r['threshold']:.3f} | {r['precision']:.4f} | {r['recall']:.3f} | "
+            + " | ".join(f"{rk[k][0] / rk[k][1]:.3f}" for k in kinds)
+            + " | "
+            + " | ".join(str(r["wrong"].get(k, 0)) for k in wrong_kinds)
+            + " |"
+        )
+    lines += [
+        "",
+        f"probes: {counts}; natural negatives (other claims): {n_natural}",
+        f"chosen default threshold: {chosen} (lowest with zero wrong hits)",
+        f"end-to-end check through Memory.search at {chosen}: "
+        f"{check['wrong hits on negatives']} wrong hits on negatives, "
+        f"{check['paraphrase hits']} paraphrase hits",
+    ]
     return "\n".join(lines)
 
 

@@ -37,27 +37,43 @@ DIM = 384
 def bench_size(n: int, rounds: int, budget_s: float, workdir: Path) -> list[dict]:
     spec = MixtureSpec(dim=DIM, clusters=256)
     vectors, queries = base_vectors(spec, n), query_vectors(spec, 640)
-    with Memory.create(workdir / f"bench-{n}", dim=DIM, cache=None,
-                       index=IndexConfig(seal_threshold=n + 1)) as mem:  # exact: no sealing
+    with Memory.create(
+        workdir / f"bench-{n}", dim=DIM, cache=None, index=IndexConfig(seal_threshold=n + 1)
+    ) as mem:  # exact: no sealing
         for start in range(0, n, 10_000):
             chunk = range(start, min(n, start + 10_000))
-            mem.add([f"slot {i}" for i in chunk], ids=[f"id{i}" for i in chunk],
-                    metadata=[{"n": i} for i in chunk], vectors=vectors[start:start + 10_000])
+            mem.add(
+                [f"slot {i}" for i in chunk],
+                ids=[f"id{i}" for i in chunk],
+                metadata=[{"n": i} for i in chunk],
+                vectors=vectors[start : start + 10_000],
+            )
         raw = mem._index.growing._index  # the FAISS index Memory.search searches
         assert isinstance(raw, faiss.IndexFlatIP) and raw.ntotal == n
         # same answers first: the comparison is only fair if both do the same search
         _, rows = raw.search(queries[:64], K)
-        assert [[h.id for h in hits] for hits in mem.search(queries[:64], k=K)] == \
-            [[f"id{r}" for r in row] for row in rows]
+        assert [[h.id for h in hits] for hits in mem.search(queries[:64], k=K)] == [
+            [f"id{r}" for r in row] for row in rows
+        ]
         out = []
         for batch in (1, 64):
-            times = alternating_times({"faiss": lambda q: raw.search(q, K),
-                                       "memory": lambda q: mem.search(q, k=K)},
-                                      queries, batch, rounds, budget_s)
+            times = alternating_times(
+                {"faiss": lambda q: raw.search(q, K), "memory": lambda q: mem.search(q, k=K)},
+                queries,
+                batch,
+                rounds,
+                budget_s,
+            )
             qps = median_qps(times)
-            out.append({"n": n, "batch": batch, "faiss_qps": qps["faiss"],
-                        "memory_qps": qps["memory"],
-                        "overhead_ratio": median_ratio(times, "memory", "faiss")})
+            out.append(
+                {
+                    "n": n,
+                    "batch": batch,
+                    "faiss_qps": qps["faiss"],
+                    "memory_qps": qps["memory"],
+                    "overhead_ratio": median_ratio(times, "memory", "faiss"),
+                }
+            )
     return out
 
 
@@ -72,15 +88,21 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for n in args.sizes:
             rows += bench_size(n, args.rounds, args.budget, Path(tmp))
-    print(f"exact search, dim {DIM}, k {K}, faiss {faiss.__version__}, "
-          f"{faiss.omp_get_max_threads()} threads")
+    print(
+        f"exact search, dim {DIM}, k {K}, faiss {faiss.__version__}, "
+        f"{faiss.omp_get_max_threads()} threads"
+    )
     print(f"{'vectors':>9} {'batch':>5} {'faiss q/s':>10} {'memory q/s':>11} {'overhead':>9}")
     for r in rows:
-        print(f"{r['n']:>9} {r['batch']:>5} {r['faiss_qps']:>10.0f} {r['memory_qps']:>11.0f} "
-              f"{r['overhead_ratio']:>8.3f}x")
+        print(
+            f"{r['n']:>9} {r['batch']:>5} {r['faiss_qps']:>10.0f} {r['memory_qps']:>11.0f} "
+            f"{r['overhead_ratio']:>8.3f}x"
+        )
     worst = max(r["overhead_ratio"] for r in rows if r["batch"] == 64)
-    print(f"worst overhead at batch 64: {worst:.3f}x (target <= 1.10): "
-          f"{'PASS' if worst <= 1.10 else 'FAIL'}")
+    print(
+        f"worst overhead at batch 64: {worst:.3f}x (target <= 1.10): "
+        f"{'PASS' if worst <= 1.10 else 'FAIL'}"
+    )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
     return 0 if worst <= 1.10 else 1

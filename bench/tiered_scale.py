@@ -32,8 +32,7 @@ MIB = 1 << 20
 
 
 def build(out: Path, n: int, ram_bytes: int, spec: MixtureSpec) -> dict:
-    config = IndexConfig(seal_threshold=100_000, expected_vectors=n, nlist=2048,
-                         rebalance_every=0)
+    config = IndexConfig(seal_threshold=100_000, expected_vectors=n, nlist=2048, rebalance_every=0)
     start_t = time.perf_counter()
     with Memory.create(out, dim=spec.dim, index=config, ram_bytes=ram_bytes, cache=None) as mem:
         start = 0
@@ -45,9 +44,13 @@ def build(out: Path, n: int, ram_bytes: int, spec: MixtureSpec) -> dict:
         mem.compact()
         stats = mem.stats()
     print()
-    return {"build_s": time.perf_counter() - start_t, "build_peak_rss_mib": peak_rss_mib(),
-            "index": stats["index"], "tiers": stats["tiers"],
-            "shards": len([s for s in stats["shards"] if s["shard_id"]])}
+    return {
+        "build_s": time.perf_counter() - start_t,
+        "build_peak_rss_mib": peak_rss_mib(),
+        "index": stats["index"],
+        "tiers": stats["tiers"],
+        "shards": len([s for s in stats["shards"] if s["shard_id"]]),
+    }
 
 
 def ground_truth(spec: MixtureSpec, n: int, queries: np.ndarray) -> np.ndarray:
@@ -66,26 +69,39 @@ def ground_truth(spec: MixtureSpec, n: int, queries: np.ndarray) -> np.ndarray:
     return best_a
 
 
-def search_phase(out: Path, ram_bytes: int, refine_factor: int | None, queries_path: Path,
-                 truth_path: Path) -> dict:
+def search_phase(
+    out: Path, ram_bytes: int, refine_factor: int | None, queries_path: Path, truth_path: Path
+) -> dict:
     """Runs in its own process: open, search, report (its ru_maxrss is the search's peak)."""
     queries, truth = np.load(queries_path), np.load(truth_path)
     with Memory.open(out, ram_bytes=ram_bytes, cache=None, read_only=True) as mem:
+
         def addresses(results) -> np.ndarray:
             return np.array([[h.address for h in r] + [-1] * (K - len(r)) for r in results])
+
         default = mem.stats()["index"]["nprobe"]
         rf = {"refine_factor": refine_factor} if refine_factor else {}
         curve = {}
         for nprobe in (4, 8, 16, 32, 64, 128):
             found = addresses(mem.search(queries, k=K, nprobe=nprobe, **rf))
             curve[nprobe] = recall_at_k(found, truth)
-        qps = {f"batch {b}": alternating_qps({"m": lambda q: mem.search(
-            q, k=K, nprobe=default, **rf)}, queries, b, 3, 2.0)["m"] for b in (1, 64)}
+        qps = {
+            f"batch {b}": alternating_qps(
+                {"m": lambda q: mem.search(q, k=K, nprobe=default, **rf)}, queries, b, 3, 2.0
+            )["m"]
+            for b in (1, 64)
+        }
         stats = mem.stats()
-    return {"default_nprobe": default, "recall_at_default": curve.get(default), "curve": curve,
-            "qps": qps, "search_peak_rss_mib": peak_rss_mib(), "tiers": stats["tiers"],
-            "fast_tier_hit_ratio": stats["fast_tier_hit_ratio"],
-            "disk_bytes_read": stats["disk_bytes_read"]}
+    return {
+        "default_nprobe": default,
+        "recall_at_default": curve.get(default),
+        "curve": curve,
+        "qps": qps,
+        "search_peak_rss_mib": peak_rss_mib(),
+        "tiers": stats["tiers"],
+        "fast_tier_hit_ratio": stats["fast_tier_hit_ratio"],
+        "disk_bytes_read": stats["disk_bytes_read"],
+    }
 
 
 def main() -> int:
@@ -94,16 +110,22 @@ def main() -> int:
     parser.add_argument("--n", type=int, default=2_000_000)
     parser.add_argument("--ram-mib", type=int, default=256)
     parser.add_argument("--queries", type=int, default=1000)
-    parser.add_argument("--refine-factor", type=int, help="override the memory's IVF-PQ "
-                        "re-ranking factor at search time")
-    parser.add_argument("--reuse", action="store_true", help="search an --out memory built by "
-                        "an earlier run of this script (skips build and ground truth)")
+    parser.add_argument(
+        "--refine-factor",
+        type=int,
+        help="override the memory's IVF-PQ re-ranking factor at search time",
+    )
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="search an --out memory built by "
+        "an earlier run of this script (skips build and ground truth)",
+    )
     parser.add_argument("--search-phase", nargs=2, type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     ram_bytes = args.ram_mib * MIB
     if args.search_phase:
-        print(json.dumps(search_phase(args.out, ram_bytes, args.refine_factor,
-                                      *args.search_phase)))
+        print(json.dumps(search_phase(args.out, ram_bytes, args.refine_factor, *args.search_phase)))
         return 0
     spec = MixtureSpec()
     if args.reuse:
@@ -115,23 +137,44 @@ def main() -> int:
         np.save(args.out / "bench_truth.npy", ground_truth(spec, args.n, queries))
         (args.out / "bench_build.json").write_text(json.dumps(built))
     extra = ["--refine-factor", str(args.refine_factor)] if args.refine_factor else []
-    proc = subprocess.run([sys.executable, __file__, "--out", str(args.out), "--n", str(args.n),
-                           "--ram-mib", str(args.ram_mib), *extra, "--search-phase",
-                           str(args.out / "bench_queries.npy"), str(args.out / "bench_truth.npy")],
-                          capture_output=True, text=True, check=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            __file__,
+            "--out",
+            str(args.out),
+            "--n",
+            str(args.n),
+            "--ram-mib",
+            str(args.ram_mib),
+            *extra,
+            "--search-phase",
+            str(args.out / "bench_queries.npy"),
+            str(args.out / "bench_truth.npy"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     found = json.loads(proc.stdout.strip().splitlines()[-1])
-    print(f"{args.n:,} x {spec.dim}, RAM budget {args.ram_mib} MiB, re-ranking factor "
-          f"{args.refine_factor or built['index']['refine_factor']}: {built['index']['reason']}")
-    print(f"build {built['build_s']:.0f} s (peak RSS {built['build_peak_rss_mib']:.0f} MiB), "
-          f"{built['shards']} sealed shards; tiers {found['tiers']}")
+    print(
+        f"{args.n:,} x {spec.dim}, RAM budget {args.ram_mib} MiB, re-ranking factor "
+        f"{args.refine_factor or built['index']['refine_factor']}: {built['index']['reason']}"
+    )
+    print(
+        f"build {built['build_s']:.0f} s (peak RSS {built['build_peak_rss_mib']:.0f} MiB), "
+        f"{built['shards']} sealed shards; tiers {found['tiers']}"
+    )
     print("nprobe  recall@10")
     for nprobe, recall in found["curve"].items():
         mark = "  <- default" if int(nprobe) == found["default_nprobe"] else ""
         print(f"{nprobe:>6}  {recall:.4f}{mark}")
     print(f"QPS batch 1: {found['qps']['batch 1']:.0f}, batch 64: {found['qps']['batch 64']:.0f}")
     rss, recall = found["search_peak_rss_mib"], found["recall_at_default"]
-    print(f"search peak RSS {rss:.0f} MiB (target < 1024); recall@10 at default nprobe "
-          f"{recall:.4f} (target >= 0.90): {'PASS' if rss < 1024 and recall >= 0.9 else 'FAIL'}")
+    print(
+        f"search peak RSS {rss:.0f} MiB (target < 1024); recall@10 at default nprobe "
+        f"{recall:.4f} (target >= 0.90): {'PASS' if rss < 1024 and recall >= 0.9 else 'FAIL'}"
+    )
     return 0 if rss < 1024 and recall >= 0.9 else 1
 
 

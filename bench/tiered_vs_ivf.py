@@ -43,8 +43,14 @@ def main() -> int:
     args = parser.parse_args()
     spec = MixtureSpec(spread=args.spread)
     queries = query_vectors(spec, args.queries)
-    config = IndexConfig(kind="ivf_flat", nlist=args.nlist, nprobe=args.nprobe,
-                         shard_groups=args.groups, seal_threshold=args.n + 1, rebalance_every=0)
+    config = IndexConfig(
+        kind="ivf_flat",
+        nlist=args.nlist,
+        nprobe=args.nprobe,
+        shard_groups=args.groups,
+        seal_threshold=args.n + 1,
+        rebalance_every=0,
+    )
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         mem = Memory.create(Path(tmp) / "m", dim=spec.dim, index=config, cache=None)
@@ -69,24 +75,41 @@ def main() -> int:
         truth = exact.search(queries, K)[1] + 1
         del exact
         found_plain = plain.search(queries, K)[1]
-        found_mem = np.array([[h.address for h in hits] + [-1] * (K - len(hits))
-                              for hits in mem.search(queries, k=K)])
-        qps = alternating_qps({"faiss IVF-Flat": lambda q: plain.search(q, K),
-                               "memory": lambda q: mem.search(q, k=K)},
-                              queries, 64, args.rounds, args.budget)
+        found_mem = np.array(
+            [
+                [h.address for h in hits] + [-1] * (K - len(hits))
+                for hits in mem.search(queries, k=K)
+            ]
+        )
+        qps = alternating_qps(
+            {
+                "faiss IVF-Flat": lambda q: plain.search(q, K),
+                "memory": lambda q: mem.search(q, k=K),
+            },
+            queries,
+            64,
+            args.rounds,
+            args.budget,
+        )
         stats = mem.stats()
         mem.close()
     shards = len([s for s in stats["shards"] if s["shard_id"]])
-    print(f"{args.n:,} x {spec.dim} (mixture: {spec.clusters} clusters, spread {spec.spread}), "
-          f"nlist {args.nlist}, nprobe {args.nprobe}, k {K}, {shards} sealed shards in RAM, "
-          f"faiss {faiss.__version__}, {faiss.omp_get_max_threads()} threads")
+    print(
+        f"{args.n:,} x {spec.dim} (mixture: {spec.clusters} clusters, spread {spec.spread}), "
+        f"nlist {args.nlist}, nprobe {args.nprobe}, k {K}, {shards} sealed shards in RAM, "
+        f"faiss {faiss.__version__}, {faiss.omp_get_max_threads()} threads"
+    )
     print(f"memory add {t1 - t0:.0f} s, seal {t2 - t1:.0f} s; plain IVF add {t3 - t2:.0f} s")
     print(f"{'system':<16} {'recall@10':>9} {'QPS (batch 64)':>15}")
-    print(f"{'faiss IVF-Flat':<16} {recall_at_k(found_plain, truth):>9.4f} {qps['faiss IVF-Flat']:>15.0f}")
+    print(
+        f"{'faiss IVF-Flat':<16} {recall_at_k(found_plain, truth):>9.4f} {qps['faiss IVF-Flat']:>15.0f}"
+    )
     print(f"{'memory':<16} {recall_at_k(found_mem, truth):>9.4f} {qps['memory']:>15.0f}")
     ratio = qps["memory"] / qps["faiss IVF-Flat"]
-    print(f"memory / plain IVF QPS at batch 64: {ratio:.3f} (target >= 0.90): "
-          f"{'PASS' if ratio >= 0.9 else 'FAIL'}")
+    print(
+        f"memory / plain IVF QPS at batch 64: {ratio:.3f} (target >= 0.90): "
+        f"{'PASS' if ratio >= 0.9 else 'FAIL'}"
+    )
     return 0 if ratio >= 0.9 else 1
 
 

@@ -3,10 +3,21 @@
 from typing import TYPE_CHECKING, Any
 
 from .cache import CacheConfig
-from .errors import (CorruptFileError, DuplicateIdError, EmbedderMismatchError,
-                     InvalidFilterError, InvalidInputError, InvalidVectorError,
-                     MemoryClosedError, MemoryExistsError, MemoryLockedError, NotAMemoryError,
-                     RagMemoryError, ReadOnlyError, UnknownIdError)
+from .errors import (
+    CorruptFileError,
+    DuplicateIdError,
+    EmbedderMismatchError,
+    InvalidFilterError,
+    InvalidInputError,
+    InvalidVectorError,
+    MemoryClosedError,
+    MemoryExistsError,
+    MemoryLockedError,
+    NotAMemoryError,
+    RagMemoryError,
+    ReadOnlyError,
+    UnknownIdError,
+)
 from .generate import Answer, GeneratorConfig
 from .memory import Memory
 from .types import CachedHit, Hit, Slot
@@ -17,10 +28,26 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 __all__ = [
-    "Answer", "CacheConfig", "CachedHit", "CorruptFileError", "DuplicateIdError", "EmbedderMismatchError",
-    "Generator", "GeneratorConfig", "Hit", "InvalidFilterError", "InvalidInputError",
-    "InvalidVectorError", "Memory", "MemoryClosedError", "MemoryExistsError",
-    "MemoryLockedError", "NotAMemoryError", "RagMemoryError", "ReadOnlyError", "Slot",
+    "Answer",
+    "CacheConfig",
+    "CachedHit",
+    "CorruptFileError",
+    "DuplicateIdError",
+    "EmbedderMismatchError",
+    "Generator",
+    "GeneratorConfig",
+    "Hit",
+    "InvalidFilterError",
+    "InvalidInputError",
+    "InvalidVectorError",
+    "Memory",
+    "MemoryClosedError",
+    "MemoryExistsError",
+    "MemoryLockedError",
+    "NotAMemoryError",
+    "RagMemoryError",
+    "ReadOnlyError",
+    "Slot",
     "UnknownIdError",
 ]
 

@@ -31,8 +31,10 @@ class _Group(click.Group):
 @click.version_option(package_name="rag_memory")
 def main(verbose: bool) -> None:
     """rag-memory: an external memory for language models."""
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
 
 
 @main.command()
@@ -51,8 +53,17 @@ def search(directory: str, query: str, k: int, where: str | None, as_json: bool)
         hits = mem.search(query, k=k, where=where_obj)
     for rank, hit in enumerate(hits, 1):
         if as_json:
-            click.echo(json.dumps({"rank": rank, "id": hit.id, "score": hit.score,
-                                   "text": hit.text, "metadata": hit.metadata}))
+            click.echo(
+                json.dumps(
+                    {
+                        "rank": rank,
+                        "id": hit.id,
+                        "score": hit.score,
+                        "text": hit.text,
+                        "metadata": hit.metadata,
+                    }
+                )
+            )
         else:
             text = hit.text if len(hit.text) <= 100 else hit.text[:97] + "..."
             click.echo(f"{rank:>3}  {hit.score:.4f}  {hit.id}  {text}")
@@ -61,15 +72,31 @@ def search(directory: str, query: str, k: int, where: str | None, as_json: bool)
 @main.command()
 @click.argument("directory", type=click.Path(file_okay=False))
 @click.argument("question")
-@click.option("--fusion", type=click.Choice(FUSIONS), default="xattn", show_default=True,
-              help="How the slots are fused into the answer.")
+@click.option(
+    "--fusion",
+    type=click.Choice(FUSIONS),
+    default="xattn",
+    show_default=True,
+    help="How the slots are fused into the answer.",
+)
 @click.option("-k", default=5, show_default=True, help="Slots to read (0 = closed book).")
-@click.option("--max-new-tokens", type=int, default=None,
-              help="Cap on generated tokens (default: the generator's, 32).")
+@click.option(
+    "--max-new-tokens",
+    type=int,
+    default=None,
+    help="Cap on generated tokens (default: the generator's, 32).",
+)
 @click.option("--stream", is_flag=True, help="Print the answer as it is decoded.")
 @click.option("--json", "as_json", is_flag=True, help="Print the answer as one JSON line.")
-def ask(directory: str, question: str, fusion: str, k: int, max_new_tokens: int | None,
-        stream: bool, as_json: bool) -> None:
+def ask(
+    directory: str,
+    question: str,
+    fusion: str,
+    k: int,
+    max_new_tokens: int | None,
+    stream: bool,
+    as_json: bool,
+) -> None:
     """Answer QUESTION from the top-k slots of DIRECTORY with the generator model."""
     options = {} if max_new_tokens is None else {"max_new_tokens": max_new_tokens}
     with Memory.open(directory, read_only=True) as mem:
@@ -77,18 +104,30 @@ def ask(directory: str, question: str, fusion: str, k: int, max_new_tokens: int 
         show = stream and not as_json
         answer = drain(pieces, (lambda piece: click.echo(piece, nl=False)) if show else None)
     if as_json:
-        click.echo(json.dumps({"text": answer.text, "fusion": answer.fusion,
-                               "slots": [{"id": h.id, "score": h.score, "weight": w,
-                                          "text": h.text}
-                                         for h, w in zip(answer.hits, answer.weights)],
-                               "timings": answer.timings}))
+        click.echo(
+            json.dumps(
+                {
+                    "text": answer.text,
+                    "fusion": answer.fusion,
+                    "slots": [
+                        {"id": h.id, "score": h.score, "weight": w, "text": h.text}
+                        for h, w in zip(answer.hits, answer.weights)
+                    ],
+                    "timings": answer.timings,
+                }
+            )
+        )
         return
     click.echo("" if show else answer.text)
     for rank, (hit, weight) in enumerate(zip(answer.hits, answer.weights), 1):
         text = hit.text if len(hit.text) <= 80 else hit.text[:77] + "..."
         click.echo(f"{rank:>3}  weight {weight:.3f}  score {hit.score:.4f}  {hit.id}  {text}")
-    click.echo("  ".join(f"{name} {value:.3f}" if isinstance(value, float) else
-                         f"{name} {value}" for name, value in answer.timings.items()))
+    click.echo(
+        "  ".join(
+            f"{name} {value:.3f}" if isinstance(value, float) else f"{name} {value}"
+            for name, value in answer.timings.items()
+        )
+    )
 
 
 @main.command()

@@ -36,7 +36,8 @@ class WriterLock:
                     os.close(self._fd)
                     raise MemoryLockedError(
                         f"{directory} is open for writing in another process; open it with "
-                        f"read_only=True, or pass lock_timeout=<seconds> to wait") from None
+                        f"read_only=True, or pass lock_timeout=<seconds> to wait"
+                    ) from None
                 time.sleep(_POLL_SECONDS)
 
     def release(self) -> None:

@@ -78,11 +78,22 @@ _FIELD_TYPES: dict[str, type] = {
     "shards": list,
 }
 _SHARD_TYPES: dict[str, type] = {
-    "shard_id": int, "kind": str, "tier": str, "count": int, "file": str, "sha256": str,
-    "group": int, "heat": (int, float),  # type: ignore[dict-item]
+    "shard_id": int,
+    "kind": str,
+    "tier": str,
+    "count": int,
+    "file": str,
+    "sha256": str,
+    "group": int,
+    "heat": (int, float),  # type: ignore[dict-item]
 }
 _CODEC_TYPES: dict[str, type] = {
-    "kind": str, "nlist": int, "groups": int, "sha256": str, "groups_sha256": str, "reason": str,
+    "kind": str,
+    "nlist": int,
+    "groups": int,
+    "sha256": str,
+    "groups_sha256": str,
+    "reason": str,
 }
 
 
@@ -113,8 +124,10 @@ def read_manifest(directory: Path) -> Manifest:
         raise CorruptFileError(path, f"format is {data['format']!r}, expected {FORMAT_NAME!r}")
     if data["format_version"] != FORMAT_VERSION:
         raise CorruptFileError(
-            path, f"format_version {data['format_version']} is not supported (this rag_memory "
-            f"reads version {FORMAT_VERSION})")
+            path,
+            f"format_version {data['format_version']} is not supported (this rag_memory "
+            f"reads version {FORMAT_VERSION})",
+        )
     if data["metric"] != METRIC:
         raise CorruptFileError(path, f"metric {data['metric']!r} is not supported")
     if data["dim"] <= 0:

@@ -16,8 +16,15 @@ import numpy as np
 from .cache import CacheConfig, QueryCache, group_key
 from .cache import resolve as resolve_cache
 from .embed import Embedder
-from .errors import (CorruptFileError, EmbedderMismatchError, GenerationInputError,
-                     InvalidInputError, MemoryClosedError, MemoryExistsError, ReadOnlyError)
+from .errors import (
+    CorruptFileError,
+    EmbedderMismatchError,
+    GenerationInputError,
+    InvalidInputError,
+    MemoryClosedError,
+    MemoryExistsError,
+    ReadOnlyError,
+)
 from .generate import Answer, GeneratorConfig
 from .generate.stream import PieceStream, drain, with_retrieval
 from .index import maintenance
@@ -28,8 +35,16 @@ from .manifest import Manifest, read_manifest, write_manifest
 from .store.filters import compile_where
 from .store.slot_table import TABLE_NAME, SlotTable
 from .types import Hit, Slot
-from .validation import (as_list, check_ids, check_k, check_lookup_ids, check_texts,
-                         check_vectors, encode_metadata, is_text_batch)
+from .validation import (
+    as_list,
+    check_ids,
+    check_k,
+    check_lookup_ids,
+    check_texts,
+    check_vectors,
+    encode_metadata,
+    is_text_batch,
+)
 
 if TYPE_CHECKING:
     from .generate.generator import Generator
@@ -47,10 +62,17 @@ class Memory:
     concurrently, writes one at a time, and no search sees half of a write.
     """
 
-    def __init__(self, directory: Path, manifest: Manifest, embedder: Embedder,
-                 table: SlotTable, writer_lock: WriterLock | None,
-                 cache: CacheConfig | None = None, ram_bytes: int | None = None,
-                 gpu_bytes: int | None = None) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        manifest: Manifest,
+        embedder: Embedder,
+        table: SlotTable,
+        writer_lock: WriterLock | None,
+        cache: CacheConfig | None = None,
+        ram_bytes: int | None = None,
+        gpu_bytes: int | None = None,
+    ) -> None:
         self.path = directory
         self.read_only = writer_lock is None
         self._embedder = embedder
@@ -65,14 +87,20 @@ class Memory:
         self._generator: Generator | None = None
         self._generator_lock = threading.Lock()
         live = table.live_count()
-        logger.info("opened %s: %d slots, dim %d%s", directory, live, manifest.dim,
-                    " (read-only)" if self.read_only else "")
+        logger.info(
+            "opened %s: %d slots, dim %d%s",
+            directory,
+            live,
+            manifest.dim,
+            " (read-only)" if self.read_only else "",
+        )
 
     def _open_index(self, manifest: Manifest) -> TieredIndex:
         """The tiered index with its growing shard loaded; a writer first repairs what an
         interrupted seal or compaction left behind."""
-        index = TieredIndex(self.path, manifest, self._table, self._rw, *self._budgets,
-                            read_only=self.read_only)
+        index = TieredIndex(
+            self.path, manifest, self._table, self._rw, *self._budgets, read_only=self.read_only
+        )
         if not self.read_only:
             maintenance.reconcile(index, self.path / SHARDS_DIR)
         addrs, vectors, self._version = self._table.growing_vectors()
@@ -80,8 +108,10 @@ class Memory:
         live = self._table.live_count()
         if live != index.live_count():
             index.close()
-            raise CorruptFileError(self.path / TABLE_NAME, f"slot count {live} does not match "
-                                   f"the {index.live_count()} vectors stored")
+            raise CorruptFileError(
+                self.path / TABLE_NAME,
+                f"slot count {live} does not match the {index.live_count()} vectors stored",
+            )
         return index
 
     @property
@@ -90,11 +120,19 @@ class Memory:
 
     # -- opening and closing -----------------------------------------------------------
     @classmethod
-    def create(cls, path: str | Path, embedder: str | Embedder | None = None, *,
-               dim: int | None = None, cache: CacheConfig | dict | bool | None = _DEFAULT_CACHE,
-               index: IndexConfig | dict | None = None, ram_bytes: int | None = None,
-               gpu_bytes: int | None = None, device: str | None = None,
-               lock_timeout: float | None = 0.0) -> Memory:
+    def create(
+        cls,
+        path: str | Path,
+        embedder: str | Embedder | None = None,
+        *,
+        dim: int | None = None,
+        cache: CacheConfig | dict | bool | None = _DEFAULT_CACHE,
+        index: IndexConfig | dict | None = None,
+        ram_bytes: int | None = None,
+        gpu_bytes: int | None = None,
+        device: str | None = None,
+        lock_timeout: float | None = 0.0,
+    ) -> Memory:
         """Create a new memory directory at `path` (which must not exist or be empty).
 
         Args:
@@ -115,8 +153,9 @@ class Memory:
         cache = resolve_cache(cache)
         config = index if isinstance(index, IndexConfig) else IndexConfig.from_dict(index or {})
         if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
-            raise MemoryExistsError(f"{directory} already exists and is not empty; "
-                                    f"use Memory.open to open a memory")
+            raise MemoryExistsError(
+                f"{directory} already exists and is not empty; use Memory.open to open a memory"
+            )
         model = embedder if isinstance(embedder, Embedder) else Embedder(embedder, device=device)
         if dim is None:
             dim = model.dim
@@ -131,10 +170,18 @@ class Memory:
         return cls(directory, manifest, model, table, lock, cache, ram_bytes, gpu_bytes)
 
     @classmethod
-    def open(cls, path: str | Path, embedder: str | Embedder | None = None, *,
-             read_only: bool = False, cache: CacheConfig | dict | bool | None = _DEFAULT_CACHE,
-             ram_bytes: int | None = None, gpu_bytes: int | None = None,
-             device: str | None = None, lock_timeout: float | None = 0.0) -> Memory:
+    def open(
+        cls,
+        path: str | Path,
+        embedder: str | Embedder | None = None,
+        *,
+        read_only: bool = False,
+        cache: CacheConfig | dict | bool | None = _DEFAULT_CACHE,
+        ram_bytes: int | None = None,
+        gpu_bytes: int | None = None,
+        device: str | None = None,
+        lock_timeout: float | None = 0.0,
+    ) -> Memory:
         """Open an existing memory.
 
         Args:
@@ -153,10 +200,14 @@ class Memory:
         manifest = read_manifest(directory)
         name = embedder.name if isinstance(embedder, Embedder) else embedder
         if name is not None and name != manifest.embedder:
-            raise EmbedderMismatchError(f"{directory} was built with embedder "
-                                        f"{manifest.embedder!r}, not {name!r}")
-        model = embedder if isinstance(embedder, Embedder) else Embedder(manifest.embedder,
-                                                                         device=device)
+            raise EmbedderMismatchError(
+                f"{directory} was built with embedder {manifest.embedder!r}, not {name!r}"
+            )
+        model = (
+            embedder
+            if isinstance(embedder, Embedder)
+            else Embedder(manifest.embedder, device=device)
+        )
         lock = None if read_only else WriterLock(directory, lock_timeout)
         try:
             table = SlotTable(directory / TABLE_NAME, manifest.dim, read_only=read_only)
@@ -180,8 +231,12 @@ class Memory:
     def __enter__(self) -> Memory:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.close()
 
     def __len__(self) -> int:
@@ -193,8 +248,13 @@ class Memory:
         return f"Memory({str(self.path)!r}, {state}, embedder={self.manifest.embedder!r})"
 
     # -- writes ------------------------------------------------------------------------
-    def add(self, texts: str | list[str], ids: str | list[str] | None = None,
-            metadata: dict | list[dict] | None = None, vectors: Any = None) -> list[str]:
+    def add(
+        self,
+        texts: str | list[str],
+        ids: str | list[str] | None = None,
+        metadata: dict | list[dict] | None = None,
+        vectors: Any = None,
+    ) -> list[str]:
         """Store new slots and return their ids (uuid4 hex when `ids` is None).
 
         `vectors` are precomputed float32 keys (n, dim) that skip the embedder; rows are
@@ -203,8 +263,13 @@ class Memory:
         """
         return self._write(texts, ids, metadata, vectors, replace=False)
 
-    def upsert(self, texts: str | list[str], ids: str | list[str],
-               metadata: dict | list[dict] | None = None, vectors: Any = None) -> list[str]:
+    def upsert(
+        self,
+        texts: str | list[str],
+        ids: str | list[str],
+        metadata: dict | list[dict] | None = None,
+        vectors: Any = None,
+    ) -> list[str]:
         """Add or replace slots by id; a replaced slot gets a new address (the old one is retired)."""
         if ids is None:
             raise InvalidInputError("upsert needs ids")
@@ -218,11 +283,11 @@ class Memory:
             self._check_open()
             addrs = self._table.tombstone(ids)
             self._index.remove(addrs)
-            self._cache_write(addrs, np.empty(0, np.int64), np.empty((0, self.manifest.dim),
-                                                                     np.float32), [])
+            self._cache_write(
+                addrs, np.empty(0, np.int64), np.empty((0, self.manifest.dim), np.float32), []
+            )
 
-    def _write(self, texts: Any, ids: Any, metadata: Any, vectors: Any,
-               replace: bool) -> list[str]:
+    def _write(self, texts: Any, ids: Any, metadata: Any, vectors: Any, replace: bool) -> list[str]:
         self._check_writable()
         texts = check_texts(texts)
         ids = check_ids(ids, len(texts))
@@ -262,9 +327,16 @@ class Memory:
         self._check_open()
         return self._table.get(check_lookup_ids(ids))
 
-    def search(self, query: Any, k: int = 10, where: dict | None = None, *,
-               cache: bool = True, nprobe: int | None = None,
-               refine_factor: int | None = None) -> Any:
+    def search(
+        self,
+        query: Any,
+        k: int = 10,
+        where: dict | None = None,
+        *,
+        cache: bool = True,
+        nprobe: int | None = None,
+        refine_factor: int | None = None,
+    ) -> Any:
         """Top-k slots by cosine similarity.
 
         `query` is a string (-> list[Hit]), a list of strings or a 2-D float32 array of query
@@ -281,8 +353,11 @@ class Memory:
         where_sql = None if where is None else compile_where(where)
         if not isinstance(cache, bool):
             raise InvalidInputError(f"cache must be True or False, got {cache!r}")
-        overrides = {name: check_k(value, name) for name, value in
-                     (("nprobe", nprobe), ("refine_factor", refine_factor)) if value is not None}
+        overrides = {
+            name: check_k(value, name)
+            for name, value in (("nprobe", nprobe), ("refine_factor", refine_factor))
+            if value is not None
+        }
         qcache = self._cache if cache and not overrides else None
         single, queries = self._query_vectors(query, qcache)
         self._catch_up()
@@ -300,12 +375,18 @@ class Memory:
             for i, hits in zip(todo, fresh):
                 found[i] = hits
             if self._index.needs_rebalance() and not self._index.maintenance.locked():
-                threading.Thread(target=self._index.rebalance, daemon=True,
-                                 name="rag-memory-rebalance").start()
+                threading.Thread(
+                    target=self._index.rebalance, daemon=True, name="rag-memory-rebalance"
+                ).start()
         return found[0] if single else found
 
-    def _search_index(self, queries: np.ndarray, k: int, where_sql: tuple[str, list[Any]] | None,
-                      overrides: dict[str, int] | None = None) -> list[list[Hit]]:
+    def _search_index(
+        self,
+        queries: np.ndarray,
+        k: int,
+        where_sql: tuple[str, list[Any]] | None,
+        overrides: dict[str, int] | None = None,
+    ) -> list[list[Hit]]:
         allowed = None
         if where_sql is not None:
             allowed = self._table.matching_addrs(*where_sql)
@@ -334,13 +415,20 @@ class Memory:
         if isinstance(value, GeneratorConfig):
             value = Generator(value)
         elif not isinstance(value, Generator):
-            raise InvalidInputError(f"generator must be a Generator or a GeneratorConfig, "
-                                    f"got {type(value).__name__}")
+            raise InvalidInputError(
+                f"generator must be a Generator or a GeneratorConfig, got {type(value).__name__}"
+            )
         with self._generator_lock:
             self._generator = value
 
-    def generate(self, question: str, k: int = 5, fusion: str | None = None,
-                 where: dict | None = None, **options: Any) -> Answer:
+    def generate(
+        self,
+        question: str,
+        k: int = 5,
+        fusion: str | None = None,
+        where: dict | None = None,
+        **options: Any,
+    ) -> Answer:
         """Answer `question` from the top-k slots (k = 0: closed book, no search).
 
         Weights are softmax(score / temperature) of the hits' scores; the slot KV cache is
@@ -351,8 +439,14 @@ class Memory:
         """
         return drain(self.generate_stream(question, k, fusion, where, **options))
 
-    def generate_stream(self, question: str, k: int = 5, fusion: str | None = None,
-                        where: dict | None = None, **options: Any) -> PieceStream:
+    def generate_stream(
+        self,
+        question: str,
+        k: int = 5,
+        fusion: str | None = None,
+        where: dict | None = None,
+        **options: Any,
+    ) -> PieceStream:
         """As `generate`, yielding the answer's text as it is decoded; the iterator's return
         value (`StopIteration.value`) is the Answer. Searches and checks input at the call."""
         self._check_open()
@@ -362,8 +456,13 @@ class Memory:
         hits = self.search(question, k=int(k), where=where) if k else []
         retrieval_s = time.perf_counter() - start
         pieces = self.generator.stream(
-            question, [h.text for h in hits], fusion=fusion, scores=[h.score for h in hits],
-            slot_keys=[str(h.address) for h in hits], **options)
+            question,
+            [h.text for h in hits],
+            fusion=fusion,
+            scores=[h.score for h in hits],
+            slot_keys=[str(h.address) for h in hits],
+            **options,
+        )
         return with_retrieval(pieces, hits, retrieval_s)
 
     def iter_vectors(self, batch: int = 65_536):  # -> Iterator[tuple[list[Slot], np.ndarray]]
@@ -374,8 +473,13 @@ class Memory:
         with self._rw.read():
             for addrs, vectors in self._index.iter_live_vectors(batch):
                 rows = self._table.fetch(addrs.tolist())
-                yield [Slot(rows[a][0], rows[a][1], json.loads(rows[a][2]), a)
-                       for a in addrs.tolist()], vectors
+                yield (
+                    [
+                        Slot(rows[a][0], rows[a][1], json.loads(rows[a][2]), a)
+                        for a in addrs.tolist()
+                    ],
+                    vectors,
+                )
 
     def stats(self) -> dict[str, Any]:
         """Counts, shards per tier, bytes, the memory-wide version number, and the generator's
@@ -412,8 +516,7 @@ class Memory:
             self._embedder_checked = True
         return self._embedder.encode(texts)
 
-    def _query_vectors(self, query: Any,
-                       qcache: QueryCache | None) -> tuple[bool, np.ndarray]:
+    def _query_vectors(self, query: Any, qcache: QueryCache | None) -> tuple[bool, np.ndarray]:
         """(is a single query, (nq, dim) unit query vectors); texts seen before skip the embedder."""
         if isinstance(query, str) or is_text_batch(query):
             texts = check_texts(as_list(query, "query"))
@@ -426,9 +529,14 @@ class Memory:
 
     def _catch_up(self) -> None:
         """A read-only reader applies the writer's committed changes before it searches."""
-        if not self.read_only or self._closed or (
+        if (
+            not self.read_only
+            or self._closed
+            or (
                 self._table.version() == self._version
-                and self._table.generation() == self.manifest.generation):
+                and self._table.generation() == self.manifest.generation
+            )
+        ):
             return
         with self._rw.write():
             if self._closed:
@@ -448,15 +556,27 @@ class Memory:
             if self._cache is not None:  # another process wrote: cached results may be stale
                 self._cache.clear(version)
 
-    def _cache_write(self, removed: np.ndarray, addrs: np.ndarray, vectors: np.ndarray,
-                     rows: list[tuple[str, str, str]]) -> None:
+    def _cache_write(
+        self,
+        removed: np.ndarray,
+        addrs: np.ndarray,
+        vectors: np.ndarray,
+        rows: list[tuple[str, str, str]],
+    ) -> None:
         """Cache hook, under the write lock after the index changed: patch cached results."""
         if self._cache is None:
             return
         self._version = self._table.version()
-        self._cache.apply_write(self._version, removed, addrs, vectors, rows, lambda where, among:
-                                set(self._table.matching_addrs(*where, among=among.tolist())
-                                    .tolist()))
+        self._cache.apply_write(
+            self._version,
+            removed,
+            addrs,
+            vectors,
+            rows,
+            lambda where, among: set(
+                self._table.matching_addrs(*where, among=among.tolist()).tolist()
+            ),
+        )
 
     def _cache_reset(self) -> None:
         """Cache hook after a seal or compaction: sealed (IVF) shards answer approximately, so
@@ -472,9 +592,17 @@ class Memory:
         rows = self._table.fetch(addrs[addrs >= 0].tolist())
         make, pairs = Hit.from_row, list(zip(scores.tolist(), addrs.tolist()))
         try:  # every row found, no -1 pad: the common case, built by C-level map
-            return [list(map(make, map(rows.__getitem__, row_addrs), row_scores))
-                    for row_scores, row_addrs in pairs]
+            return [
+                list(map(make, map(rows.__getitem__, row_addrs), row_scores))
+                for row_scores, row_addrs in pairs
+            ]
         except KeyError:  # fewer than k hits, or a slot deleted since it was found
             get = rows.get
-            return [[make(row, score) for score, addr in zip(row_scores, row_addrs)
-                     if (row := get(addr)) is not None] for row_scores, row_addrs in pairs]
+            return [
+                [
+                    make(row, score)
+                    for score, addr in zip(row_scores, row_addrs)
+                    if (row := get(addr)) is not None
+                ]
+                for row_scores, row_addrs in pairs
+            ]

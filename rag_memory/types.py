@@ -33,8 +33,16 @@ class Hit:
     cached = False
     cache_similarity: float | None = None
 
-    def __init__(self, id: str, score: float, text: str, metadata: dict[str, Any] | None = None,
-                 address: int = -1, *, metadata_json: str | None = None) -> None:
+    def __init__(
+        self,
+        id: str,
+        score: float,
+        text: str,
+        metadata: dict[str, Any] | None = None,
+        address: int = -1,
+        *,
+        metadata_json: str | None = None,
+    ) -> None:
         self._row = (id, text, metadata_json, address)
         self.score = score
         self._metadata = metadata
@@ -84,11 +92,19 @@ class Hit:
     __hash__ = None  # type: ignore[assignment]  # mutable metadata dict, like a dataclass
 
     def __repr__(self) -> str:
-        cache = "" if not self.cached else (
-            ", cached=True" if self.cache_similarity is None
-            else f", cached=True, cache_similarity={self.cache_similarity:.4f}")
-        return (f"Hit(id={self.id!r}, score={self.score:.4f}, text={self.text!r}, "
-                f"metadata={self.metadata!r}, address={self.address}{cache})")
+        cache = (
+            ""
+            if not self.cached
+            else (
+                ", cached=True"
+                if self.cache_similarity is None
+                else f", cached=True, cache_similarity={self.cache_similarity:.4f}"
+            )
+        )
+        return (
+            f"Hit(id={self.id!r}, score={self.score:.4f}, text={self.text!r}, "
+            f"metadata={self.metadata!r}, address={self.address}{cache})"
+        )
 
 
 class CachedHit(Hit):
@@ -98,8 +114,16 @@ class CachedHit(Hit):
 
     __slots__ = ("cached", "cache_similarity")
 
-    def __init__(self, id: str, score: float, text: str, *, address: int, metadata_json: str,
-                 cache_similarity: float | None) -> None:
+    def __init__(
+        self,
+        id: str,
+        score: float,
+        text: str,
+        *,
+        address: int,
+        metadata_json: str,
+        cache_similarity: float | None,
+    ) -> None:
         super().__init__(id, score, text, address=address, metadata_json=metadata_json)
         self.cached = True
         self.cache_similarity = cache_similarity

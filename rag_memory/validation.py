@@ -22,7 +22,9 @@ def as_list(value: Any, what: str) -> list[Any]:
         return [value]
     if isinstance(value, (list, tuple)):
         return list(value)
-    raise InvalidInputError(f"{what} must be a string or a list of strings, got {type(value).__name__}")
+    raise InvalidInputError(
+        f"{what} must be a string or a list of strings, got {type(value).__name__}"
+    )
 
 
 def check_texts(texts: Any) -> list[str]:
@@ -85,7 +87,9 @@ def encode_metadata(metadata: Any, n: int) -> list[str]:
     return out
 
 
-def check_vectors(vectors: Any, dim: int, n: int | None = None, what: str = "vectors") -> np.ndarray:
+def check_vectors(
+    vectors: Any, dim: int, n: int | None = None, what: str = "vectors"
+) -> np.ndarray:
     """A (n, dim) float32 C-contiguous array of unit rows, or InvalidVectorError saying why."""
     try:
         arr = np.asarray(vectors, dtype=np.float32)
@@ -104,8 +108,11 @@ def check_vectors(vectors: Any, dim: int, n: int | None = None, what: str = "vec
     finite = np.isfinite(norms)
     if not finite.all():
         row = int(np.argmin(finite))
-        problem = "holds NaN or inf" if not np.isfinite(arr[row]).all() else \
-            "has values too large to normalise in float32"
+        problem = (
+            "holds NaN or inf"
+            if not np.isfinite(arr[row]).all()
+            else "has values too large to normalise in float32"
+        )
         raise InvalidVectorError(f"{what}[{row}] {problem}")
     if (norms == 0).any():
         raise InvalidVectorError(f"{what}[{int(np.argmin(norms))}] is all zeros")
@@ -124,8 +131,12 @@ def check_k(k: Any, name: str = "k") -> int:
 
 
 def is_text_batch(query: Any) -> bool:
-    return isinstance(query, Sequence) and not isinstance(query, str) and bool(query) and all(
-        isinstance(q, str) for q in query)
+    return (
+        isinstance(query, Sequence)
+        and not isinstance(query, str)
+        and bool(query)
+        and all(isinstance(q, str) for q in query)
+    )
 
 
 def config_from_dict(cls: type, values: dict[str, Any]) -> Any:

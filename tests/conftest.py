@@ -46,9 +46,12 @@ def text_memory(tmp_path: Path, embedder: Embedder) -> Iterator[Memory]:
 def vector_memory(tmp_path: Path) -> Iterator[Memory]:
     """A memory of 200 random 16-d slots with ids s0..s199 and metadata {"n": i, "even": bool}."""
     with Memory.create(tmp_path / "vmem", dim=16) as mem:
-        mem.add([f"slot {i}" for i in range(200)], ids=[f"s{i}" for i in range(200)],
-                metadata=[{"n": i, "even": i % 2 == 0, "group": f"g{i % 5}"} for i in range(200)],
-                vectors=unit_vectors(200, 16))
+        mem.add(
+            [f"slot {i}" for i in range(200)],
+            ids=[f"s{i}" for i in range(200)],
+            metadata=[{"n": i, "even": i % 2 == 0, "group": f"g{i % 5}"} for i in range(200)],
+            vectors=unit_vectors(200, 16),
+        )
         yield mem
 
 

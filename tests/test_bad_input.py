@@ -7,11 +7,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import unit_vectors
-from rag_memory import (DuplicateIdError, EmbedderMismatchError, InvalidInputError,
-                        InvalidVectorError, Memory, MemoryExistsError, NotAMemoryError,
-                        RagMemoryError, ReadOnlyError, UnknownIdError)
+
+from rag_memory import (
+    DuplicateIdError,
+    EmbedderMismatchError,
+    InvalidInputError,
+    InvalidVectorError,
+    Memory,
+    MemoryExistsError,
+    NotAMemoryError,
+    RagMemoryError,
+    ReadOnlyError,
+    UnknownIdError,
+)
 
 PROBE = unit_vectors(3, 16, seed=123)
 
@@ -19,8 +28,11 @@ PROBE = unit_vectors(3, 16, seed=123)
 def snapshot(mem: Memory) -> tuple:
     """Everything a user can observe: count, version, and every slot with its address and rank."""
     hits = mem.search(PROBE, k=1000)
-    return (len(mem), mem.stats()["version"],
-            [[(h.id, h.address, h.text, h.metadata, round(h.score, 6)) for h in row] for row in hits])
+    return (
+        len(mem),
+        mem.stats()["version"],
+        [[(h.id, h.address, h.text, h.metadata, round(h.score, 6)) for h in row] for row in hits],
+    )
 
 
 V1 = unit_vectors(1, 16, seed=9)
@@ -35,28 +47,59 @@ BAD_CALLS = {
     "no texts": (lambda m: m.add([]), InvalidInputError, "empty"),
     "non-string text": (lambda m: m.add([42], vectors=V1), InvalidInputError, "texts[0]"),
     "None text": (lambda m: m.add(None), InvalidInputError, "texts"),
-    "wrong dim": (lambda m: m.add(["x"], vectors=unit_vectors(1, 8)), InvalidVectorError, "(n, 16)"),
-    "3-d vectors": (lambda m: m.add(["x"], vectors=np.ones((1, 1, 16))), InvalidVectorError, "shape"),
-    "count mismatch": (lambda m: m.add(["x", "y"], vectors=V1), InvalidVectorError, "1 vectors for 2"),
+    "wrong dim": (
+        lambda m: m.add(["x"], vectors=unit_vectors(1, 8)),
+        InvalidVectorError,
+        "(n, 16)",
+    ),
+    "3-d vectors": (
+        lambda m: m.add(["x"], vectors=np.ones((1, 1, 16))),
+        InvalidVectorError,
+        "shape",
+    ),
+    "count mismatch": (
+        lambda m: m.add(["x", "y"], vectors=V1),
+        InvalidVectorError,
+        "1 vectors for 2",
+    ),
     "nan vector": (lambda m: m.add(["x"], vectors=NAN), InvalidVectorError, "NaN"),
     "inf vector": (lambda m: m.add(["x"], vectors=INF), InvalidVectorError, "NaN or inf"),
     "zero vector": (lambda m: m.add(["x"], vectors=np.zeros((1, 16))), InvalidVectorError, "zeros"),
     "string vector": (lambda m: m.add(["x"], vectors=[["a"] * 16]), InvalidVectorError, "float32"),
     "existing id": (lambda m: m.add(["x"], ids=["s1"], vectors=V1), DuplicateIdError, "s1"),
-    "repeated id": (lambda m: m.add(["x", "y"], ids=["n", "n"], vectors=unit_vectors(2, 16)),
-                    DuplicateIdError, "'n'"),
+    "repeated id": (
+        lambda m: m.add(["x", "y"], ids=["n", "n"], vectors=unit_vectors(2, 16)),
+        DuplicateIdError,
+        "'n'",
+    ),
     "id count": (lambda m: m.add(["x"], ids=["a", "b"], vectors=V1), InvalidInputError, "2 ids"),
     "empty id": (lambda m: m.add(["x"], ids=[""], vectors=V1), InvalidInputError, "ids[0]"),
     "int id": (lambda m: m.add(["x"], ids=[5], vectors=V1), InvalidInputError, "ids[0]"),
-    "bad metadata": (lambda m: m.add(["x"], metadata=[{"f": object()}], vectors=V1),
-                     InvalidInputError, "metadata[0]"),
-    "nan metadata": (lambda m: m.add(["x"], metadata=[{"f": float("nan")}], vectors=V1),
-                     InvalidInputError, "metadata[0]"),
-    "metadata count": (lambda m: m.add(["x"], metadata=[{}, {}], vectors=V1), InvalidInputError,
-                       "metadata"),
-    "upsert without ids": (lambda m: m.upsert(["x"], ids=None, vectors=V1), InvalidInputError, "ids"),
-    "batch with one bad row": (lambda m: m.add(["ok", ""], vectors=unit_vectors(2, 16)),
-                               InvalidInputError, "texts[1]"),
+    "bad metadata": (
+        lambda m: m.add(["x"], metadata=[{"f": object()}], vectors=V1),
+        InvalidInputError,
+        "metadata[0]",
+    ),
+    "nan metadata": (
+        lambda m: m.add(["x"], metadata=[{"f": float("nan")}], vectors=V1),
+        InvalidInputError,
+        "metadata[0]",
+    ),
+    "metadata count": (
+        lambda m: m.add(["x"], metadata=[{}, {}], vectors=V1),
+        InvalidInputError,
+        "metadata",
+    ),
+    "upsert without ids": (
+        lambda m: m.upsert(["x"], ids=None, vectors=V1),
+        InvalidInputError,
+        "ids",
+    ),
+    "batch with one bad row": (
+        lambda m: m.add(["ok", ""], vectors=unit_vectors(2, 16)),
+        InvalidInputError,
+        "texts[1]",
+    ),
     "unknown delete": (lambda m: m.delete(["s1", "nope"]), UnknownIdError, "nope"),
     "unknown get": (lambda m: m.get(["nope"]), UnknownIdError, "nope"),
     "empty delete": (lambda m: m.delete([]), InvalidInputError, "empty"),
@@ -67,7 +110,11 @@ BAD_CALLS = {
     "query nan": (lambda m: m.search(NAN, k=1), InvalidVectorError, "NaN"),
     "empty query": (lambda m: m.search("", k=1), InvalidInputError, "empty"),
     "empty query list": (lambda m: m.search([], k=1), InvalidInputError, "empty"),
-    "malformed where": (lambda m: m.search(PROBE, where={"n": {"$bad": 1}}), InvalidInputError, "$bad"),
+    "malformed where": (
+        lambda m: m.search(PROBE, where={"n": {"$bad": 1}}),
+        InvalidInputError,
+        "$bad",
+    ),
 }
 
 
@@ -136,8 +183,11 @@ def test_embedder_dim_must_match_memory(tmp_path: Path, embedder) -> None:
 
 def test_read_only_refuses_writes(vector_memory: Memory) -> None:
     with Memory.open(vector_memory.path, read_only=True) as reader:
-        for write in (lambda: reader.add(["x"], vectors=V1), lambda: reader.delete(["s1"]),
-                      lambda: reader.upsert(["x"], ids=["s1"], vectors=V1)):
+        for write in (
+            lambda: reader.add(["x"], vectors=V1),
+            lambda: reader.delete(["s1"]),
+            lambda: reader.upsert(["x"], ids=["s1"], vectors=V1),
+        ):
             with pytest.raises(ReadOnlyError):
                 write()
         assert len(reader) == 200

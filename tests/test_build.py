@@ -19,23 +19,27 @@ from rag_memory import Memory
 from rag_memory.build import BuildConfig, FieldMap, SyntheticConfig, run_build, run_synthetic
 from rag_memory.build.checkpoint import CHECKPOINT_NAME, read_checkpoint
 from rag_memory.cli import main
-from rag_memory.errors import (BuildInputError, BuildStateError, CorruptFileError,
-                               MemoryExistsError)
+from rag_memory.errors import BuildInputError, BuildStateError, CorruptFileError, MemoryExistsError
 from rag_memory.evaluation.synthetic import MixtureSpec
 from rag_memory.manifest import read_manifest
 from rag_memory.store.slot_table import TABLE_NAME, SlotTable
 
 ROOT = Path(__file__).resolve().parents[1]
-WORDS = ("alpha beta gamma delta protein cell membrane enzyme river mountain city harbour "
-         "engine voltage circuit galaxy comet orbit grammar verb poem melody rhythm").split()
+WORDS = (
+    "alpha beta gamma delta protein cell membrane enzyme river mountain city harbour "
+    "engine voltage circuit galaxy comet orbit grammar verb poem melody rhythm"
+).split()
 
 
 def write_jsonl(path: Path, rows: list) -> Path:
     """Rows are dicts (dumped as JSON) or raw bytes/str lines (written as they are)."""
     with open(path, "wb") as f:
         for row in rows:
-            line = row if isinstance(row, bytes) else (
-                row if isinstance(row, str) else json.dumps(row)).encode()
+            line = (
+                row
+                if isinstance(row, bytes)
+                else (row if isinstance(row, str) else json.dumps(row)).encode()
+            )
             f.write(line.rstrip(b"\n") + b"\n")
     return path
 
@@ -55,8 +59,10 @@ def memory_contents(directory: Path) -> dict[str, tuple]:
     try:
         addrs, vectors, _ = table.growing_vectors()
         rows = table.fetch(addrs.tolist())
-        return {rows[a][0]: (rows[a][1], rows[a][2], v.tobytes())
-                for a, v in zip(addrs.tolist(), vectors)}
+        return {
+            rows[a][0]: (rows[a][1], rows[a][2], v.tobytes())
+            for a, v in zip(addrs.tolist(), vectors)
+        }
     finally:
         table.close()
 
@@ -64,11 +70,26 @@ def memory_contents(directory: Path) -> dict[str, tuple]:
 # -- formats and chunking ----------------------------------------------------------------
 def test_jsonl_chunks_long_documents_and_keeps_short_ones_whole(tmp_path: Path, embedder) -> None:
     long_text = " ".join(WORDS[i % len(WORDS)] for i in range(120))
-    src = write_jsonl(tmp_path / "c.jsonl", [
-        {"_id": "short", "title": "Paris", "text": "Paris is the capital of France.", "src": "x"},
-        {"_id": "long", "title": "Words", "text": long_text, "src": "y"}])
-    report = build(embedder, src, tmp_path / "m", max_tokens=40, overlap=8,
-                   fields=FieldMap(metadata_fields=("src",)))
+    src = write_jsonl(
+        tmp_path / "c.jsonl",
+        [
+            {
+                "_id": "short",
+                "title": "Paris",
+                "text": "Paris is the capital of France.",
+                "src": "x",
+            },
+            {"_id": "long", "title": "Words", "text": long_text, "src": "y"},
+        ],
+    )
+    report = build(
+        embedder,
+        src,
+        tmp_path / "m",
+        max_tokens=40,
+        overlap=8,
+        fields=FieldMap(metadata_fields=("src",)),
+    )
     assert report["documents"] == 2 and report["chunks"] == report["slots_total"] > 3
     with Memory.open(tmp_path / "m", embedder=embedder) as mem:
         short = mem.get(["short"])[0]
@@ -87,9 +108,15 @@ def test_jsonl_chunks_long_documents_and_keeps_short_ones_whole(tmp_path: Path, 
 
 
 def test_csv_tsv_text_and_parquet(tmp_path: Path, embedder) -> None:
-    (tmp_path / "c.csv").write_text('doc,body,tag\n1,"A line, with a comma",t1\n2,"two\nlines",t2\n')
-    report = build(embedder, tmp_path / "c.csv", tmp_path / "m1",
-                   fields=FieldMap(id_field="doc", text_field="body", metadata_fields=("tag",)))
+    (tmp_path / "c.csv").write_text(
+        'doc,body,tag\n1,"A line, with a comma",t1\n2,"two\nlines",t2\n'
+    )
+    report = build(
+        embedder,
+        tmp_path / "c.csv",
+        tmp_path / "m1",
+        fields=FieldMap(id_field="doc", text_field="body", metadata_fields=("tag",)),
+    )
     assert report["documents"] == 2 and report["skipped"]["total"] == 0
     with Memory.open(tmp_path / "m1", embedder=embedder) as mem:
         assert mem.get(["2"])[0].text == "two\nlines" and mem.get(["1"])[0].metadata["tag"] == "t1"
@@ -102,10 +129,13 @@ def test_csv_tsv_text_and_parquet(tmp_path: Path, embedder) -> None:
     pa = pytest.importorskip("pyarrow")
     import pyarrow.parquet as pq
 
-    pq.write_table(pa.table({"id": ["a", "b", "c"], "text": ["apple pie", None, "cherry"],
-                             "n": [1, 2, 3]}), tmp_path / "c.parquet")
-    report = build(embedder, tmp_path / "c.parquet", tmp_path / "m4",
-                   fields=FieldMap(metadata_fields=("n",)))
+    pq.write_table(
+        pa.table({"id": ["a", "b", "c"], "text": ["apple pie", None, "cherry"], "n": [1, 2, 3]}),
+        tmp_path / "c.parquet",
+    )
+    report = build(
+        embedder, tmp_path / "c.parquet", tmp_path / "m4", fields=FieldMap(metadata_fields=("n",))
+    )
     assert report["documents"] == 2 and reasons(report)[2].startswith("missing field")
     with Memory.open(tmp_path / "m4", embedder=embedder) as mem:
         assert mem.get(["c"])[0].metadata["n"] == 3
@@ -125,15 +155,15 @@ def test_format_detection_and_missing_columns(tmp_path: Path, embedder) -> None:
 # -- bad input -----------------------------------------------------------------------------
 BAD_JSONL = [
     {"_id": "ok1", "text": "a good document"},
-    "{not json",                                       # 2 malformed
-    "[1, 2]",                                          # 3 malformed: not an object
-    {"_id": "nt", "title": "no text"},                 # 4 missing field
-    {"text": "no id here"},                            # 5 missing field
-    {"_id": "empty", "text": "   "},                   # 6 empty text
-    {"_id": "ok1", "text": "the same id again"},       # 7 duplicate id
-    b'{"_id": "bin", "text": "caf\xe9"}',              # 8 undecodable bytes (latin-1)
+    "{not json",  # 2 malformed
+    "[1, 2]",  # 3 malformed: not an object
+    {"_id": "nt", "title": "no text"},  # 4 missing field
+    {"text": "no id here"},  # 5 missing field
+    {"_id": "empty", "text": "   "},  # 6 empty text
+    {"_id": "ok1", "text": "the same id again"},  # 7 duplicate id
+    b'{"_id": "bin", "text": "caf\xe9"}',  # 8 undecodable bytes (latin-1)
     {"_id": 7, "text": "an integer id is fine"},
-    {"_id": "ok2", "text": 42},                        # 10 malformed: text not a string
+    {"_id": "ok2", "text": 42},  # 10 malformed: text not a string
 ]
 
 
@@ -144,22 +174,40 @@ def test_every_bad_record_is_counted_with_its_line(tmp_path: Path, embedder) -> 
     lines = reasons(report)
     assert sorted(lines) == [2, 3, 4, 5, 6, 7, 8, 10]
     assert [lines[n].split(":")[0] for n in (2, 3, 4, 5, 6, 7, 8, 10)] == [
-        "malformed", "malformed", "missing field", "missing field", "empty text",
-        "duplicate id", "undecodable bytes", "malformed"]
-    assert report["skipped"]["by_reason"] == {"duplicate id": 1, "empty text": 1,
-                                              "malformed": 3, "missing field": 2,
-                                              "undecodable bytes": 1}
+        "malformed",
+        "malformed",
+        "missing field",
+        "missing field",
+        "empty text",
+        "duplicate id",
+        "undecodable bytes",
+        "malformed",
+    ]
+    assert report["skipped"]["by_reason"] == {
+        "duplicate id": 1,
+        "empty text": 1,
+        "malformed": 3,
+        "missing field": 2,
+        "undecodable bytes": 1,
+    }
     with Memory.open(tmp_path / "m", embedder=embedder) as mem:
         assert mem.get(["ok1"])[0].text == "a good document" and len(mem.get(["7"])) == 1
 
 
 def test_bad_csv_rows(tmp_path: Path, embedder) -> None:
-    (tmp_path / "c.csv").write_bytes(b"id,text\n1,fine\n2\n3,\n,no id\n4,caf\xe9\n1,dup\n5,ok,extra\n")
+    (tmp_path / "c.csv").write_bytes(
+        b"id,text\n1,fine\n2\n3,\n,no id\n4,caf\xe9\n1,dup\n5,ok,extra\n"
+    )
     report = build(embedder, tmp_path / "c.csv", tmp_path / "m")
     assert report["documents"] == 1
     assert {n: r.split(":")[0] for n, r in reasons(report).items()} == {
-        3: "malformed", 4: "missing field", 5: "missing field", 6: "undecodable bytes",
-        7: "duplicate id", 8: "malformed"}
+        3: "malformed",
+        4: "missing field",
+        5: "missing field",
+        6: "undecodable bytes",
+        7: "duplicate id",
+        8: "malformed",
+    }
 
 
 def test_strict_stops_at_the_first_bad_record(tmp_path: Path, embedder) -> None:
@@ -173,8 +221,10 @@ def test_existing_memory_is_refused_unless_append(tmp_path: Path, embedder) -> N
     build(embedder, src, tmp_path / "m")
     with pytest.raises(MemoryExistsError, match="--append"):
         build(embedder, src, tmp_path / "m")
-    src2 = write_jsonl(tmp_path / "b.jsonl", [{"_id": "a", "text": "clashes"},
-                                              {"_id": "b", "text": "second corpus"}])
+    src2 = write_jsonl(
+        tmp_path / "b.jsonl",
+        [{"_id": "a", "text": "clashes"}, {"_id": "b", "text": "second corpus"}],
+    )
     report = build(embedder, src2, tmp_path / "m", append=True)
     assert report["slots_total"] == 2 and reasons(report) == {1: "id already in the memory: 'a'"}
     with Memory.open(tmp_path / "m", embedder=embedder) as mem:
@@ -204,8 +254,20 @@ def test_checkpoint_is_validated_and_bound_to_its_command(tmp_path: Path, embedd
 
 # -- resume after SIGKILL ------------------------------------------------------------------
 def _build_cmd(src: Path, out: Path) -> list[str]:
-    return [sys.executable, "-m", "rag_memory.cli", "build", str(src), "--out", str(out),
-            "--batch-size", "4", "--block-batches", "3", "--no-progress"]
+    return [
+        sys.executable,
+        "-m",
+        "rag_memory.cli",
+        "build",
+        str(src),
+        "--out",
+        str(out),
+        "--batch-size",
+        "4",
+        "--block-batches",
+        "3",
+        "--no-progress",
+    ]
 
 
 def _blocks_done(out: Path) -> int:
@@ -218,9 +280,14 @@ def _blocks_done(out: Path) -> int:
 
 def test_sigkilled_build_resumes_to_the_same_memory(tmp_path: Path) -> None:
     rng = random.Random(1234)
-    docs = [{"_id": f"d{i}", "title": f"Doc {i}",
-             "text": " ".join(rng.choice(WORDS) for _ in range(rng.randint(5, 60)))}
-            for i in range(120)]
+    docs = [
+        {
+            "_id": f"d{i}",
+            "title": f"Doc {i}",
+            "text": " ".join(rng.choice(WORDS) for _ in range(rng.randint(5, 60))),
+        }
+        for i in range(120)
+    ]
     src = write_jsonl(tmp_path / "corpus.jsonl", docs)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     ref, out = tmp_path / "ref", tmp_path / "out"
@@ -228,8 +295,13 @@ def test_sigkilled_build_resumes_to_the_same_memory(tmp_path: Path) -> None:
     total = read_checkpoint(ref).blocks_done
     kills = []
     for target in sorted(rng.sample(range(1, total - 1), 3)):
-        proc = subprocess.Popen(_build_cmd(src, out), env=env, cwd=ROOT,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            _build_cmd(src, out),
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 60
         while _blocks_done(out) < target and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -238,8 +310,7 @@ def test_sigkilled_build_resumes_to_the_same_memory(tmp_path: Path) -> None:
         proc.wait()
         kills.append(_blocks_done(out))
     assert kills[-1] < total, f"the build finished before the last kill: {kills}"
-    result = subprocess.run(_build_cmd(src, out), env=env, capture_output=True, text=True,
-                            cwd=ROOT)
+    result = subprocess.run(_build_cmd(src, out), env=env, capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0, result.stderr
     report = json.loads((out / "build_report.json").read_text())
     assert report["blocks_resumed"] >= kills[-1] and report["blocks"] == total
@@ -250,14 +321,22 @@ def test_sigkilled_build_resumes_to_the_same_memory(tmp_path: Path) -> None:
 
 # -- synthetic, CLI --------------------------------------------------------------------------
 def test_synthetic_build_streams_blocks_and_plans_ivf(tmp_path: Path) -> None:
-    config = SyntheticConfig(out=tmp_path / "s", n=12_000, spec=MixtureSpec(dim=16, clusters=20),
-                             block_size=5_000, memory_budget=1 << 20, progress=False)
+    config = SyntheticConfig(
+        out=tmp_path / "s",
+        n=12_000,
+        spec=MixtureSpec(dim=16, clusters=20),
+        block_size=5_000,
+        memory_budget=1 << 20,
+        progress=False,
+    )
     report = run_synthetic(config).to_dict()
     assert report["slots_total"] == 12_000 and report["blocks"] == 3
     assert report["index_plan"]["kind"] == "ivf_flat" and report["index_plan"]["nlist"] == 256
     # the plan is for the final size; what was built is reported beside it (no seal yet here)
-    assert report["index_built"]["kind"] == "flat" and \
-        report["index_built"]["growing_vectors"] == 12_000
+    assert (
+        report["index_built"]["kind"] == "flat"
+        and report["index_built"]["growing_vectors"] == 12_000
+    )
     contents = memory_contents(tmp_path / "s")
     vectors = np.frombuffer(contents["v000011999"][2], dtype=np.float32)
     assert np.isclose(np.linalg.norm(vectors), 1.0, atol=1e-5)
@@ -274,6 +353,7 @@ def test_cli_build_prints_the_report_and_errors_cleanly(tmp_path: Path) -> None:
     again = runner.invoke(main, ["build", str(src), "--out", str(tmp_path / "m"), "--no-progress"])
     assert again.exit_code == 2 and again.stderr.startswith("error:") and "--append" in again.stderr
     assert runner.invoke(main, ["build", "--help"]).exit_code == 0
-    bad = runner.invoke(main, ["build", str(src), "--out", str(tmp_path / "n"),
-                               "--memory-budget", "lots"])
+    bad = runner.invoke(
+        main, ["build", str(src), "--out", str(tmp_path / "n"), "--memory-budget", "lots"]
+    )
     assert bad.exit_code == 2 and "byte size" in bad.output

@@ -9,17 +9,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from _data import HARD_NEGATIVE_PAIRS
 from conftest import unit_vectors
+
 from rag_memory import CacheConfig, CachedHit, InvalidInputError, Memory
 from rag_memory.cache import DEFAULT_THRESHOLD, group_key
 from rag_memory.cache.result_cache import ResultCache
 from rag_memory.embed import Embedder
 
 DIM = 16
-STATS_KEYS = {"hits", "semantic_hits", "misses", "evictions", "invalidations", "bytes",
-              "hit_rate"}
+STATS_KEYS = {"hits", "semantic_hits", "misses", "evictions", "invalidations", "bytes", "hit_rate"}
 
 
 class HashEmbedder(Embedder):
@@ -43,13 +42,18 @@ class HashEmbedder(Embedder):
 def _same(cached: list, fresh: list) -> bool:
     """Ids and order exactly; scores to 1e-6 (numpy and FAISS may round an ulp apart)."""
     return [h.id for h in cached] == [h.id for h in fresh] and all(
-        abs(a.score - b.score) <= 1e-6 for a, b in zip(cached, fresh))
+        abs(a.score - b.score) <= 1e-6 for a, b in zip(cached, fresh)
+    )
 
 
 def _memory(tmp_path: Path, n: int = 100, **cache) -> Memory:
     mem = Memory.create(tmp_path / "m", embedder=HashEmbedder(), cache=CacheConfig(**cache))
-    mem.add([f"slot {i}" for i in range(n)], ids=[f"s{i}" for i in range(n)],
-            metadata=[{"g": i % 4} for i in range(n)], vectors=unit_vectors(n, DIM, seed=1))
+    mem.add(
+        [f"slot {i}" for i in range(n)],
+        ids=[f"s{i}" for i in range(n)],
+        metadata=[{"g": i % 4} for i in range(n)],
+        vectors=unit_vectors(n, DIM, seed=1),
+    )
     return mem
 
 
@@ -102,11 +106,15 @@ def test_coherence_10000_random_operations(tmp_path: Path) -> None:
                 mem.add(t, ids=new, metadata=m, vectors=v)
                 live += new
             elif op < 0.85:
-                chosen = list({live[i] for i in rng.integers(0, len(live), int(rng.integers(1, 3)))})
+                chosen = list(
+                    {live[i] for i in rng.integers(0, len(live), int(rng.integers(1, 3)))}
+                )
                 t, v, m = slots(len(chosen))
                 mem.upsert(t, ids=chosen, metadata=m, vectors=v)
             else:
-                chosen = list({live[i] for i in rng.integers(0, len(live), int(rng.integers(1, 3)))})
+                chosen = list(
+                    {live[i] for i in rng.integers(0, len(live), int(rng.integers(1, 3)))}
+                )
                 mem.delete(chosen)
                 live = [i for i in live if i not in set(chosen)]
         stats = mem.stats()["cache"]
@@ -257,6 +265,7 @@ def test_threads_search_while_writing(tmp_path: Path) -> None:
     pool = unit_vectors(12, DIM, seed=11)
     errors: list[BaseException] = []
     with _memory(tmp_path, n=300) as mem:
+
         def searcher(seed: int) -> None:
             rng = np.random.default_rng(seed)
             try:
@@ -269,8 +278,11 @@ def test_threads_search_while_writing(tmp_path: Path) -> None:
         def writer() -> None:
             try:
                 for i in range(60):
-                    mem.upsert([f"w{i}"], ids=[f"s{i}"], vectors=pool[i % len(pool)] + 0.1 *
-                               unit_vectors(1, DIM, seed=100 + i)[0])
+                    mem.upsert(
+                        [f"w{i}"],
+                        ids=[f"s{i}"],
+                        vectors=pool[i % len(pool)] + 0.1 * unit_vectors(1, DIM, seed=100 + i)[0],
+                    )
                     if i % 3 == 0:
                         mem.delete([f"s{100 + i}"])
             except BaseException as exc:  # noqa: BLE001 - reported below
@@ -290,8 +302,10 @@ def test_threads_search_while_writing(tmp_path: Path) -> None:
 
 def test_hard_negatives_not_served_at_default_threshold(tmp_path: Path, embedder) -> None:
     with Memory.create(tmp_path / "m", embedder=embedder) as mem:
-        mem.add([f"{a} {b}" for a, b in HARD_NEGATIVE_PAIRS],
-                vectors=unit_vectors(len(HARD_NEGATIVE_PAIRS), embedder.dim))
+        mem.add(
+            [f"{a} {b}" for a, b in HARD_NEGATIVE_PAIRS],
+            vectors=unit_vectors(len(HARD_NEGATIVE_PAIRS), embedder.dim),
+        )
         for question, negative in HARD_NEGATIVE_PAIRS:
             mem.search(question, k=2)
             assert not any(h.cached for h in mem.search(negative, k=2)), negative

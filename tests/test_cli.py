@@ -16,21 +16,27 @@ from rag_memory.cli import main
 @pytest.fixture
 def memory_dir(tmp_path: Path, embedder) -> Path:
     with Memory.create(tmp_path / "m", embedder=embedder) as mem:
-        mem.add(["Paris is the capital of France.", "Water boils at 100 degrees Celsius."],
-                ids=["paris", "water"], metadata=[{"topic": "geo"}, {"topic": "physics"}])
+        mem.add(
+            ["Paris is the capital of France.", "Water boils at 100 degrees Celsius."],
+            ids=["paris", "water"],
+            metadata=[{"topic": "geo"}, {"topic": "physics"}],
+        )
     return tmp_path / "m"
 
 
 def test_search_prints_ranked_hits(memory_dir: Path) -> None:
-    result = CliRunner().invoke(main, ["search", str(memory_dir), "boiling point of water", "-k", "2"])
+    result = CliRunner().invoke(
+        main, ["search", str(memory_dir), "boiling point of water", "-k", "2"]
+    )
     assert result.exit_code == 0, result.output
     lines = result.stdout.strip().splitlines()
     assert len(lines) == 2 and lines[0].split()[2] == "water"
 
 
 def test_search_json_and_where(memory_dir: Path) -> None:
-    result = CliRunner().invoke(main, ["search", str(memory_dir), "a city", "--json",
-                                       "--where", '{"topic": "physics"}'])
+    result = CliRunner().invoke(
+        main, ["search", str(memory_dir), "a city", "--json", "--where", '{"topic": "physics"}']
+    )
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in result.stdout.splitlines()]
     assert [r["id"] for r in rows] == ["water"] and rows[0]["metadata"] == {"topic": "physics"}

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import unit_vectors
+
 from rag_memory import CorruptFileError, Memory
 
 
@@ -27,18 +27,21 @@ def _edit_manifest(path: Path, **changes) -> None:
     (path / "manifest.json").write_text(json.dumps(data))
 
 
-@pytest.mark.parametrize("damage, message", [
-    (lambda p: (p / "manifest.json").write_text("{not json"), "not valid JSON"),
-    (lambda p: (p / "manifest.json").write_bytes(b"\xff\xfe\x00"), "not valid JSON"),
-    (lambda p: (p / "manifest.json").write_text("[1, 2]"), "JSON object"),
-    (lambda p: _edit_manifest(p, format_version=99), "format_version 99"),
-    (lambda p: _edit_manifest(p, format="chroma"), "format"),
-    (lambda p: _edit_manifest(p, dim="8"), "'dim' must be int"),
-    (lambda p: _edit_manifest(p, dim=12), "dim 8 does not match"),
-    (lambda p: _edit_manifest(p, extra=1), "unknown keys ['extra']"),
-    (lambda p: _edit_manifest(p, shards=[{"shard_id": 1}]), "shards[0]"),
-    (lambda p: _edit_manifest(p, metric="l2"), "metric"),
-])
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda p: (p / "manifest.json").write_text("{not json"), "not valid JSON"),
+        (lambda p: (p / "manifest.json").write_bytes(b"\xff\xfe\x00"), "not valid JSON"),
+        (lambda p: (p / "manifest.json").write_text("[1, 2]"), "JSON object"),
+        (lambda p: _edit_manifest(p, format_version=99), "format_version 99"),
+        (lambda p: _edit_manifest(p, format="chroma"), "format"),
+        (lambda p: _edit_manifest(p, dim="8"), "'dim' must be int"),
+        (lambda p: _edit_manifest(p, dim=12), "dim 8 does not match"),
+        (lambda p: _edit_manifest(p, extra=1), "unknown keys ['extra']"),
+        (lambda p: _edit_manifest(p, shards=[{"shard_id": 1}]), "shards[0]"),
+        (lambda p: _edit_manifest(p, metric="l2"), "metric"),
+    ],
+)
 def test_bad_manifest(stored: Path, damage, message: str) -> None:
     damage(stored)
     with pytest.raises(CorruptFileError) as info:
@@ -81,8 +84,11 @@ def test_bad_vector_blob(stored: Path) -> None:
 
 
 def test_nan_vector_blob(stored: Path) -> None:
-    _tamper(stored, "UPDATE vectors SET vector = ? WHERE addr = 3",
-            (np.full(8, np.nan, dtype="<f4").tobytes(),))
+    _tamper(
+        stored,
+        "UPDATE vectors SET vector = ? WHERE addr = 3",
+        (np.full(8, np.nan, dtype="<f4").tobytes(),),
+    )
     with pytest.raises(CorruptFileError, match="NaN"):
         Memory.open(stored)
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import unit_vectors
+
 from rag_memory import Memory, MemoryLockedError
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
@@ -38,8 +38,14 @@ WRITER = textwrap.dedent("""
 
 
 def _python(code: str, *args: str, **kwargs) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", code, *args], env=ENV, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
+    return subprocess.Popen(
+        [sys.executable, "-c", code, *args],
+        env=ENV,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        **kwargs,
+    )
 
 
 def test_kill9_keeps_every_acknowledged_slot(tmp_path: Path, embedder) -> None:
@@ -74,19 +80,24 @@ def test_second_writer_gets_clear_error(tmp_path: Path) -> None:
     with Memory.create(tmp_path / "m", dim=4):
         with pytest.raises(MemoryLockedError, match="read_only=True"):
             Memory.open(tmp_path / "m")
-        child = _python("import sys; from rag_memory import Memory, MemoryLockedError\n"
-                        "try:\n    Memory.open(sys.argv[1])\n"
-                        "except MemoryLockedError as e:\n    print('locked:', e)", str(tmp_path / "m"))
+        child = _python(
+            "import sys; from rag_memory import Memory, MemoryLockedError\n"
+            "try:\n    Memory.open(sys.argv[1])\n"
+            "except MemoryLockedError as e:\n    print('locked:', e)",
+            str(tmp_path / "m"),
+        )
         out, err = child.communicate(timeout=60)
         assert out.startswith("locked:") and "another process" in out, err
 
 
 def test_writer_can_wait_for_the_lock(tmp_path: Path) -> None:
     mem = Memory.create(tmp_path / "m", dim=4)
-    child = _python("import sys, numpy as np; from rag_memory import Memory\n"
-                    "m = Memory.open(sys.argv[1], lock_timeout=60)\n"
-                    "m.add(['from child'], ids=['c'], vectors=np.ones((1, 4)))\nprint(len(m))",
-                    str(tmp_path / "m"))
+    child = _python(
+        "import sys, numpy as np; from rag_memory import Memory\n"
+        "m = Memory.open(sys.argv[1], lock_timeout=60)\n"
+        "m.add(['from child'], ids=['c'], vectors=np.ones((1, 4)))\nprint(len(m))",
+        str(tmp_path / "m"),
+    )
     time.sleep(1.5)
     assert child.poll() is None  # still waiting for the lock
     mem.add(["from parent"], ids=["p"], vectors=np.eye(1, 4))
@@ -108,7 +119,9 @@ READER = textwrap.dedent("""
 def test_read_only_reader_in_another_process_follows_the_writer(tmp_path: Path) -> None:
     vectors = unit_vectors(300, 8)
     with Memory.create(tmp_path / "m", dim=8) as mem:
-        mem.add([f"a{i}" for i in range(100)], ids=[f"a{i}" for i in range(100)], vectors=vectors[:100])
+        mem.add(
+            [f"a{i}" for i in range(100)], ids=[f"a{i}" for i in range(100)], vectors=vectors[:100]
+        )
         reader = _python(READER, str(tmp_path / "m"), stdin=subprocess.PIPE)
 
         def ask() -> str:
@@ -117,7 +130,9 @@ def test_read_only_reader_in_another_process_follows_the_writer(tmp_path: Path) 
             return reader.stdout.readline().strip()
 
         assert ask() == "100 100"
-        mem.add([f"b{i}" for i in range(200)], ids=[f"b{i}" for i in range(200)], vectors=vectors[100:])
+        mem.add(
+            [f"b{i}" for i in range(200)], ids=[f"b{i}" for i in range(200)], vectors=vectors[100:]
+        )
         mem.delete([f"a{i}" for i in range(10)])
         assert ask() == "290 290"
         reader.stdin.close()

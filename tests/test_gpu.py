@@ -12,8 +12,12 @@ import pytest
 from rag_memory import Memory
 from rag_memory.index.config import IndexConfig
 
-pytestmark = [pytest.mark.gpu, pytest.mark.skipif(
-    faiss.get_num_gpus() == 0, reason="no GPU visible to FAISS (faiss-cpu or no device)")]
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(
+        faiss.get_num_gpus() == 0, reason="no GPU visible to FAISS (faiss-cpu or no device)"
+    ),
+]
 
 
 def test_gpu_tier_equals_cpu_tier(tmp_path: Path) -> None:
@@ -21,8 +25,14 @@ def test_gpu_tier_equals_cpu_tier(tmp_path: Path) -> None:
     x = rng.standard_normal((50_000, 64)).astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     queries = x[:256] + 0.05 * rng.standard_normal((256, 64)).astype(np.float32)
-    config = IndexConfig(kind="ivf_flat", seal_threshold=10**9, nlist=256, nprobe=16,
-                         shard_groups=8, rebalance_every=0)
+    config = IndexConfig(
+        kind="ivf_flat",
+        seal_threshold=10**9,
+        nlist=256,
+        nprobe=16,
+        shard_groups=8,
+        rebalance_every=0,
+    )
     with Memory.create(tmp_path / "m", dim=64, index=config, cache=None, gpu_bytes=0) as mem:
         mem.add([str(i) for i in range(len(x))], vectors=x)
         mem.compact()
@@ -36,6 +46,8 @@ def test_gpu_tier_equals_cpu_tier(tmp_path: Path) -> None:
             for _ in range(20):
                 mem.search(queries, k=10)
             timings[tier] = 20 * len(queries) / (time.perf_counter() - start)
-    print(f"GPU tier {timings['gpu']:.0f} q/s vs CPU tier {timings['cpu']:.0f} q/s "
-          f"({timings['gpu'] / timings['cpu']:.2f}x) at batch 256")
+    print(
+        f"GPU tier {timings['gpu']:.0f} q/s vs CPU tier {timings['cpu']:.0f} q/s "
+        f"({timings['gpu'] / timings['cpu']:.2f}x) at batch 256"
+    )
     assert results["gpu"] == results["cpu"]

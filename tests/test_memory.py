@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import unit_vectors
+
 from rag_memory import Hit, Memory, MemoryClosedError, UnknownIdError
 
 DOCS = {
@@ -18,7 +18,9 @@ DOCS = {
 
 
 def test_text_roundtrip_and_search(text_memory: Memory) -> None:
-    ids = text_memory.add(list(DOCS.values()), ids=list(DOCS), metadata=[{"topic": t} for t in DOCS])
+    ids = text_memory.add(
+        list(DOCS.values()), ids=list(DOCS), metadata=[{"topic": t} for t in DOCS]
+    )
     assert ids == list(DOCS)
     assert len(text_memory) == 3
     hits = text_memory.search("What is the capital of France?", k=2)
@@ -51,7 +53,9 @@ def test_vector_search_is_exact(vector_memory: Memory) -> None:
     queries = unit_vectors(5, 16, seed=7)
     expected = np.argsort(-(queries @ vectors.T), axis=1)[:, :10]
     results = vector_memory.search(queries, k=10)
-    assert [[h.id for h in hits] for hits in results] == [[f"s{i}" for i in row] for row in expected]
+    assert [[h.id for h in hits] for hits in results] == [
+        [f"s{i}" for i in row] for row in expected
+    ]
     one = vector_memory.search(queries[0], k=3)  # a 1-D vector is one query
     assert [h.id for h in one] == [f"s{i}" for i in expected[0, :3]]
 
@@ -136,7 +140,8 @@ def test_closed_memory_refuses_calls(tmp_path: Path) -> None:
 
 
 def test_row_cache_keeps_recent_rows_by_bytes_and_forgets_deleted_slots(
-        vector_memory: Memory) -> None:
+    vector_memory: Memory,
+) -> None:
     from rag_memory.store.row_cache import RowCache
 
     rows = {i: (f"id{i}", "x" * 10, "{}", i) for i in range(1, 20)}

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-
 from conftest import unit_vectors
+
 from rag_memory.index.growing import GrowingShard
 from rag_memory.index.merge import merge_topk
 

@@ -7,8 +7,15 @@ import math
 import pytest
 
 from rag_memory.errors import InvalidInputError
-from rag_memory.index.plan import (FLAT_MAX_VECTORS, MIN_POINTS_PER_CENTROID, IndexPlan,
-                                   choose_index, ivf_flat_bytes, nlist_for, parse_bytes)
+from rag_memory.index.plan import (
+    FLAT_MAX_VECTORS,
+    MIN_POINTS_PER_CENTROID,
+    IndexPlan,
+    choose_index,
+    ivf_flat_bytes,
+    nlist_for,
+    parse_bytes,
+)
 
 MIB = 1 << 20
 
@@ -59,8 +66,9 @@ def test_more_budget_never_means_a_smaller_index() -> None:
     assert sizes == sorted(sizes)
 
 
-@pytest.mark.parametrize("args", [(-1, 384, MIB), (10, 0, MIB), (10, 384, 0), (10, 3.5, MIB),
-                                  (True, 384, MIB)])
+@pytest.mark.parametrize(
+    "args", [(-1, 384, MIB), (10, 0, MIB), (10, 384, 0), (10, 3.5, MIB), (True, 384, MIB)]
+)
 def test_bad_arguments(args: tuple) -> None:
     with pytest.raises(InvalidInputError):
         choose_index(*args)
@@ -69,14 +77,27 @@ def test_bad_arguments(args: tuple) -> None:
 def test_plan_round_trips_and_rejects_bad_dicts() -> None:
     plan = choose_index(2_000_000, 384, 512 * MIB)
     assert IndexPlan.from_dict(plan.to_dict()) == plan
-    for bad in ({**plan.to_dict(), "extra": 1}, {**plan.to_dict(), "nlist": "16"},
-                {**plan.to_dict(), "kind": "hnsw"}, {**plan.to_dict(), "fits_budget": 1}, []):
+    for bad in (
+        {**plan.to_dict(), "extra": 1},
+        {**plan.to_dict(), "nlist": "16"},
+        {**plan.to_dict(), "kind": "hnsw"},
+        {**plan.to_dict(), "fits_budget": 1},
+        [],
+    ):
         with pytest.raises(InvalidInputError):
             IndexPlan.from_dict(bad)
 
 
-@pytest.mark.parametrize("text,value", [("512MiB", 512 * MIB), ("2GB", 2 * 10**9),
-                                        ("1.5GiB", 3 * 512 * MIB), ("4096", 4096), (77, 77)])
+@pytest.mark.parametrize(
+    "text,value",
+    [
+        ("512MiB", 512 * MIB),
+        ("2GB", 2 * 10**9),
+        ("1.5GiB", 3 * 512 * MIB),
+        ("4096", 4096),
+        (77, 77),
+    ],
+)
 def test_parse_bytes(text: str, value: int) -> None:
     assert parse_bytes(text) == value
 

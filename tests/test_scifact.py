@@ -20,18 +20,20 @@ def test_memory_search_equals_faiss_flat_ip(tmp_path: Path, scifact: dict, embed
     with Memory.create(tmp_path / "scifact", embedder=embedder) as mem:
         for start in range(0, len(ids), 1000):  # several writes, as a user would
             stop = start + 1000
-            mem.add(scifact["texts"][start:stop], ids=ids[start:stop],
-                    vectors=vectors[start:stop])
+            mem.add(scifact["texts"][start:stop], ids=ids[start:stop], vectors=vectors[start:stop])
         by_vector = mem.search(query_vectors, k=k)
         by_text = mem.search(scifact["queries"], k=k)  # the memory embeds the queries itself
     assert len(by_vector) == len(scifact["queries"]) == 809
-    assert [[h.id for h in hits] for hits in by_vector] == \
-        [[ids[r] for r in row] for row in expected_rows]
-    np.testing.assert_array_equal(np.array([[h.score for h in hits] for hits in by_vector],
-                                           dtype=np.float32), expected_scores)
+    assert [[h.id for h in hits] for hits in by_vector] == [
+        [ids[r] for r in row] for row in expected_rows
+    ]
+    np.testing.assert_array_equal(
+        np.array([[h.score for h in hits] for hits in by_vector], dtype=np.float32), expected_scores
+    )
     same = sum([h.id for h in t] == [h.id for h in v] for t, v in zip(by_text, by_vector))
-    assert same == len(by_vector), f"text queries disagree with their cached vectors on " \
-                                   f"{len(by_vector) - same} queries"
+    assert same == len(by_vector), (
+        f"text queries disagree with their cached vectors on {len(by_vector) - same} queries"
+    )
 
 
 def test_text_add_embeds_like_the_embedder(tmp_path: Path, scifact: dict, embedder) -> None:
@@ -51,19 +53,25 @@ def test_tiered_memory_keeps_ndcg_of_exact_search(tmp_path: Path, scifact: dict,
     from rag_memory.index.config import IndexConfig
 
     ids, vectors = scifact["ids"], scifact["vectors"]
-    config = IndexConfig(seal_threshold=2000, nprobe=16, shard_groups=6, merge_threshold=8,
-                         expected_vectors=len(ids))
+    config = IndexConfig(
+        seal_threshold=2000, nprobe=16, shard_groups=6, merge_threshold=8, expected_vectors=len(ids)
+    )
     figures = {}
     for name, index in (("exact", None), ("tiered", config)):
         with Memory.create(tmp_path / name, embedder=embedder, index=index, cache=None) as mem:
             for start in range(0, len(ids), 500):
-                mem.add(scifact["texts"][start:start + 500], ids=ids[start:start + 500],
-                        vectors=vectors[start:start + 500])
+                mem.add(
+                    scifact["texts"][start : start + 500],
+                    ids=ids[start : start + 500],
+                    vectors=vectors[start : start + 500],
+                )
             sealed = [s for s in mem.stats()["shards"] if s["shard_id"]]
             hits = mem.search(scifact["query_vectors"], k=100)
         means, _ = evaluate_run(scifact["qrels"], hits_to_run(scifact["query_ids"], hits))
         figures[name] = (means["ndcg@10"], len(sealed))
-    print(f"nDCG@10 exact {figures['exact'][0]:.4f}, tiered {figures['tiered'][0]:.4f} "
-          f"({figures['tiered'][1]} sealed shards)")
+    print(
+        f"nDCG@10 exact {figures['exact'][0]:.4f}, tiered {figures['tiered'][0]:.4f} "
+        f"({figures['tiered'][1]} sealed shards)"
+    )
     assert figures["exact"][1] == 0 and figures["tiered"][1] >= 4
     assert abs(figures["tiered"][0] - figures["exact"][0]) <= 0.01

@@ -6,8 +6,8 @@ import threading
 from pathlib import Path
 
 import numpy as np
-
 from conftest import unit_vectors
+
 from rag_memory import Memory
 
 DIM = 32
@@ -29,8 +29,12 @@ def test_concurrent_search_while_writing(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     with Memory.create(tmp_path / "m", dim=DIM) as mem:
         ids = [f"base{i}" for i in range(2000)]
-        mem.add([f"{i}|v0" for i in ids], ids=ids, metadata=[{"id": i, "base": True} for i in ids],
-                vectors=unit_vectors(2000, DIM))
+        mem.add(
+            [f"{i}|v0" for i in ids],
+            ids=ids,
+            metadata=[{"id": i, "base": True} for i in ids],
+            vectors=unit_vectors(2000, DIM),
+        )
         stop = threading.Event()
         errors: list[BaseException] = []
         searches = [0]
@@ -39,10 +43,18 @@ def test_concurrent_search_while_writing(tmp_path: Path) -> None:
             try:
                 for step in range(150):
                     new = [f"w{step}-{j}" for j in range(10)]
-                    mem.add([f"{i}|v0" for i in new], ids=new, metadata=[{"id": i} for i in new],
-                            vectors=unit_vectors(10, DIM, seed=step + 1))
-                    mem.upsert([f"{new[0]}|v1"], ids=[new[0]], metadata=[{"id": new[0]}],
-                               vectors=unit_vectors(1, DIM, seed=10_000 + step))
+                    mem.add(
+                        [f"{i}|v0" for i in new],
+                        ids=new,
+                        metadata=[{"id": i} for i in new],
+                        vectors=unit_vectors(10, DIM, seed=step + 1),
+                    )
+                    mem.upsert(
+                        [f"{new[0]}|v1"],
+                        ids=[new[0]],
+                        metadata=[{"id": new[0]}],
+                        vectors=unit_vectors(1, DIM, seed=10_000 + step),
+                    )
                     mem.delete([new[1], f"base{step}"])
             except BaseException as exc:  # surfaced by the assert below
                 errors.append(exc)
@@ -64,7 +76,8 @@ def test_concurrent_search_while_writing(tmp_path: Path) -> None:
                 errors.append(exc)
 
         threads = [threading.Thread(target=writer)] + [
-            threading.Thread(target=reader, args=(s,)) for s in range(4)]
+            threading.Thread(target=reader, args=(s,)) for s in range(4)
+        ]
         for t in threads:
             t.start()
         for t in threads:
@@ -74,6 +87,9 @@ def test_concurrent_search_while_writing(tmp_path: Path) -> None:
         assert len(mem) == 2000 + 150 * 10 - 150 * 2
         final = mem.search(rng.standard_normal((3, DIM)).astype(np.float32), k=50)
     with Memory.open(tmp_path / "m") as reopened:
-        assert [[h.id for h in r] for r in reopened.search(
-            np.random.default_rng(0).standard_normal((3, DIM)).astype(np.float32), k=50)] == \
-            [[h.id for h in r] for r in final]
+        assert [
+            [h.id for h in r]
+            for r in reopened.search(
+                np.random.default_rng(0).standard_normal((3, DIM)).astype(np.float32), k=50
+            )
+        ] == [[h.id for h in r] for r in final]

@@ -32,9 +32,12 @@ def build(path: Path, config: IndexConfig, **budgets) -> Memory:
     mem = Memory.create(path, dim=DIM, index=config, cache=None, **budgets)
     for start in range(0, len(VECTORS), 1500):
         stop = start + 1500
-        mem.add([f"t{i}" for i in range(start, stop)], ids=[f"i{i}" for i in range(start, stop)],
-                metadata=[{"n": i, "label": int(LABELS[i])} for i in range(start, stop)],
-                vectors=VECTORS[start:stop])
+        mem.add(
+            [f"t{i}" for i in range(start, stop)],
+            ids=[f"i{i}" for i in range(start, stop)],
+            metadata=[{"n": i, "label": int(LABELS[i])} for i in range(start, stop)],
+            vectors=VECTORS[start:stop],
+        )
     return mem
 
 
@@ -49,8 +52,9 @@ def exact(queries: np.ndarray, k: int, exclude: set[int] = frozenset()) -> list[
     return [[f"i{r}" for r in row if r not in exclude][:k] for row in rows]
 
 
-EXHAUSTIVE = IndexConfig(seal_threshold=3000, nlist=48, nprobe=48, shard_groups=4,
-                         merge_threshold=3)
+EXHAUSTIVE = IndexConfig(
+    seal_threshold=3000, nlist=48, nprobe=48, shard_groups=4, merge_threshold=3
+)
 
 
 def test_sealing_routes_to_shards_and_stays_exact_when_probing_all(tmp_path: Path) -> None:
@@ -93,13 +97,16 @@ def test_deletes_are_tombstones_until_compaction(tmp_path: Path) -> None:
         assert len([s for s in stats["shards"] if s["shard_id"]]) <= 4  # one shard per group
         assert len(mem) == 12_000 - len(victims)
         assert mem.search(QUERIES[0], k=1)[0].id == "i5"
-        assert ids(mem.search(QUERIES[1:], k=10)) == \
-            [[i for i in row if i != "i5"][:10] for row in exact(QUERIES[1:], 11, exclude=victims)]
+        assert ids(mem.search(QUERIES[1:], k=10)) == [
+            [i for i in row if i != "i5"][:10] for row in exact(QUERIES[1:], 11, exclude=victims)
+        ]
     with Memory.open(tmp_path / "m", cache=None) as mem:
         assert len(mem) == 12_000 - len(victims)
-        assert sorted(p.name for p in (tmp_path / "m" / "shards").iterdir() if p.suffix == ".faiss"
-                      and not p.name.startswith("codec")) == \
-            sorted(f"{s['shard_id']:06d}.faiss" for s in mem.stats()["shards"] if s["shard_id"])
+        assert sorted(
+            p.name
+            for p in (tmp_path / "m" / "shards").iterdir()
+            if p.suffix == ".faiss" and not p.name.startswith("codec")
+        ) == sorted(f"{s['shard_id']:06d}.faiss" for s in mem.stats()["shards"] if s["shard_id"])
 
 
 def test_where_filter_inside_sealed_shards(tmp_path: Path) -> None:
@@ -111,8 +118,9 @@ def test_where_filter_inside_sealed_shards(tmp_path: Path) -> None:
 
 
 def test_ivf_pq_reranks_with_full_vectors(tmp_path: Path) -> None:
-    config = IndexConfig(kind="ivf_pq", seal_threshold=3000, nlist=48, nprobe=48, pq_m=4,
-                         shard_groups=4)
+    config = IndexConfig(
+        kind="ivf_pq", seal_threshold=3000, nlist=48, nprobe=48, pq_m=4, shard_groups=4
+    )
     with build(tmp_path / "m", config) as mem:
         assert mem.stats()["index"]["kind_chosen"] == "ivf_pq"
         found = mem.search(QUERIES, k=10)
@@ -122,8 +130,9 @@ def test_ivf_pq_reranks_with_full_vectors(tmp_path: Path) -> None:
         # scores are exact inner products (re-ranked), not PQ approximations
         for hits in found[:5]:
             for h in hits:
-                assert h.score == pytest.approx(float(VECTORS[int(h.id[1:])] @ QUERIES[
-                    found.index(hits)]), abs=1e-5)
+                assert h.score == pytest.approx(
+                    float(VECTORS[int(h.id[1:])] @ QUERIES[found.index(hits)]), abs=1e-5
+                )
 
 
 def test_auto_kind_follows_the_ram_budget(tmp_path: Path) -> None:
@@ -148,8 +157,9 @@ def test_disk_tier_equals_ram_tier(tmp_path: Path) -> None:
 def test_heat_promotes_hot_shards(tmp_path: Path) -> None:
     """A query stream concentrated on 10% of the partitions (a topic: the partitions nearest
     one centroid); RAM for 20% of the index; after rebalancing >= 80% of probes hit RAM."""
-    config = IndexConfig(seal_threshold=12_000, nlist=64, nprobe=4, shard_groups=16,
-                         rebalance_every=0)
+    config = IndexConfig(
+        seal_threshold=12_000, nlist=64, nprobe=4, shard_groups=16, rebalance_every=0
+    )
     with build(tmp_path / "m", config) as mem:
         mem.compact()
         total = sum(s["bytes"] for s in mem.stats()["shards"] if s["shard_id"])
@@ -164,8 +174,9 @@ def test_heat_promotes_hot_shards(tmp_path: Path) -> None:
         probes0, fast0 = mem.stats()["probes"], mem.stats()["fast_tier_hit_ratio"]
         mem.search(stream, k=10)
         stats = mem.stats()
-        after = (stats["fast_tier_hit_ratio"] * stats["probes"] - fast0 * probes0) / \
-            (stats["probes"] - probes0)
+        after = (stats["fast_tier_hit_ratio"] * stats["probes"] - fast0 * probes0) / (
+            stats["probes"] - probes0
+        )
         print(f"fast-tier hit ratio before rebalance {before:.2f}, after {after:.2f}")
         assert after >= 0.8 > before
         assert stats["tiers"]["ram"]["bytes"] - stats["shards"][0]["bytes"] <= 0.2 * total
@@ -174,8 +185,11 @@ def test_heat_promotes_hot_shards(tmp_path: Path) -> None:
 def test_read_only_reader_reloads_after_a_seal(tmp_path: Path) -> None:
     config = IndexConfig(seal_threshold=1_000_000, nlist=16, nprobe=16)
     with Memory.create(tmp_path / "m", dim=DIM, index=config, cache=None) as writer:
-        writer.add([f"t{i}" for i in range(5000)], ids=[f"i{i}" for i in range(5000)],
-                   vectors=VECTORS[:5000])
+        writer.add(
+            [f"t{i}" for i in range(5000)],
+            ids=[f"i{i}" for i in range(5000)],
+            vectors=VECTORS[:5000],
+        )
         reader = Memory.open(tmp_path / "m", read_only=True, cache=None)
         before = ids(reader.search(QUERIES, k=5))
         writer.compact()  # seals: the reader must switch to the shards
@@ -188,8 +202,12 @@ def test_read_only_reader_reloads_after_a_seal(tmp_path: Path) -> None:
 
 def test_place_shards_is_greedy_by_heat() -> None:
     shards = [(1, 5.0, 100), (2, 9.0, 100), (3, 1.0, 50), (4, 7.0, 300)]
-    assert place_shards(shards, gpu_bytes=100, ram_bytes=160) == \
-        {2: "gpu", 4: "disk", 1: "ram", 3: "ram"}
+    assert place_shards(shards, gpu_bytes=100, ram_bytes=160) == {
+        2: "gpu",
+        4: "disk",
+        1: "ram",
+        3: "ram",
+    }
     assert set(place_shards(shards, 0, None).values()) == {"ram"}
 
 
@@ -202,6 +220,7 @@ def test_heat_decays_by_half_life() -> None:
 
 def test_index_config_is_strict() -> None:
     from rag_memory import InvalidInputError
+
     with pytest.raises(InvalidInputError, match="unknown IndexConfig keys"):
         IndexConfig.from_dict({"nprobe": 4, "nprobes": 8})
     with pytest.raises(InvalidInputError, match="kind"):
@@ -225,29 +244,39 @@ def test_iter_vectors_covers_every_shard(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("kind", ["ivf_flat", "ivf_pq"])
-def test_merged_shard_equals_a_shard_built_from_the_live_vectors(tmp_path: Path,
-                                                                 kind: str) -> None:
+def test_merged_shard_equals_a_shard_built_from_the_live_vectors(tmp_path: Path, kind: str) -> None:
     """Merging concatenates codes (no re-encoding): the result must search exactly like a shard
     encoded afresh from the same live vectors, tombstones gone."""
     from rag_memory.index.sealed import SealedShard, merge_shards, write_shard
 
-    config = IndexConfig(kind=kind, seal_threshold=3000, nlist=48, nprobe=48, shard_groups=1,
-                         merge_threshold=100, pq_m=8)
+    config = IndexConfig(
+        kind=kind,
+        seal_threshold=3000,
+        nlist=48,
+        nprobe=48,
+        shard_groups=1,
+        merge_threshold=100,
+        pq_m=8,
+    )
     with build(tmp_path / "m", config) as mem:
         index = mem._index
         shards = sorted(index.sealed.values(), key=lambda s: s.shard_id)
         assert len(shards) == 4 and {s.group for s in shards} == {0}
         mem.delete([f"i{i}" for i in range(0, 12_000, 7)])  # tombstones in every shard
         codec, directory = index.codec, index.shard_dir
-        merged = SealedShard(index.directory, merge_shards(directory, 900, codec, 0, shards),
-                             codec, DIM)
+        merged = SealedShard(
+            index.directory, merge_shards(directory, 900, codec, 0, shards), codec, DIM
+        )
         tombstones = np.concatenate([s.tombstones for s in shards])
         addrs = np.concatenate([s.addrs for s in shards])
         assert len(tombstones) == len(range(0, 12_000, 7))
         assert np.array_equal(merged.addrs, np.sort(addrs[~np.isin(addrs, tombstones)]))
-        fresh = SealedShard(index.directory, write_shard(directory, 901, codec, 0, merged.addrs,
-                                                         merged.all_vectors(0, len(merged))),
-                            codec, DIM)
+        fresh = SealedShard(
+            index.directory,
+            write_shard(directory, 901, codec, 0, merged.addrs, merged.all_vectors(0, len(merged))),
+            codec,
+            DIM,
+        )
         coarse, lists = codec.route(QUERIES, 48)
         results = []
         for shard in (merged, fresh):

@@ -21,8 +21,15 @@ from rag_memory.errors import UnknownIdError
 from rag_memory.index.config import IndexConfig
 
 DIM = 16
-CONFIG = IndexConfig(kind="ivf_flat", seal_threshold=400, nlist=16, nprobe=16, shard_groups=4, merge_threshold=3,
-                     rebalance_every=0)
+CONFIG = IndexConfig(
+    kind="ivf_flat",
+    seal_threshold=400,
+    nlist=16,
+    nprobe=16,
+    shard_groups=4,
+    merge_threshold=3,
+    rebalance_every=0,
+)
 
 CHILD = textwrap.dedent("""
     import sys
@@ -74,8 +81,13 @@ def test_kill9_during_maintenance(tmp_path: Path, phase: str) -> None:
     rng = random.Random(phase)
     acked, deleted, in_doubt = [], set(), []
     for run in range(20):
-        proc = subprocess.Popen([sys.executable, "-c", CHILD, str(path), str(run), phase],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", CHILD, str(path), str(run), phase],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
         lines: list[str] = []
         reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
         reader.start()

@@ -39,8 +39,11 @@ def main() -> None:
     except NotAMemoryError:
         mem = Memory.create(args.out)
     with mem:
-        mem.upsert([f"{d['title']}. {d['text']}" for d in docs], ids=[d["id"] for d in docs],
-                   metadata=[{"topic": d["topic"], "title": d["title"]} for d in docs])
+        mem.upsert(
+            [f"{d['title']}. {d['text']}" for d in docs],
+            ids=[d["id"] for d in docs],
+            metadata=[{"topic": d["topic"], "title": d["title"]} for d in docs],
+        )
         print(f"memory at {args.out}: {len(mem)} slots\n")
         for question, hits in zip(QUESTIONS, mem.search(QUESTIONS, k=3)):
             print(f"Q: {question}")

@@ -34,10 +34,13 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     config = SyntheticConfig(
-        out=args.out or ROOT / "memories" / f"synthetic-{args.n}", n=args.n,
+        out=args.out or ROOT / "memories" / f"synthetic-{args.n}",
+        n=args.n,
         spec=MixtureSpec(dim=args.dim, clusters=args.clusters, seed=args.seed),
-        memory_budget=parse_bytes(args.memory_budget), block_size=args.block_size,
-        append=args.append)
+        memory_budget=parse_bytes(args.memory_budget),
+        block_size=args.block_size,
+        append=args.append,
+    )
     print(run_synthetic(config).summary())
 
 

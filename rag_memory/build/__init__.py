@@ -10,5 +10,11 @@ from .records import FieldMap
 from .report import BuildReport
 from .synthetic import SyntheticConfig, run_synthetic
 
-__all__ = ["BuildConfig", "BuildReport", "FieldMap", "SyntheticConfig", "run_build",
-           "run_synthetic"]
+__all__ = [
+    "BuildConfig",
+    "BuildReport",
+    "FieldMap",
+    "SyntheticConfig",
+    "run_build",
+    "run_synthetic",
+]

@@ -42,18 +42,31 @@ class Block:
 def _key(slot_id: str) -> int:
     """64-bit hash of an id: the duplicate check holds ~40 bytes per id instead of the string.
     A false duplicate needs a 64-bit collision (~1e-7 at 2M ids)."""
-    return int.from_bytes(hashlib.blake2b(slot_id.encode("utf-8", "surrogatepass"),
-                                          digest_size=8).digest(), "little")
+    return int.from_bytes(
+        hashlib.blake2b(slot_id.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little"
+    )
 
 
 def _block(index: int, chunks: list[Chunk], position: int, documents: int) -> Block:
-    return Block(index, [c.id for c in chunks], [c.text for c in chunks],
-                 [c.metadata for c in chunks], [c.line for c in chunks], position, documents)
+    return Block(
+        index,
+        [c.id for c in chunks],
+        [c.text for c in chunks],
+        [c.metadata for c in chunks],
+        [c.line for c in chunks],
+        position,
+        documents,
+    )
 
 
-def text_blocks(records: Iterable[RawRecord], fields: FieldMap, chunker: Chunker,
-                block_size: int, problems: ProblemLog, limit: int | None = None
-                ) -> Iterator[Block]:
+def text_blocks(
+    records: Iterable[RawRecord],
+    fields: FieldMap,
+    chunker: Chunker,
+    block_size: int,
+    problems: ProblemLog,
+    limit: int | None = None,
+) -> Iterator[Block]:
     """Records -> documents -> chunks -> blocks of `block_size` chunks (the last may be short).
 
     Bad records and documents whose id repeats an earlier one go to `problems` (the first
@@ -99,8 +112,9 @@ class Prefetcher:
         self._stop = threading.Event()
         self.busy_s = 0.0  # time the thread spent producing items
         self.wait_s = 0.0  # time the consumer spent waiting for them
-        self._thread = threading.Thread(target=self._run, name="rag-memory-build-reader",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, name="rag-memory-build-reader", daemon=True
+        )
         self._thread.start()
 
     def _put(self, item: Any) -> bool:

@@ -64,8 +64,15 @@ def read_checkpoint(directory: Path) -> Checkpoint | None:
         data = json.loads(path.read_bytes().decode("utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CorruptFileError(path, f"unreadable checkpoint ({exc})") from None
-    types = {"fingerprint": str, "command": dict, "blocks_done": int, "slots_before": int,
-             "done": bool, "format": str, "version": int}
+    types = {
+        "fingerprint": str,
+        "command": dict,
+        "blocks_done": int,
+        "slots_before": int,
+        "done": bool,
+        "format": str,
+        "version": int,
+    }
     if not isinstance(data, dict) or set(data) != {f.name for f in fields(Checkpoint)}:
         raise CorruptFileError(path, f"a checkpoint needs exactly the keys {sorted(types)}")
     for key, kind in types.items():

@@ -35,15 +35,17 @@ class Chunker:
         if max_tokens < 8:
             raise InvalidInputError(f"max tokens must be at least 8, got {max_tokens}")
         if not 0 <= overlap <= max_tokens // 2:
-            raise InvalidInputError(f"overlap must be between 0 and max_tokens/2 "
-                                    f"({max_tokens // 2}), got {overlap}")
+            raise InvalidInputError(
+                f"overlap must be between 0 and max_tokens/2 ({max_tokens // 2}), got {overlap}"
+            )
         self.tokenizer = tokenizer
         self.max_tokens = max_tokens
         self.overlap = overlap
 
     @classmethod
-    def for_model(cls, model: Any, max_tokens: int | None = None,
-                  overlap: int = DEFAULT_OVERLAP) -> Chunker:
+    def for_model(
+        cls, model: Any, max_tokens: int | None = None, overlap: int = DEFAULT_OVERLAP
+    ) -> Chunker:
         """A chunker for a SentenceTransformer: by default its max_seq_length minus the special
         tokens ([CLS], [SEP]) the model adds around every text."""
         from tokenizers import Tokenizer
@@ -79,7 +81,7 @@ class Chunker:
         start = 0
         while True:
             end = min(start + window, len(offsets))
-            piece = doc.text[offsets[start][0]:offsets[end - 1][1]]
+            piece = doc.text[offsets[start][0] : offsets[end - 1][1]]
             i = len(chunks)
             chunks.append(Chunk(f"{doc.id}#{i}", prefix + piece, {**base, "chunk": i}, doc.line))
             if end == len(offsets):

@@ -23,25 +23,61 @@ def _bytes(ctx: click.Context, param: click.Parameter, value: str) -> int:
 
 @click.command("build")
 @click.argument("source", type=click.Path(exists=True, path_type=Path))
-@click.option("--out", required=True, type=click.Path(path_type=Path),
-              help="Memory directory to create (or to resume an interrupted build in).")
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default=None,
-              help="Corpus format; detected from a BEIR folder or the file suffix by default.")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Memory directory to create (or to resume an interrupted build in).",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS),
+    default=None,
+    help="Corpus format; detected from a BEIR folder or the file suffix by default.",
+)
 @click.option("--id-field", default=None, help='Id field/column [default: "_id", else "id"].')
-@click.option("--title-field", default="title", show_default=True,
-              help="Title field, prepended to every chunk (optional in each record).")
+@click.option(
+    "--title-field",
+    default="title",
+    show_default=True,
+    help="Title field, prepended to every chunk (optional in each record).",
+)
 @click.option("--text-field", default="text", show_default=True, help="Text field/column.")
 @click.option("--metadata-fields", default="", help="Comma-separated fields kept as metadata.")
-@click.option("--max-tokens", type=int, default=None,
-              help="Chunk size in tokens [default: the model's max_seq_length minus specials].")
-@click.option("--overlap", type=int, default=32, show_default=True,
-              help="Tokens shared by neighbouring chunks.")
-@click.option("--batch-size", type=int, default=None,
-              help="Encoder batch size [default: 64 on CPU, 256 on GPU].")
-@click.option("--block-batches", type=int, default=DEFAULT_BLOCK_BATCHES, show_default=True,
-              help="Encoder batches per committed block (the unit of resume).")
-@click.option("--memory-budget", default="1GiB", show_default=True, callback=_bytes,
-              help="Index bytes the index plan must fit (e.g. 512MiB, 4GB).")
+@click.option(
+    "--max-tokens",
+    type=int,
+    default=None,
+    help="Chunk size in tokens [default: the model's max_seq_length minus specials].",
+)
+@click.option(
+    "--overlap",
+    type=int,
+    default=32,
+    show_default=True,
+    help="Tokens shared by neighbouring chunks.",
+)
+@click.option(
+    "--batch-size",
+    type=int,
+    default=None,
+    help="Encoder batch size [default: 64 on CPU, 256 on GPU].",
+)
+@click.option(
+    "--block-batches",
+    type=int,
+    default=DEFAULT_BLOCK_BATCHES,
+    show_default=True,
+    help="Encoder batches per committed block (the unit of resume).",
+)
+@click.option(
+    "--memory-budget",
+    default="1GiB",
+    show_default=True,
+    callback=_bytes,
+    help="Index bytes the index plan must fit (e.g. 512MiB, 4GB).",
+)
 @click.option("--embedder", default=None, help="sentence-transformers model name or path.")
 @click.option("--device", default=None, help="torch device [default: a GPU if there is one].")
 @click.option("--limit", type=int, default=None, help="Stop after this many documents.")
@@ -49,25 +85,55 @@ def _bytes(ctx: click.Context, param: click.Parameter, value: str) -> int:
 @click.option("--append", is_flag=True, help="Allow adding to an existing memory.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON.")
-def build_command(source: Path, out: Path, fmt: str | None, id_field: str | None,
-                  title_field: str, text_field: str, metadata_fields: str,
-                  max_tokens: int | None, overlap: int, batch_size: int | None,
-                  block_batches: int, memory_budget: int, embedder: str | None,
-                  device: str | None, limit: int | None, strict: bool, append: bool,
-                  no_progress: bool, as_json: bool) -> None:
+def build_command(
+    source: Path,
+    out: Path,
+    fmt: str | None,
+    id_field: str | None,
+    title_field: str,
+    text_field: str,
+    metadata_fields: str,
+    max_tokens: int | None,
+    overlap: int,
+    batch_size: int | None,
+    block_batches: int,
+    memory_budget: int,
+    embedder: str | None,
+    device: str | None,
+    limit: int | None,
+    strict: bool,
+    append: bool,
+    no_progress: bool,
+    as_json: bool,
+) -> None:
     """Build a memory in OUT from the corpus SOURCE (rerun the same command to resume).
 
     SOURCE is a BEIR folder (its corpus.jsonl), or a .jsonl, .csv/.tsv, .parquet or .txt
     file (one document per non-blank line). Bad records are skipped and reported with their
     line numbers; the report is printed and saved as OUT/build_report.json.
     """
-    fields = FieldMap(id_field=id_field, title_field=title_field, text_field=text_field,
-                      metadata_fields=tuple(f.strip() for f in metadata_fields.split(",")
-                                            if f.strip()))
-    config = BuildConfig(source=source, out=out, format=fmt, fields=fields,
-                         max_tokens=max_tokens, overlap=overlap, batch_size=batch_size,
-                         block_batches=block_batches, memory_budget=memory_budget,
-                         embedder=embedder, device=device, strict=strict, append=append,
-                         limit=limit, progress=not no_progress)
+    fields = FieldMap(
+        id_field=id_field,
+        title_field=title_field,
+        text_field=text_field,
+        metadata_fields=tuple(f.strip() for f in metadata_fields.split(",") if f.strip()),
+    )
+    config = BuildConfig(
+        source=source,
+        out=out,
+        format=fmt,
+        fields=fields,
+        max_tokens=max_tokens,
+        overlap=overlap,
+        batch_size=batch_size,
+        block_batches=block_batches,
+        memory_budget=memory_budget,
+        embedder=embedder,
+        device=device,
+        strict=strict,
+        append=append,
+        limit=limit,
+        progress=not no_progress,
+    )
     report = run_build(config)
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.summary())

@@ -38,11 +38,13 @@ class BuildConfig:
     def __post_init__(self) -> None:
         for name in ("max_tokens", "batch_size", "limit"):
             value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
-                                      or value <= 0):
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value <= 0
+            ):
                 raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
         if self.block_batches <= 0 or self.memory_budget <= 0 or self.overlap < 0:
-            raise InvalidInputError("block_batches and memory_budget must be positive, "
-                                    "overlap not negative")
+            raise InvalidInputError(
+                "block_batches and memory_budget must be positive, overlap not negative"
+            )
         object.__setattr__(self, "source", Path(self.source))
         object.__setattr__(self, "out", Path(self.out))

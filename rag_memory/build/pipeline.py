@@ -71,8 +71,9 @@ def _stored(mem: Memory, ids: list[str]) -> set[str]:
     return found
 
 
-def _commit(mem: Memory, block: Block, encode: Encode, run: _Run, problems: ProblemLog,
-            append: bool) -> None:
+def _commit(
+    mem: Memory, block: Block, encode: Encode, run: _Run, problems: ProblemLog, append: bool
+) -> None:
     keep = list(range(len(block.ids)))
     if append:  # ids stored before this build began are reported, not overwritten
         stored = _stored(mem, block.ids)
@@ -89,14 +90,25 @@ def _commit(mem: Memory, block: Block, encode: Encode, run: _Run, problems: Prob
         run.embedded += len(block.texts)
     run.seconds["encode"] += time.perf_counter() - start
     start = time.perf_counter()
-    mem.add(texts, ids=[block.ids[i] for i in keep],
-            metadata=[block.metadata[i] for i in keep], vectors=vectors[keep])
+    mem.add(
+        texts,
+        ids=[block.ids[i] for i in keep],
+        metadata=[block.metadata[i] for i in keep],
+        vectors=vectors[keep],
+    )
     run.seconds["write"] += time.perf_counter() - start
     run.written += len(keep)
 
 
-def commit_blocks(mem: Memory, blocks: Iterable[Block], checkpoint: Checkpoint, resumed: bool,
-                  encode: Encode, problems: ProblemLog, bar: Any) -> _Run:
+def commit_blocks(
+    mem: Memory,
+    blocks: Iterable[Block],
+    checkpoint: Checkpoint,
+    resumed: bool,
+    encode: Encode,
+    problems: ProblemLog,
+    bar: Any,
+) -> _Run:
     """Encode and commit each block not committed yet, advancing the checkpoint after each."""
     run = _Run()
     append = checkpoint.slots_before > 0
@@ -116,32 +128,53 @@ def commit_blocks(mem: Memory, blocks: Iterable[Block], checkpoint: Checkpoint, 
             checkpoint = checkpoint.advance(block.index + 1)
             write_checkpoint(mem.path, checkpoint)
             run.seconds["write"] += time.perf_counter() - start
-        bar.set_postfix(docs=f"{run.documents:,}", chunks=f"{run.chunks:,}",
-                        skipped=problems.total, refresh=False)
+        bar.set_postfix(
+            docs=f"{run.documents:,}",
+            chunks=f"{run.chunks:,}",
+            skipped=problems.total,
+            refresh=False,
+        )
         bar.update(block.position - position)
         position = block.position
     write_checkpoint(mem.path, replace(checkpoint, done=True))
     return run
 
 
-def finish_report(mem: Memory, inputs: dict[str, Any], run: _Run, problems: ProblemLog,
-                  total_s: float, budget: int, read_s: float) -> BuildReport:
+def finish_report(
+    mem: Memory,
+    inputs: dict[str, Any],
+    run: _Run,
+    problems: ProblemLog,
+    total_s: float,
+    budget: int,
+    read_s: float,
+) -> BuildReport:
     """Choose the index plan for the final size, then gather and save the report."""
     stats = mem.stats()
     plan = choose_index(stats["slots"], stats["dim"], budget)
     logger.info("index plan: %s", plan.reason)
     seconds = {**run.seconds, "read_chunk": read_s, "total": total_s}
     report = BuildReport(
-        inputs=inputs, memory=str(mem.path), documents=run.documents, chunks=run.chunks,
-        vectors_written=run.written, slots_total=stats["slots"], blocks=run.blocks,
-        blocks_resumed=run.resumed, skipped=problems.to_dict(),
+        inputs=inputs,
+        memory=str(mem.path),
+        documents=run.documents,
+        chunks=run.chunks,
+        vectors_written=run.written,
+        slots_total=stats["slots"],
+        blocks=run.blocks,
+        blocks_resumed=run.resumed,
+        skipped=problems.to_dict(),
         seconds={k: round(v, 3) for k, v in seconds.items()},
         vectors_per_s=round(run.written / total_s, 2) if total_s else 0.0,
         encode_vectors_per_s=round(run.embedded / run.seconds["encode"], 2)
-        if run.embedded else 0.0,
-        index_plan=plan.to_dict(), index_built=index_built(mem, stats), tiers=stats["tiers"],
+        if run.embedded
+        else 0.0,
+        index_plan=plan.to_dict(),
+        index_built=index_built(mem, stats),
+        tiers=stats["tiers"],
         disk_bytes=stats["disk_bytes"],
-        peak_rss_bytes=peak_rss_bytes())
+        peak_rss_bytes=peak_rss_bytes(),
+    )
     report.save(mem.path)
     return report
 
@@ -153,14 +186,23 @@ def index_built(mem: Memory, stats: dict[str, Any]) -> dict[str, Any]:
     sealed = [s for s in stats["shards"] if s["shard_id"]]
     growing = sum(s["vectors"] for s in stats["shards"] if not s["shard_id"])
     if codec is None:
-        return {"kind": "flat", "sealed_shards": 0, "growing_vectors": growing,
-                "description": f"exact growing shard only ({growing:,} vectors, no sealed "
-                               f"shards yet)"}
-    return {"kind": codec.kind, "nlist": codec.nlist, "groups": codec.groups,
-            "sealed_shards": len(sealed), "growing_vectors": growing, "reason": codec.reason,
-            "description": f"{codec.kind}: {codec.nlist:,} partitions in {codec.groups:,} "
-                           f"groups, {len(sealed):,} sealed shards + {growing:,} vectors in "
-                           f"the exact growing shard ({codec.reason.split('; ')[-1]})"}
+        return {
+            "kind": "flat",
+            "sealed_shards": 0,
+            "growing_vectors": growing,
+            "description": f"exact growing shard only ({growing:,} vectors, no sealed shards yet)",
+        }
+    return {
+        "kind": codec.kind,
+        "nlist": codec.nlist,
+        "groups": codec.groups,
+        "sealed_shards": len(sealed),
+        "growing_vectors": growing,
+        "reason": codec.reason,
+        "description": f"{codec.kind}: {codec.nlist:,} partitions in {codec.groups:,} "
+        f"groups, {len(sealed):,} sealed shards + {growing:,} vectors in "
+        f"the exact growing shard ({codec.reason.split('; ')[-1]})",
+    }
 
 
 def make_encoder(embedder: Embedder, batch_size: int) -> Encode:
@@ -168,9 +210,15 @@ def make_encoder(embedder: Embedder, batch_size: int) -> Encode:
     model = embedder.model
 
     def encode(texts: list[str]) -> np.ndarray:
-        vectors = model.encode(texts, batch_size=batch_size, convert_to_numpy=True,
-                               normalize_embeddings=True, show_progress_bar=False)
+        vectors = model.encode(
+            texts,
+            batch_size=batch_size,
+            convert_to_numpy=True,
+            normalize_embeddings=True,
+            show_progress_bar=False,
+        )
         return np.ascontiguousarray(vectors, dtype=np.float32)
+
     return encode
 
 
@@ -188,32 +236,70 @@ def run_build(config: BuildConfig, embedder: Embedder | None = None) -> BuildRep
     batch_size = config.batch_size or default_batch_size(embedder)
     block_size = batch_size * config.block_batches
     fm = config.fields
-    inputs = {"source": str(source.path), "format": source.format,
-              "fields": {"id": fm.id_field, "title": fm.title_field, "text": fm.text_field,
-                         "metadata": list(fm.metadata_fields)},
-              "max_tokens": chunker.max_tokens, "overlap": chunker.overlap,
-              "batch_size": batch_size, "block_size": block_size, "embedder": embedder.name,
-              "device": str(embedder.model.device), "limit": config.limit,
-              "strict": config.strict, "append": config.append,
-              "memory_budget_bytes": config.memory_budget}
-    command = {**{k: v for k, v in inputs.items() if k not in ("device", "strict")},
-               "source": source_identity(source.path)}
+    inputs = {
+        "source": str(source.path),
+        "format": source.format,
+        "fields": {
+            "id": fm.id_field,
+            "title": fm.title_field,
+            "text": fm.text_field,
+            "metadata": list(fm.metadata_fields),
+        },
+        "max_tokens": chunker.max_tokens,
+        "overlap": chunker.overlap,
+        "batch_size": batch_size,
+        "block_size": block_size,
+        "embedder": embedder.name,
+        "device": str(embedder.model.device),
+        "limit": config.limit,
+        "strict": config.strict,
+        "append": config.append,
+        "memory_budget_bytes": config.memory_budget,
+    }
+    command = {
+        **{k: v for k, v in inputs.items() if k not in ("device", "strict")},
+        "source": source_identity(source.path),
+    }
     mem, checkpoint, resumed = open_target(
-        config.out, command, config.append,
+        config.out,
+        command,
+        config.append,
         create=lambda p: Memory.create(p, embedder=embedder),
-        open_=lambda p: Memory.open(p, embedder=embedder))
+        open_=lambda p: Memory.open(p, embedder=embedder),
+    )
     problems = ProblemLog(strict=config.strict)
     with mem:
         records, fields = open_records(source, fm)
-        prefetch = Prefetcher(text_blocks(records, fields, chunker, block_size, problems,
-                                          config.limit))
-        bar = tqdm(total=source.total, unit=source.unit, unit_scale=True, desc="build",
-                   disable=not config.progress, dynamic_ncols=True)
+        prefetch = Prefetcher(
+            text_blocks(records, fields, chunker, block_size, problems, config.limit)
+        )
+        bar = tqdm(
+            total=source.total,
+            unit=source.unit,
+            unit_scale=True,
+            desc="build",
+            disable=not config.progress,
+            dynamic_ncols=True,
+        )
         try:
-            run = commit_blocks(mem, prefetch, checkpoint, resumed,
-                                make_encoder(embedder, batch_size), problems, bar)
+            run = commit_blocks(
+                mem,
+                prefetch,
+                checkpoint,
+                resumed,
+                make_encoder(embedder, batch_size),
+                problems,
+                bar,
+            )
         finally:
             prefetch.close()
             bar.close()
-        return finish_report(mem, inputs, run, problems, time.perf_counter() - started,
-                             config.memory_budget, prefetch.busy_s)
+        return finish_report(
+            mem,
+            inputs,
+            run,
+            problems,
+            time.perf_counter() - started,
+            config.memory_budget,
+            prefetch.busy_s,
+        )

@@ -17,9 +17,17 @@ from ..errors import BuildInputError
 from .records import MALFORMED, UNDECODABLE, FieldMap, RawRecord
 
 FORMATS = ("beir", "jsonl", "csv", "parquet", "text")
-_SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".tsv": "csv",
-             ".parquet": "parquet", ".pq": "parquet", ".txt": "text", ".text": "text",
-             ".md": "text"}
+_SUFFIXES = {
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".csv": "csv",
+    ".tsv": "csv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".txt": "text",
+    ".text": "text",
+    ".md": "text",
+}
 BEIR_CORPUS = "corpus.jsonl"
 
 
@@ -40,16 +48,20 @@ def resolve_source(source: str | Path, fmt: str | None) -> Source:
         raise BuildInputError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     if path.is_dir():
         if fmt not in (None, "beir") or not (path / BEIR_CORPUS).is_file():
-            raise BuildInputError(f"{path} is a folder: only a BEIR folder (holding "
-                                  f"{BEIR_CORPUS}) can be built; point SOURCE at a file otherwise")
+            raise BuildInputError(
+                f"{path} is a folder: only a BEIR folder (holding "
+                f"{BEIR_CORPUS}) can be built; point SOURCE at a file otherwise"
+            )
         path, fmt = path / BEIR_CORPUS, "beir"
     elif not path.is_file():
         raise BuildInputError(f"{path}: no such file or folder")
     elif fmt is None:
         fmt = _SUFFIXES.get(path.suffix.lower())
         if fmt is None:
-            raise BuildInputError(f"cannot tell the format of {path.name} from its suffix; "
-                                  f"pass --format ({', '.join(FORMATS)})")
+            raise BuildInputError(
+                f"cannot tell the format of {path.name} from its suffix; "
+                f"pass --format ({', '.join(FORMATS)})"
+            )
     if fmt == "parquet":
         from .tabular import parquet_rows
 
@@ -68,8 +80,12 @@ def read_jsonl(path: Path, fields: FieldMap) -> Iterator[RawRecord]:
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
-                yield RawRecord(line_no, position, None,
-                                (UNDECODABLE, f"not UTF-8 at byte {exc.start} of the line"))
+                yield RawRecord(
+                    line_no,
+                    position,
+                    None,
+                    (UNDECODABLE, f"not UTF-8 at byte {exc.start} of the line"),
+                )
                 continue
             try:
                 obj = json.loads(line)
@@ -77,8 +93,12 @@ def read_jsonl(path: Path, fields: FieldMap) -> Iterator[RawRecord]:
                 yield RawRecord(line_no, position, None, (MALFORMED, f"not JSON ({exc.msg})"))
                 continue
             if not isinstance(obj, dict):
-                yield RawRecord(line_no, position, None,
-                                (MALFORMED, f"a JSON {type(obj).__name__}, not an object"))
+                yield RawRecord(
+                    line_no,
+                    position,
+                    None,
+                    (MALFORMED, f"a JSON {type(obj).__name__}, not an object"),
+                )
                 continue
             yield RawRecord(line_no, position, obj)
 

@@ -41,8 +41,10 @@ class FieldMap:
     def __post_init__(self) -> None:
         clash = set(self.metadata_fields) & set(RESERVED_KEYS)
         if clash:
-            raise BuildInputError(f"metadata fields {sorted(clash)} clash with the keys the "
-                                  f"build sets itself ({', '.join(RESERVED_KEYS)})")
+            raise BuildInputError(
+                f"metadata fields {sorted(clash)} clash with the keys the "
+                f"build sets itself ({', '.join(RESERVED_KEYS)})"
+            )
 
     def id_candidates(self) -> tuple[str, ...]:
         return DEFAULT_ID_FIELDS if self.id_field is None else (self.id_field,)
@@ -95,8 +97,10 @@ class ProblemLog:
 
     def add(self, problem: Problem) -> None:
         if self.strict:
-            raise BuildInputError(f"line {problem.line}: {problem.kind}: {problem.detail} "
-                                  f"(--strict stops at the first bad record)")
+            raise BuildInputError(
+                f"line {problem.line}: {problem.kind}: {problem.detail} "
+                f"(--strict stops at the first bad record)"
+            )
         self.counts[problem.kind] += 1
         if len(self.examples) < self.keep:
             self.examples.append(problem)
@@ -107,9 +111,12 @@ class ProblemLog:
         return sum(self.counts.values())
 
     def to_dict(self) -> dict[str, Any]:
-        return {"total": self.total, "by_reason": dict(sorted(self.counts.items())),
-                "examples": [p.to_dict() for p in self.examples],
-                "examples_truncated": self.total > len(self.examples)}
+        return {
+            "total": self.total,
+            "by_reason": dict(sorted(self.counts.items())),
+            "examples": [p.to_dict() for p in self.examples],
+            "examples_truncated": self.total > len(self.examples),
+        }
 
 
 def _has_surrogates(value: str) -> bool:

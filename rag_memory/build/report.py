@@ -55,8 +55,9 @@ class BuildReport:
         """Write build_report.json and index_plan.json atomically into `directory`."""
         path = directory / REPORT_NAME
         atomic_write_bytes(path, (json.dumps(self.to_dict(), indent=2) + "\n").encode())
-        atomic_write_bytes(directory / PLAN_NAME,
-                           (json.dumps(self.index_plan, indent=2) + "\n").encode())
+        atomic_write_bytes(
+            directory / PLAN_NAME, (json.dumps(self.index_plan, indent=2) + "\n").encode()
+        )
         return path
 
     def summary(self) -> str:
@@ -75,10 +76,13 @@ class BuildReport:
         ]
         plan = self.index_plan
         if plan:
-            params = ", ".join(f"{k}={plan[k]}" for k in ("nlist", "pq_m", "nprobe", "shards")
-                               if plan.get(k))
-            lines.append(f"  index      {plan['kind']}{' (' + params + ')' if params else ''}"
-                         f": {plan['reason']}")
+            params = ", ".join(
+                f"{k}={plan[k]}" for k in ("nlist", "pq_m", "nprobe", "shards") if plan.get(k)
+            )
+            lines.append(
+                f"  index      {plan['kind']}{' (' + params + ')' if params else ''}"
+                f": {plan['reason']}"
+            )
         built = self.index_built
         if built:
             lines.append(f"  built      {built['description']}")

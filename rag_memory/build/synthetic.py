@@ -59,9 +59,16 @@ def synthetic_blocks(n: int, spec: MixtureSpec, block_size: int) -> Iterator[Blo
         vectors, rest = rows[:size].copy(), rows[size:].copy()
         pending, held = ([rest] if len(rest) else []), len(rest)
         ids = [f"v{i:09d}" for i in range(start, start + size)]
-        yield Block(index, ids, [f"synthetic vector {i}" for i in ids],
-                    [{"doc_id": i} for i in ids], list(range(start + 1, start + size + 1)),
-                    position=start + size, documents=start + size, vectors=vectors)
+        yield Block(
+            index,
+            ids,
+            [f"synthetic vector {i}" for i in ids],
+            [{"doc_id": i} for i in ids],
+            list(range(start + 1, start + size + 1)),
+            position=start + size,
+            documents=start + size,
+            vectors=vectors,
+        )
         start += size
         index += 1
 
@@ -70,25 +77,50 @@ def run_synthetic(config: SyntheticConfig) -> BuildReport:
     """Build (or resume) a memory of `config.n` synthetic vectors."""
     started = time.perf_counter()
     spec = config.spec
-    inputs = {"source": f"synthetic:{config.n}", "format": "synthetic", "n": config.n,
-              "dim": spec.dim, "clusters": spec.clusters, "spread": spec.spread,
-              "seed": spec.seed, "block_size": config.block_size,
-              "memory_budget_bytes": config.memory_budget, "append": config.append}
+    inputs = {
+        "source": f"synthetic:{config.n}",
+        "format": "synthetic",
+        "n": config.n,
+        "dim": spec.dim,
+        "clusters": spec.clusters,
+        "spread": spec.spread,
+        "seed": spec.seed,
+        "block_size": config.block_size,
+        "memory_budget_bytes": config.memory_budget,
+        "append": config.append,
+    }
     mem, checkpoint, resumed = open_target(
-        config.out, inputs, config.append, create=lambda p: _create(p, config),
-        open_=lambda p: Memory.open(p))
+        config.out,
+        inputs,
+        config.append,
+        create=lambda p: _create(p, config),
+        open_=lambda p: Memory.open(p),
+    )
     problems = ProblemLog()
     with mem:
         prefetch = Prefetcher(synthetic_blocks(config.n, spec, config.block_size))
-        bar = tqdm(total=config.n, unit="vec", unit_scale=True, desc="build synthetic",
-                   disable=not config.progress, dynamic_ncols=True)
+        bar = tqdm(
+            total=config.n,
+            unit="vec",
+            unit_scale=True,
+            desc="build synthetic",
+            disable=not config.progress,
+            dynamic_ncols=True,
+        )
         try:
             run = commit_blocks(mem, prefetch, checkpoint, resumed, _no_encoder, problems, bar)
         finally:
             prefetch.close()
             bar.close()
-        return finish_report(mem, inputs, run, problems, time.perf_counter() - started,
-                             config.memory_budget, prefetch.busy_s)
+        return finish_report(
+            mem,
+            inputs,
+            run,
+            problems,
+            time.perf_counter() - started,
+            config.memory_budget,
+            prefetch.busy_s,
+        )
 
 
 def _create(path: Path, config: SyntheticConfig) -> Memory:
@@ -97,8 +129,13 @@ def _create(path: Path, config: SyntheticConfig) -> Memory:
     plan = choose_index(config.n, config.spec.dim, config.memory_budget)
     index = None
     if plan.kind != "flat":
-        index = IndexConfig(kind=plan.kind, nlist=plan.nlist, nprobe=plan.nprobe,
-                            pq_m=plan.pq_m or None, expected_vectors=config.n)
+        index = IndexConfig(
+            kind=plan.kind,
+            nlist=plan.nlist,
+            nprobe=plan.nprobe,
+            pq_m=plan.pq_m or None,
+            expected_vectors=config.n,
+        )
     return Memory.create(path, dim=config.spec.dim, index=index, ram_bytes=config.memory_budget)
 
 

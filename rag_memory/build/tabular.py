@@ -22,8 +22,10 @@ def _check_columns(path: Path, columns: list[str], fields: FieldMap) -> None:
     missing = [] if ids else [" or ".join(fields.id_candidates())]
     missing += [c for c in (fields.text_field, *fields.metadata_fields) if c not in columns]
     if missing:
-        raise BuildInputError(f"{path}: no column {', '.join(missing)}; its columns are "
-                              f"{columns} (map them with --id-field/--text-field/...)")
+        raise BuildInputError(
+            f"{path}: no column {', '.join(missing)}; its columns are "
+            f"{columns} (map them with --id-field/--text-field/...)"
+        )
 
 
 class _Lines:
@@ -72,12 +74,15 @@ def read_csv(path: Path, fields: FieldMap) -> Iterator[RawRecord]:
             if not row or all(not cell.strip() for cell in row):
                 continue  # blank line
             if len(row) != len(header):
-                yield RawRecord(start, lines.position, None, (
-                    MALFORMED, f"{len(row)} columns, the header has {len(header)}"))
+                yield RawRecord(
+                    start,
+                    lines.position,
+                    None,
+                    (MALFORMED, f"{len(row)} columns, the header has {len(header)}"),
+                )
                 continue
             # an empty cell is a missing value, as in most CSV exports
-            yield RawRecord(start, lines.position,
-                            {k: v for k, v in zip(header, row) if v != ""})
+            yield RawRecord(start, lines.position, {k: v for k, v in zip(header, row) if v != ""})
 
 
 def parquet_rows(path: Path) -> int:
@@ -93,8 +98,9 @@ def _pyarrow_parquet():  # type: ignore[no-untyped-def]
     try:
         import pyarrow.parquet as pq
     except ImportError:
-        raise BuildInputError("reading Parquet needs pyarrow: pip install 'rag_memory[parquet]'") \
-            from None
+        raise BuildInputError(
+            "reading Parquet needs pyarrow: pip install 'rag_memory[parquet]'"
+        ) from None
     return pq
 
 
@@ -110,12 +116,20 @@ def read_parquet(path: Path, fields: FieldMap) -> Iterator[RawRecord]:
     pf = pq.ParquetFile(path)
     columns = list(pf.schema_arrow.names)
     _check_columns(path, columns, fields)
-    wanted = [c for c in (*fields.id_candidates(), fields.title_field, fields.text_field,
-                          *fields.metadata_fields) if c in columns]
+    wanted = [
+        c
+        for c in (
+            *fields.id_candidates(),
+            fields.title_field,
+            fields.text_field,
+            *fields.metadata_fields,
+        )
+        if c in columns
+    ]
     row_no = 0
-    for batch in pf.iter_batches(batch_size=_PARQUET_BATCH_ROWS,
-                                 columns=list(dict.fromkeys(wanted))):
+    for batch in pf.iter_batches(
+        batch_size=_PARQUET_BATCH_ROWS, columns=list(dict.fromkeys(wanted))
+    ):
         for row in batch.to_pylist():
             row_no += 1
             yield RawRecord(row_no, row_no, {k: _decode(v) for k, v in row.items()})
-

@@ -29,8 +29,14 @@ from .checkpoint import Checkpoint, fingerprint, read_checkpoint, write_checkpoi
 logger = logging.getLogger(__name__)
 
 # What Memory.create writes before manifest.json (which it writes last).
-_CREATE_FILES = {SHARDS_DIR, LOCK_NAME, TABLE_NAME, f"{TABLE_NAME}-wal", f"{TABLE_NAME}-shm",
-                 f"{TABLE_NAME}-journal"}
+_CREATE_FILES = {
+    SHARDS_DIR,
+    LOCK_NAME,
+    TABLE_NAME,
+    f"{TABLE_NAME}-wal",
+    f"{TABLE_NAME}-shm",
+    f"{TABLE_NAME}-journal",
+}
 
 
 def _differences(old: dict[str, Any], new: dict[str, Any]) -> str:
@@ -52,13 +58,19 @@ def refuse_early(out: Path, append: bool) -> None:
         return
     checkpoint = read_checkpoint(out)
     if checkpoint is not None and checkpoint.done:
-        raise MemoryExistsError(f"{out} already holds a finished build; pass --append to add "
-                                f"this corpus to it, or choose another --out")
+        raise MemoryExistsError(
+            f"{out} already holds a finished build; pass --append to add "
+            f"this corpus to it, or choose another --out"
+        )
 
 
-def open_target(out: Path, command: dict[str, Any], append: bool,
-                create: Callable[[Path], Memory], open_: Callable[[Path], Memory]
-                ) -> tuple[Memory, Checkpoint, bool]:
+def open_target(
+    out: Path,
+    command: dict[str, Any],
+    append: bool,
+    create: Callable[[Path], Memory],
+    open_: Callable[[Path], Memory],
+) -> tuple[Memory, Checkpoint, bool]:
     """(memory, checkpoint, resumed) for a build of `command` into `out`."""
     fp = fingerprint(command)
     fresh = Checkpoint(fp, command, blocks_done=0, slots_before=0, done=False)
@@ -80,7 +92,8 @@ def open_target(out: Path, command: dict[str, Any], append: bool,
                 raise BuildStateError(
                     f"{out} holds an interrupted build of a different command "
                     f"({_differences(checkpoint.command, command)}); rerun that command to "
-                    f"finish it, or build into another --out")
+                    f"finish it, or build into another --out"
+                )
             logger.info("resuming the build in %s after block %d", out, checkpoint.blocks_done)
             return mem, checkpoint, True
         if checkpoint is None and len(mem) == 0:
@@ -88,12 +101,13 @@ def open_target(out: Path, command: dict[str, Any], append: bool,
             return mem, fresh, False
         if not append:
             state = "a finished build" if checkpoint is not None else "a memory"
-            raise MemoryExistsError(f"{out} already holds {state} ({len(mem):,} slots); pass "
-                                    f"--append to add this corpus to it, or choose another --out")
+            raise MemoryExistsError(
+                f"{out} already holds {state} ({len(mem):,} slots); pass "
+                f"--append to add this corpus to it, or choose another --out"
+            )
         checkpoint = Checkpoint(fp, command, blocks_done=0, slots_before=len(mem), done=False)
         write_checkpoint(out, checkpoint)
         return mem, checkpoint, False
     except BaseException:
         mem.close()
         raise
-

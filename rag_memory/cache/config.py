@@ -55,8 +55,9 @@ class CacheConfig:
         if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0.0 < t <= 1.0:
             raise InvalidInputError(f"CacheConfig.threshold must be in (0, 1], got {t!r}")
         ttl = self.ttl_seconds
-        if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, (int, float))
-                                or not ttl > 0):
+        if ttl is not None and (
+            isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not ttl > 0
+        ):
             raise InvalidInputError(f"CacheConfig.ttl_seconds must be > 0 or None, got {ttl!r}")
 
     @classmethod
@@ -77,6 +78,7 @@ def resolve(cache: CacheConfig | dict | bool | None) -> CacheConfig | None:
     elif isinstance(cache, dict):
         cache = CacheConfig.from_dict(cache)
     elif not isinstance(cache, CacheConfig):
-        raise InvalidInputError(f"cache must be a CacheConfig, a dict, a bool or None, "
-                                f"got {type(cache).__name__}")
+        raise InvalidInputError(
+            f"cache must be a CacheConfig, a dict, a bool or None, got {type(cache).__name__}"
+        )
     return cache if cache.enabled else None

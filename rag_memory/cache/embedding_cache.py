@@ -46,10 +46,15 @@ class EmbeddingCache:
     def stats(self) -> dict[str, Any]:
         with self._lock:
             looked_up = self.hits + self.misses
-            return {"hits": self.hits, "misses": self.misses, "evictions": self._lru.evictions,
-                    "hit_rate": self.hits / looked_up if looked_up else 0.0,
-                    "entries": len(self._lru), "bytes": self._lru.bytes,
-                    "max_bytes": self._lru.max_bytes}
+            return {
+                "hits": self.hits,
+                "misses": self.misses,
+                "evictions": self._lru.evictions,
+                "hit_rate": self.hits / looked_up if looked_up else 0.0,
+                "entries": len(self._lru),
+                "bytes": self._lru.bytes,
+                "max_bytes": self._lru.max_bytes,
+            }
 
     @staticmethod
     def _size(key: str, vector: np.ndarray) -> int:

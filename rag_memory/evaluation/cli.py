@@ -48,15 +48,27 @@ def _written(written: dict[str, Any]) -> None:
 
 
 @eval_group.command()
-@click.option("--memory", required=True, type=click.Path(file_okay=False),
-              help="Memory directory; built from the corpus when it does not exist.")
-@click.option("--dataset", required=True, type=click.Path(file_okay=False),
-              help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv).")
+@click.option(
+    "--memory",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Memory directory; built from the corpus when it does not exist.",
+)
+@click.option(
+    "--dataset",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv).",
+)
 @click.option("--split", default="test", show_default=True, help="qrels split to evaluate.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Results folder.")
 @click.option("-k", "--k", default=100, show_default=True, help="Hits per query (run depth).")
-@click.option("--latency-queries", default=200, show_default=True,
-              help="Queries timed one at a time (0 = all).")
+@click.option(
+    "--latency-queries",
+    default=200,
+    show_default=True,
+    help="Queries timed one at a time (0 = all).",
+)
 @click.option("--query-batch-size", default=64, show_default=True)
 @click.option("--embedder", default=None, help="Embedder for --build (default all-MiniLM-L6-v2).")
 @click.option("--build", is_flag=True, help="Build the memory at --memory (must not exist).")
@@ -67,18 +79,26 @@ def retrieval(**options: Any) -> None:
     q, s = results["quality"], results["systems"]
     click.echo(f"{results['dataset']['queries']} queries, split {options['split']}")
     for m in results["metrics"]:
-        click.echo(f"  {m:<11} memory {fmt(q['memory'][m])}  exact {fmt(q['exact_faiss'][m])}"
-                   f"  diff {q['difference'][m]:+.4f}")
+        click.echo(
+            f"  {m:<11} memory {fmt(q['memory'][m])}  exact {fmt(q['exact_faiss'][m])}"
+            f"  diff {q['difference'][m]:+.4f}"
+        )
     click.echo(f"  quality match: {q['match']}")
     for name in ("memory", "exact_faiss"):
         lat = s[name]["latency"]
-        click.echo(f"  {name:<11} p50 {lat['p50_ms']:.3f} ms  p95 {lat['p95_ms']:.3f} ms  "
-                   f"p99 {lat['p99_ms']:.3f} ms  batch {s[name]['batch_qps']:.1f} QPS")
+        click.echo(
+            f"  {name:<11} p50 {lat['p50_ms']:.3f} ms  p95 {lat['p95_ms']:.3f} ms  "
+            f"p99 {lat['p99_ms']:.3f} ms  batch {s[name]['batch_qps']:.1f} QPS"
+        )
     r = s["ratios_memory_over_exact"]
-    click.echo(f"  memory/exact: p50 x{fmt(r['latency_p50'], 2)}, batch QPS x{fmt(r['batch_qps'], 3)}")
+    click.echo(
+        f"  memory/exact: p50 x{fmt(r['latency_p50'], 2)}, batch QPS x{fmt(r['batch_qps'], 3)}"
+    )
     tp = s["text_path"]
-    click.echo(f"  text path {tp['seconds']:.2f} s = embedding {tp['embedding_seconds']:.2f} s "
-               f"+ search {tp['search_seconds']:.3f} s")
+    click.echo(
+        f"  text path {tp['seconds']:.2f} s = embedding {tp['embedding_seconds']:.2f} s "
+        f"+ search {tp['search_seconds']:.3f} s"
+    )
     _written(written)
 
 
@@ -90,64 +110,107 @@ def retrieval(**options: Any) -> None:
 @click.option("--spread", default=1.0, show_default=True, help="Mixture noise (larger = harder).")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--queries", default=500, show_default=True, help="Batch queries (recall, QPS).")
-@click.option("--latency-queries", default=100, show_default=True,
-              help="Queries timed one at a time per system.")
+@click.option(
+    "--latency-queries",
+    default=100,
+    show_default=True,
+    help="Queries timed one at a time per system.",
+)
 @click.option("-k", "--k", default=10, show_default=True, help="recall@k.")
 @click.option("--add-batch", default=20_000, show_default=True, help="Vectors per mem.add.")
 @click.option("--nlist", default=None, type=int, help="IVF lists (default ~sqrt(n)).")
-@click.option("--nprobes", default=None, callback=_int_list,
-              help="Comma-separated IVF nprobe values (default 1,2,4,..,nlist/4).")
-@click.option("--recall-target", default=0.95, show_default=True,
-              help="IVF point timed for latency: the fastest reaching this recall.")
-@click.option("--memory", default=None, type=click.Path(file_okay=False),
-              help="Keep (or reuse) the built memory here; default: a temporary folder.")
+@click.option(
+    "--nprobes",
+    default=None,
+    callback=_int_list,
+    help="Comma-separated IVF nprobe values (default 1,2,4,..,nlist/4).",
+)
+@click.option(
+    "--recall-target",
+    default=0.95,
+    show_default=True,
+    help="IVF point timed for latency: the fastest reaching this recall.",
+)
+@click.option(
+    "--memory",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="Keep (or reuse) the built memory here; default: a temporary folder.",
+)
 def systems(**options: Any) -> None:
     """Synthetic-vector benchmark: build time, recall vs QPS, latency, bytes per tier."""
     results, written = run_task("systems", SystemsConfig(**options))
     b = results["build"]
-    click.echo(f"{results['data']['n']:,} vectors: memory build {fmt(b['memory_seconds'], 1)} s, "
-               f"IVF train {b['ivf_train_seconds']:.1f} s + add {b['ivf_add_seconds']:.1f} s")
+    click.echo(
+        f"{results['data']['n']:,} vectors: memory build {fmt(b['memory_seconds'], 1)} s, "
+        f"IVF train {b['ivf_train_seconds']:.1f} s + add {b['ivf_add_seconds']:.1f} s"
+    )
     for p in results["sweep"]:
         knob = f" {p['knob']}={p['value']}" if p["knob"] else ""
-        click.echo(f"  {p['system']}{knob}: recall@{options['k']} {p['recall']:.4f}, "
-                   f"{p['qps']:.1f} QPS")
+        click.echo(
+            f"  {p['system']}{knob}: recall@{options['k']} {p['recall']:.4f}, {p['qps']:.1f} QPS"
+        )
     for name, lat in results["latency"].items():
         click.echo(f"  latency {name}: p50 {lat['p50_ms']:.2f} ms, p99 {lat['p99_ms']:.2f} ms")
     _written(written)
 
 
 @eval_group.command()
-@click.option("--dataset", required=True, type=click.Path(dir_okay=False),
-              help="SQuAD v1.1-format JSON file.")
-@click.option("--memory", required=True, type=click.Path(file_okay=False),
-              help="Memory of the file's paragraphs; built when absent, checked when present.")
+@click.option(
+    "--dataset", required=True, type=click.Path(dir_okay=False), help="SQuAD v1.1-format JSON file."
+)
+@click.option(
+    "--memory",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Memory of the file's paragraphs; built when absent, checked when present.",
+)
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Results folder.")
 @click.option("--n", default=200, show_default=True, help="Questions (a seeded sample).")
 @click.option("--seed", default=0, show_default=True, help="Picks the questions.")
 @click.option("-k", "--k", default=5, show_default=True, help="Hits per question.")
-@click.option("--fusions", default=",".join(FUSIONS), show_default=True, callback=_name_list,
-              help="Comma-separated fusion modes; closed-book and oracle always run.")
+@click.option(
+    "--fusions",
+    default=",".join(FUSIONS),
+    show_default=True,
+    callback=_name_list,
+    help="Comma-separated fusion modes; closed-book and oracle always run.",
+)
 @click.option("--max-new-tokens", default=24, show_default=True, help="Per answer.")
-@click.option("--temperature", default=DEFAULT_TEMPERATURE, show_default=True,
-              help="T of the slot weights softmax(score / T); smaller = sharper.")
-@click.option("--model", default=None,
-              help="Generator model name or path (default SmolLM2-135M-Instruct).")
-@click.option("--kv-int8", is_flag=True,
-              help="Also answer xattn with int8 slot KV caches (mode xattn-int8) and count "
-                   "the answers that change.")
+@click.option(
+    "--temperature",
+    default=DEFAULT_TEMPERATURE,
+    show_default=True,
+    help="T of the slot weights softmax(score / T); smaller = sharper.",
+)
+@click.option(
+    "--model", default=None, help="Generator model name or path (default SmolLM2-135M-Instruct)."
+)
+@click.option(
+    "--kv-int8",
+    is_flag=True,
+    help="Also answer xattn with int8 slot KV caches (mode xattn-int8) and count "
+    "the answers that change.",
+)
 def qa(**options: Any) -> None:
     """SQuAD exact match / F1 / answer match, gold-paragraph recall@k and latency per mode."""
     results, written = run_task("qa", QAConfig(**options))
     d = results["dataset"]
-    click.echo(f"{d['sampled']} of {d['questions']} questions, k={options['k']}, "
-               f"recall@{options['k']} {fmt(results['retrieval']['recall_at_k'], 3)}")
+    click.echo(
+        f"{d['sampled']} of {d['questions']} questions, k={options['k']}, "
+        f"recall@{options['k']} {fmt(results['retrieval']['recall_at_k'], 3)}"
+    )
     for mode, v in results["scores"].items():
-        click.echo(f"  {mode:<11} EM {v['em']:5.1f}  F1 {v['f1']:5.1f}  "
-                   f"match {v['match']:5.1f}  "
-                   f"TTFT p50 {v['ttft']['p50_ms'] / 1e3:.2f} s  "
-                   f"total p50 {v['total']['p50_ms'] / 1e3:.2f} s")
+        click.echo(
+            f"  {mode:<11} EM {v['em']:5.1f}  F1 {v['f1']:5.1f}  "
+            f"match {v['match']:5.1f}  "
+            f"TTFT p50 {v['ttft']['p50_ms'] / 1e3:.2f} s  "
+            f"total p50 {v['total']['p50_ms'] / 1e3:.2f} s"
+        )
     if "int8_vs_float16" in results:
         d = results["int8_vs_float16"]
-        click.echo(f"  int8 slot KV: same answer as float16 for {d['same_answers']} of "
-                   f"{d['questions']} questions")
+        click.echo(
+            f"  int8 slot KV: same answer as float16 for {d['same_answers']} of "
+            f"{d['questions']} questions"
+        )
     _written(written)

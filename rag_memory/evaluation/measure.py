@@ -21,12 +21,22 @@ from tqdm.auto import tqdm
 
 NA = "n/a"
 PERCENTILES = (50, 95, 99)
-_PACKAGES = ("rag_memory", "faiss-cpu", "faiss-gpu-cu12", "numpy", "torch",
-             "sentence-transformers", "transformers", "ranx", "matplotlib")
+_PACKAGES = (
+    "rag_memory",
+    "faiss-cpu",
+    "faiss-gpu-cu12",
+    "numpy",
+    "torch",
+    "sentence-transformers",
+    "transformers",
+    "ranx",
+    "matplotlib",
+)
 
 
-def latencies(search_one: Callable[[int], Any], n: int, warmup: int = 2,
-              desc: str = "latency") -> np.ndarray:
+def latencies(
+    search_one: Callable[[int], Any], n: int, warmup: int = 2, desc: str = "latency"
+) -> np.ndarray:
     """Seconds per call of `search_one(i)` for i in range(n), after `warmup` untimed calls
     (the first calls pay for lazy loading and page faults, which is not per-query cost)."""
     for i in range(min(warmup, n)):
@@ -81,7 +91,8 @@ def memory_figures(stats: dict[str, Any]) -> dict[str, Any]:
         "disk_bytes_read": stats.get("disk_bytes_read", NA),
         "cache_hit_rate": hit_rate,
         # None: the tiered index exists but no query has probed a sealed shard yet
-        "fast_tier_hit_ratio": NA if stats.get("fast_tier_hit_ratio") is None
+        "fast_tier_hit_ratio": NA
+        if stats.get("fast_tier_hit_ratio") is None
         else stats["fast_tier_hit_ratio"],
     }
 
@@ -109,7 +120,8 @@ def machine() -> dict[str, Any]:
         "faiss_gpus": faiss.get_num_gpus(),
         "python": platform.python_version(),
         "ram_bytes": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-        if hasattr(os, "sysconf") else NA,
+        if hasattr(os, "sysconf")
+        else NA,
     }
 
 

@@ -50,18 +50,22 @@ def hits_to_run(query_ids: Sequence[str], hits: Sequence[Sequence[Hit]]) -> Run:
     """A document-level run {query id: {doc id: score}} from `mem.search` results."""
     if len(query_ids) != len(hits):
         raise InvalidInputError(f"{len(query_ids)} query ids but {len(hits)} hit lists")
-    return {qid: doc_scores([(hit_doc_id(h), h.score) for h in row])
-            for qid, row in zip(query_ids, hits)}
+    return {
+        qid: doc_scores([(hit_doc_id(h), h.score) for h in row])
+        for qid, row in zip(query_ids, hits)
+    }
 
 
-def evaluate_run(qrels: dict[str, dict[str, int]], run: Run,
-                 metrics: Sequence[str] = METRICS) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+def evaluate_run(
+    qrels: dict[str, dict[str, int]], run: Run, metrics: Sequence[str] = METRICS
+) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
     """(mean per metric, {query id: {metric: score}}) over the queries of `qrels`.
 
     A query of `qrels` that retrieved nothing scores 0 on every metric (it stays in the mean);
     queries of `run` without judgements are ignored.
     """
-    from ranx import Qrels, Run as RanxRun, evaluate  # lazy: ranx JIT-compiles with numba
+    from ranx import Qrels, evaluate  # lazy: ranx JIT-compiles with numba
+    from ranx import Run as RanxRun
 
     if not qrels:
         raise InvalidInputError("qrels is empty: nothing to evaluate")
@@ -73,14 +77,20 @@ def evaluate_run(qrels: dict[str, dict[str, int]], run: Run,
         ranx_run = RanxRun.from_dict({q: dict(run[q]) for q in judged})
         with warnings.catch_warnings():  # numba's harmless uint64->int64 cast warning
             warnings.simplefilter("ignore")
-            evaluate(Qrels.from_dict(judged), ranx_run, list(metrics), return_mean=False,
-                     make_comparable=True)
+            evaluate(
+                Qrels.from_dict(judged),
+                ranx_run,
+                list(metrics),
+                return_mean=False,
+                make_comparable=True,
+            )
         for metric in metrics:
             for qid, score in ranx_run.scores[metric].items():
                 per_query.setdefault(qid, {})[metric] = float(score)
     means = {m: sum(per_query[q][m] for q in qrels) / len(qrels) for m in metrics}
-    logger.info("evaluated %d queries: %s", len(qrels),
-                ", ".join(f"{m}={v:.4f}" for m, v in means.items()))
+    logger.info(
+        "evaluated %d queries: %s", len(qrels), ", ".join(f"{m}={v:.4f}" for m, v in means.items())
+    )
     return means, {q: per_query[q] for q in qrels}
 
 

@@ -31,12 +31,23 @@ def recall_qps(points: Sequence[Mapping[str, Any]], k: int, path: Path, title: s
         xs, ys = [p["recall"] for p in own], [p["qps"] for p in own]
         knob = own[0]["knob"]
         label = f"{system} ({knob} sweep)" if knob else system
-        ax.plot(xs, ys, marker=next(markers, "o"), linestyle="-" if len(own) > 1 else "none",
-                markersize=7 if len(own) == 1 else 5, label=label)
+        ax.plot(
+            xs,
+            ys,
+            marker=next(markers, "o"),
+            linestyle="-" if len(own) > 1 else "none",
+            markersize=7 if len(own) == 1 else 5,
+            label=label,
+        )
         if knob:
             for p in own:
-                ax.annotate(str(p["value"]), (p["recall"], p["qps"]), textcoords="offset points",
-                            xytext=(4, 4), fontsize=7)
+                ax.annotate(
+                    str(p["value"]),
+                    (p["recall"], p["qps"]),
+                    textcoords="offset points",
+                    xytext=(4, 4),
+                    fontsize=7,
+                )
     ax.set_yscale("log")
     ax.set_xlabel(f"recall@{k}")
     ax.set_ylabel("queries per second (batch, log scale)")
@@ -69,8 +80,9 @@ def latency_histogram(latencies: Mapping[str, np.ndarray], path: Path, title: st
     return path
 
 
-def score_bars(scores: Mapping[str, Mapping[str, float]], metrics: Mapping[str, str], path: Path,
-               title: str) -> Path:
+def score_bars(
+    scores: Mapping[str, Mapping[str, float]], metrics: Mapping[str, str], path: Path, title: str
+) -> Path:
     """Grouped bars of percentages: a group per system (mode), a bar per metric (key -> label in
     the legend), values written on top."""
     fig = _figure()

@@ -43,8 +43,7 @@ from ..generate.config import FUSIONS as GENERATOR_FUSIONS
 from ..memory import Memory
 from ..types import Slot
 from . import measure
-from .squad import (Paragraph, Question, SquadFile, answer_match, exact_match, f1_score,
-                    read_squad)
+from .squad import Paragraph, Question, SquadFile, answer_match, exact_match, f1_score, read_squad
 
 logger = logging.getLogger(__name__)
 
@@ -62,9 +61,16 @@ _BUILD_BATCH = 64  # paragraphs embedded per mem.add call (one progress-bar step
 class Answerer(Protocol):
     """What the runner needs of a generator (rag_memory.generate.Generator, or a test fake)."""
 
-    def answer(self, question: str, slots: Sequence[str], weights: Sequence[float],
-               fusion: str, *, slot_keys: Sequence[str] | None = None,
-               max_new_tokens: int | None = None) -> Any: ...
+    def answer(
+        self,
+        question: str,
+        slots: Sequence[str],
+        weights: Sequence[float],
+        fusion: str,
+        *,
+        slot_keys: Sequence[str] | None = None,
+        max_new_tokens: int | None = None,
+    ) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -91,8 +97,9 @@ class QAConfig:
             raise InvalidInputError(f"temperature must be positive, got {self.temperature}")
         unknown = [f for f in self.fusions if f not in FUSIONS]
         if unknown or not self.fusions or len(set(self.fusions)) != len(self.fusions):
-            raise InvalidInputError(f"fusions must be distinct names out of {list(FUSIONS)}, "
-                                    f"got {list(self.fusions)}")
+            raise InvalidInputError(
+                f"fusions must be distinct names out of {list(FUSIONS)}, got {list(self.fusions)}"
+            )
         if self.kv_int8 and "xattn" not in self.fusions:
             raise InvalidInputError("kv_int8 compares with xattn, which is not among the fusions")
 
@@ -122,11 +129,15 @@ def clean_answer(text: str) -> str:
 
 def _build(path: Path, paragraphs: list[Paragraph]) -> None:
     with Memory.create(path) as mem:
-        for start in tqdm(range(0, len(paragraphs), _BUILD_BATCH), desc="embedding paragraphs",
-                          unit="batch"):
-            batch = paragraphs[start:start + _BUILD_BATCH]
-            mem.add([p.text for p in batch], ids=[p.id for p in batch],
-                    metadata=[{"title": p.title, "paragraph": p.index} for p in batch])
+        for start in tqdm(
+            range(0, len(paragraphs), _BUILD_BATCH), desc="embedding paragraphs", unit="batch"
+        ):
+            batch = paragraphs[start : start + _BUILD_BATCH]
+            mem.add(
+                [p.text for p in batch],
+                ids=[p.id for p in batch],
+                metadata=[{"title": p.title, "paragraph": p.index} for p in batch],
+            )
 
 
 def _stored_paragraphs(mem: Memory, squad: SquadFile) -> dict[str, Slot]:
@@ -135,8 +146,10 @@ def _stored_paragraphs(mem: Memory, squad: SquadFile) -> dict[str, Slot]:
     paragraphs = squad.paragraphs
 
     def refuse(problem: str) -> InvalidInputError:
-        return InvalidInputError(f"{mem.path} {problem} of {squad.path}; point --memory at a "
-                                 f"new folder (or delete this one) to build it from the file")
+        return InvalidInputError(
+            f"{mem.path} {problem} of {squad.path}; point --memory at a "
+            f"new folder (or delete this one) to build it from the file"
+        )
 
     if len(mem) != len(paragraphs):
         raise refuse(f"holds {len(mem)} slots, not the {len(paragraphs)} paragraphs")
@@ -146,18 +159,21 @@ def _stored_paragraphs(mem: Memory, squad: SquadFile) -> dict[str, Slot]:
         raise refuse(f"lacks slots of the paragraphs ({exc})") from None
     changed = [p.id for p, s in zip(paragraphs, slots) if p.text != s.text]
     if changed:
-        raise refuse(f"holds other texts under {len(changed)} ids (e.g. {changed[0]!r}) "
-                     f"than the paragraphs")
+        raise refuse(
+            f"holds other texts under {len(changed)} ids (e.g. {changed[0]!r}) than the paragraphs"
+        )
     return {s.id: s for s in slots}
 
 
-def open_paragraph_memory(path: Path, squad: SquadFile) -> tuple[Memory, dict[str, Slot],
-                                                                  float | str]:
+def open_paragraph_memory(
+    path: Path, squad: SquadFile
+) -> tuple[Memory, dict[str, Slot], float | str]:
     """(memory opened read-only, paragraph id -> its slot, build seconds or NA when reused)."""
     seconds: float | str = measure.NA
     if not (path / "manifest.json").exists():
-        logger.info("building %s from the %d paragraphs of %s", path, len(squad.paragraphs),
-                    squad.path)
+        logger.info(
+            "building %s from the %d paragraphs of %s", path, len(squad.paragraphs), squad.path
+        )
         _, seconds = measure.timed(lambda: _build(path, squad.paragraphs))
     mem = Memory.open(path, read_only=True)
     try:
@@ -167,14 +183,16 @@ def open_paragraph_memory(path: Path, squad: SquadFile) -> tuple[Memory, dict[st
         raise
 
 
-def default_generator(config: QAConfig, kv_dtype: str = "float16"
-                      ) -> tuple[Answerer, dict[str, Any]]:
+def default_generator(
+    config: QAConfig, kv_dtype: str = "float16"
+) -> tuple[Answerer, dict[str, Any]]:
     """The real generator and its settings for results.json (`Generator` loads torch on first
     access, so it is only touched here)."""
     from ..generate import Generator, GeneratorConfig
 
-    settings = GeneratorConfig(model=config.model, temperature=config.temperature,
-                               kv_dtype=kv_dtype)
+    settings = GeneratorConfig(
+        model=config.model, temperature=config.temperature, kv_dtype=kv_dtype
+    )
     return Generator(settings), asdict(settings)
 
 
@@ -192,13 +210,18 @@ def _warm_up(generator: Answerer, fusions: set[str]) -> None:
     """Load the model and run each fusion once before the clock starts (on a made-up slot,
     so no question's slot cache is filled by the warm-up)."""
     for fusion in sorted(fusions):
-        generator.answer("What is this?", slots=["A warm-up passage."], weights=[1.0],
-                         fusion=fusion, max_new_tokens=2)
+        generator.answer(
+            "What is this?",
+            slots=["A warm-up passage."],
+            weights=[1.0],
+            fusion=fusion,
+            max_new_tokens=2,
+        )
 
 
-def run_qa(config: QAConfig, generator: Answerer | None = None,
-           int8_generator: Answerer | None = None
-           ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+def run_qa(
+    config: QAConfig, generator: Answerer | None = None, int8_generator: Answerer | None = None
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Run the evaluation; returns (results, {mode: time to first token per question, s}).
 
     `generator` (and, for `kv_int8`, `int8_generator`) default to rag_memory.generate's
@@ -230,34 +253,54 @@ def run_qa(config: QAConfig, generator: Answerer | None = None,
             weights = weights_from_scores([h.score for h in hits], config.temperature).tolist()
             gold = slots[q.paragraph_id]
             retrieved = any(h.id == q.paragraph_id for h in hits)
-            calls = {CLOSED_BOOK: _Call([], [], [], BASELINE_FUSION),
-                     ORACLE: _Call([gold.text], [1.0], [str(gold.address)], BASELINE_FUSION)}
+            calls = {
+                CLOSED_BOOK: _Call([], [], [], BASELINE_FUSION),
+                ORACLE: _Call([gold.text], [1.0], [str(gold.address)], BASELINE_FUSION),
+            }
             for fusion in config.fusions:
-                calls[fusion] = _Call([h.text for h in hits], weights,
-                                      [str(h.address) for h in hits], fusion)
+                calls[fusion] = _Call(
+                    [h.text for h in hits], weights, [str(h.address) for h in hits], fusion
+                )
             if config.kv_int8:
                 calls[INT8] = calls["xattn"]
-            for mode in modes[i % len(modes):] + modes[:i % len(modes)]:
+            for mode in modes[i % len(modes) :] + modes[: i % len(modes)]:
                 call = calls[mode]
-                ans = answerers[mode].answer(QUESTION_TEMPLATE.format(question=q.text),
-                                       slots=call.slots, weights=call.weights,
-                                       fusion=call.fusion, slot_keys=call.slot_keys,
-                                       max_new_tokens=config.max_new_tokens)
+                ans = answerers[mode].answer(
+                    QUESTION_TEMPLATE.format(question=q.text),
+                    slots=call.slots,
+                    weights=call.weights,
+                    fusion=call.fusion,
+                    slot_keys=call.slot_keys,
+                    max_new_tokens=config.max_new_tokens,
+                )
                 text = clean_answer(ans.text)
                 rows[mode][q.id] = {
-                    "answer": text, "output": ans.text, "gold": list(q.answers),
-                    "em": exact_match(text, q.answers), "f1": f1_score(text, q.answers),
+                    "answer": text,
+                    "output": ans.text,
+                    "gold": list(q.answers),
+                    "em": exact_match(text, q.answers),
+                    "f1": f1_score(text, q.answers),
                     "match": answer_match(text, q.answers),
                     "gold_retrieved": retrieved if mode in config.retrieving_modes else None,
-                    "timings": dict(ans.timings)}
-        memory = {"path": config.memory, "slots": len(mem), "embedder": mem.manifest.embedder,
-                  "build_seconds": build_s}
+                    "timings": dict(ans.timings),
+                }
+        memory = {
+            "path": config.memory,
+            "slots": len(mem),
+            "embedder": mem.manifest.embedder,
+            "build_seconds": build_s,
+        }
     return _results(config, squad, rows, search_s, memory, settings)
 
 
-def _results(config: QAConfig, squad: SquadFile, rows: dict[str, dict[str, dict[str, Any]]],
-             search_s: list[float], memory: dict[str, Any],
-             settings: dict[str, Any]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+def _results(
+    config: QAConfig,
+    squad: SquadFile,
+    rows: dict[str, dict[str, dict[str, Any]]],
+    search_s: list[float],
+    memory: dict[str, Any],
+    settings: dict[str, Any],
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     def score(mode: str, key: str) -> float:  # mean over the questions, in %
         return 100 * float(np.mean([r[key] for r in rows[mode].values()]))
 
@@ -267,41 +310,58 @@ def _results(config: QAConfig, squad: SquadFile, rows: dict[str, dict[str, dict[
     ttft = {mode: timing(mode, "prefill_s") for mode in config.modes}  # time to first token
 
     recall = float(np.mean([r["gold_retrieved"] for r in rows[config.fusions[0]].values()]))
-    scores = {mode: {"em": score(mode, "em"), "f1": score(mode, "f1"),
-                     "match": score(mode, "match"),
-                     "recall_at_k": recall if mode in config.retrieving_modes else measure.NA,
-                     "ttft": measure.latency_summary(ttft[mode]),
-                     "total": measure.latency_summary(timing(mode, "total_s")),
-                     "slot_cache_hits": int(timing(mode, "slot_cache_hits").sum()),
-                     "slot_cache_misses": int(timing(mode, "slot_cache_misses").sum())}
-              for mode in config.modes}
+    scores = {
+        mode: {
+            "em": score(mode, "em"),
+            "f1": score(mode, "f1"),
+            "match": score(mode, "match"),
+            "recall_at_k": recall if mode in config.retrieving_modes else measure.NA,
+            "ttft": measure.latency_summary(ttft[mode]),
+            "total": measure.latency_summary(timing(mode, "total_s")),
+            "slot_cache_hits": int(timing(mode, "slot_cache_hits").sum()),
+            "slot_cache_misses": int(timing(mode, "slot_cache_misses").sum()),
+        }
+        for mode in config.modes
+    }
     results: dict[str, Any] = {
         "task": "qa",
         "config": asdict(config),
-        "dataset": {"path": str(squad.path), "sha256": squad.sha256, "articles": squad.articles,
-                    "paragraphs": len(squad.paragraphs), "questions": len(squad.questions),
-                    "sampled": len(rows[CLOSED_BOOK])},
+        "dataset": {
+            "path": str(squad.path),
+            "sha256": squad.sha256,
+            "articles": squad.articles,
+            "paragraphs": len(squad.paragraphs),
+            "questions": len(squad.questions),
+            "sampled": len(rows[CLOSED_BOOK]),
+        },
         "memory": memory,
         "generator": settings,
-        "prompt": {"question_template": QUESTION_TEMPLATE, "baseline_fusion": BASELINE_FUSION,
-                   "post_processing": "first non-empty line, stripped"},
+        "prompt": {
+            "question_template": QUESTION_TEMPLATE,
+            "baseline_fusion": BASELINE_FUSION,
+            "post_processing": "first non-empty line, stripped",
+        },
         "modes": list(config.modes),
         "scores": scores,
-        "retrieval": {"recall_at_k": recall,
-                      "search_latency": measure.latency_summary(search_s)},
+        "retrieval": {"recall_at_k": recall, "search_latency": measure.latency_summary(search_s)},
         "peak_rss_bytes": measure.peak_rss_bytes(),
         "per_query": rows,
     }
     if {"xattn", "concat"} <= set(config.fusions):
         x, c = scores["xattn"], scores["concat"]
         results["xattn_vs_concat"] = {
-            "em_difference": x["em"] - c["em"], "f1_difference": x["f1"] - c["f1"],
-            "ttft_p50_ratio_concat_over_xattn": measure.ratio(c["ttft"]["p50_ms"],
-                                                              x["ttft"]["p50_ms"])}
+            "em_difference": x["em"] - c["em"],
+            "f1_difference": x["f1"] - c["f1"],
+            "ttft_p50_ratio_concat_over_xattn": measure.ratio(
+                c["ttft"]["p50_ms"], x["ttft"]["p50_ms"]
+            ),
+        }
     if config.kv_int8:
         same = sum(rows[INT8][q]["answer"] == r["answer"] for q, r in rows["xattn"].items())
         results["int8_vs_float16"] = {
-            "same_answers": same, "questions": len(rows["xattn"]),
+            "same_answers": same,
+            "questions": len(rows["xattn"]),
             "em_difference": scores[INT8]["em"] - scores["xattn"]["em"],
-            "f1_difference": scores[INT8]["f1"] - scores["xattn"]["f1"]}
+            "f1_difference": scores[INT8]["f1"] - scores["xattn"]["f1"],
+        }
     return results, ttft

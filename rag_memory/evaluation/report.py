@@ -68,19 +68,30 @@ def table(header: list[str], rows: list[list[Any]]) -> str:
 def memory_section(results: Mapping[str, Any]) -> str:
     """The memory's own figures: bytes per tier, disk, cache and tier hit figures (or n/a)."""
     src = results.get("systems", results)
-    rows = [[f"bytes in tier {tier}", fmt_bytes(v["bytes"]), f"{v['shards']} shard(s)"]
-            for tier, v in src["tiers"].items()]
-    rows += [["memory directory on disk", fmt_bytes(src["disk_bytes"]), ""],
-             ["bytes read from disk", fmt_bytes(src["disk_bytes_read"]), ""],
-             ["query-cache hit rate", src["cache_hit_rate"], ""],
-             ["fast-tier hit ratio", src["fast_tier_hit_ratio"], ""],
-             ["peak RSS of the eval process", fmt_bytes(src["peak_rss_bytes"]), ""]]
-    return "## Memory figures\n\n" + table(["figure", "value", "note"], rows) + \
-        "\n\nn/a = the part does not exist in this version of the memory (not zero)."
+    rows = [
+        [f"bytes in tier {tier}", fmt_bytes(v["bytes"]), f"{v['shards']} shard(s)"]
+        for tier, v in src["tiers"].items()
+    ]
+    rows += [
+        ["memory directory on disk", fmt_bytes(src["disk_bytes"]), ""],
+        ["bytes read from disk", fmt_bytes(src["disk_bytes_read"]), ""],
+        ["query-cache hit rate", src["cache_hit_rate"], ""],
+        ["fast-tier hit ratio", src["fast_tier_hit_ratio"], ""],
+        ["peak RSS of the eval process", fmt_bytes(src["peak_rss_bytes"]), ""],
+    ]
+    return (
+        "## Memory figures\n\n"
+        + table(["figure", "value", "note"], rows)
+        + "\n\nn/a = the part does not exist in this version of the memory (not zero)."
+    )
 
 
-def write_result_folder(out: Path, results: dict[str, Any], render: Callable[[dict], str],
-                        plots: Mapping[str, Callable[[Path], Path]]) -> dict[str, Path]:
+def write_result_folder(
+    out: Path,
+    results: dict[str, Any],
+    render: Callable[[dict], str],
+    plots: Mapping[str, Callable[[Path], Path]],
+) -> dict[str, Path]:
     """Write results.json, per_query.jsonl (if any), report.md and each plot; return paths."""
     out.mkdir(parents=True, exist_ok=True)
     results = dict(results)

@@ -79,10 +79,16 @@ def run_retrieval(config: RetrievalConfig) -> tuple[dict[str, Any], dict[str, np
         n_lat = len(qids) if config.latency_queries <= 0 else min(config.latency_queries, len(qids))
         order = rng.permutation(len(qids))[:n_lat]
         lat = {
-            "memory": measure.latencies(lambda i: mem.search(qvecs[order[i]:order[i] + 1], k=k),
-                                        n_lat, desc="memory latency"),
-            "exact_faiss": measure.latencies(lambda i: anchor.search(qvecs[order[i]:order[i] + 1], k),
-                                             n_lat, desc="exact latency"),
+            "memory": measure.latencies(
+                lambda i: mem.search(qvecs[order[i] : order[i] + 1], k=k),
+                n_lat,
+                desc="memory latency",
+            ),
+            "exact_faiss": measure.latencies(
+                lambda i: anchor.search(qvecs[order[i] : order[i] + 1], k),
+                n_lat,
+                desc="exact latency",
+            ),
         }
         figures = measure.memory_figures(mem.stats())
         n_slots = len(mem)
@@ -90,38 +96,62 @@ def run_retrieval(config: RetrievalConfig) -> tuple[dict[str, Any], dict[str, np
 
     nq = len(qids)
     per_system = {
-        "memory": {"latency": measure.latency_summary(lat["memory"]),
-                   "batch_seconds": mem_batch_s, "batch_qps": nq / mem_batch_s},
-        "exact_faiss": {"latency": measure.latency_summary(lat["exact_faiss"]),
-                        "batch_seconds": anchor_batch_s, "batch_qps": nq / anchor_batch_s,
-                        "index_bytes": anchor.nbytes},
+        "memory": {
+            "latency": measure.latency_summary(lat["memory"]),
+            "batch_seconds": mem_batch_s,
+            "batch_qps": nq / mem_batch_s,
+        },
+        "exact_faiss": {
+            "latency": measure.latency_summary(lat["exact_faiss"]),
+            "batch_seconds": anchor_batch_s,
+            "batch_qps": nq / anchor_batch_s,
+            "index_bytes": anchor.nbytes,
+        },
     }
     max_diff = max(abs(mem_per_q[q][m] - anc_per_q[q][m]) for q in qids for m in METRICS)
     results = {
         "task": "retrieval",
         "config": asdict(config),
-        "dataset": {"path": str(config.dataset), "split": config.split, "queries": nq,
-                    "judgements": sum(len(v) for v in split.qrels.values()),
-                    "memory_slots": n_slots, "anchor_vectors": len(anchor)},
+        "dataset": {
+            "path": str(config.dataset),
+            "split": config.split,
+            "queries": nq,
+            "judgements": sum(len(v) for v in split.qrels.values()),
+            "memory_slots": n_slots,
+            "anchor_vectors": len(anchor),
+        },
         "model": manifest_embedder,
         "metrics": list(METRICS),
         "primary_metric": PRIMARY_METRIC,
-        "quality": {"memory": mem_means, "exact_faiss": anc_means,
-                    "difference": mean_difference(mem_means, anc_means),
-                    "max_per_query_difference": max_diff, "match": max_diff == 0.0},
+        "quality": {
+            "memory": mem_means,
+            "exact_faiss": anc_means,
+            "difference": mean_difference(mem_means, anc_means),
+            "max_per_query_difference": max_diff,
+            "match": max_diff == 0.0,
+        },
         "systems": {
             **per_system,
             "ratios_memory_over_exact": {
-                "latency_p50": measure.ratio(per_system["memory"]["latency"]["p50_ms"],
-                                             per_system["exact_faiss"]["latency"]["p50_ms"]),
-                "latency_p99": measure.ratio(per_system["memory"]["latency"]["p99_ms"],
-                                             per_system["exact_faiss"]["latency"]["p99_ms"]),
-                "batch_qps": measure.ratio(per_system["memory"]["batch_qps"],
-                                           per_system["exact_faiss"]["batch_qps"]),
+                "latency_p50": measure.ratio(
+                    per_system["memory"]["latency"]["p50_ms"],
+                    per_system["exact_faiss"]["latency"]["p50_ms"],
+                ),
+                "latency_p99": measure.ratio(
+                    per_system["memory"]["latency"]["p99_ms"],
+                    per_system["exact_faiss"]["latency"]["p99_ms"],
+                ),
+                "batch_qps": measure.ratio(
+                    per_system["memory"]["batch_qps"], per_system["exact_faiss"]["batch_qps"]
+                ),
             },
-            "text_path": {"seconds": text_path_s, "qps": nq / text_path_s,
-                          "embedding_seconds": embed_s, "search_seconds": mem_batch_s,
-                          "embedding_share": embed_s / (embed_s + mem_batch_s)},
+            "text_path": {
+                "seconds": text_path_s,
+                "qps": nq / text_path_s,
+                "embedding_seconds": embed_s,
+                "search_seconds": mem_batch_s,
+                "embedding_share": embed_s / (embed_s + mem_batch_s),
+            },
             "build_seconds": build_seconds if build_seconds is not None else measure.NA,
             "peak_rss_bytes": measure.peak_rss_bytes(),
             **figures,

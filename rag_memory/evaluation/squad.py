@@ -75,12 +75,18 @@ def _get(path: Path, where: str, obj: Any, key: str, kind: type) -> Any:
 def _question(path: Path, where: str, qa: Any, paragraph_id: str) -> Question:
     answers = _get(path, where, qa, "answers", list)
     if not answers:
-        raise InvalidInputError(f"{path}: {where}.answers is empty (SQuAD v1.1 questions "
-                                f"all have a gold answer)")
-    texts = tuple(_get(path, f"{where}.answers[{i}]", a, "text", str)
-                  for i, a in enumerate(answers))
-    return Question(_get(path, where, qa, "id", str), _get(path, where, qa, "question", str),
-                    texts, paragraph_id)
+        raise InvalidInputError(
+            f"{path}: {where}.answers is empty (SQuAD v1.1 questions all have a gold answer)"
+        )
+    texts = tuple(
+        _get(path, f"{where}.answers[{i}]", a, "text", str) for i, a in enumerate(answers)
+    )
+    return Question(
+        _get(path, where, qa, "id", str),
+        _get(path, where, qa, "question", str),
+        texts,
+        paragraph_id,
+    )
 
 
 def read_squad(path: str | Path) -> SquadFile:
@@ -104,8 +110,9 @@ def read_squad(path: str | Path) -> SquadFile:
             where = f"data[{a}].paragraphs[{p}]"
             paragraph = Paragraph(f"{title}/{p}", title, p, _get(path, where, para, "context", str))
             if paragraph.id in seen:  # two articles with one title
-                raise InvalidInputError(f"{path}: {where}: paragraph id {paragraph.id!r} "
-                                        f"appears twice")
+                raise InvalidInputError(
+                    f"{path}: {where}: paragraph id {paragraph.id!r} appears twice"
+                )
             seen.add(paragraph.id)
             paragraphs.append(paragraph)
             for q, qa in enumerate(_get(path, where, para, "qas", list)):

@@ -144,7 +144,7 @@ class MemorySystem:
         hits = self.mem.search(queries, k=k, nprobe=value, cache=False)
         out = np.full((len(queries), k), -1, dtype=np.int64)
         for row, row_hits in enumerate(hits):
-            out[row, :len(row_hits)] = [int(h.id) for h in row_hits]
+            out[row, : len(row_hits)] = [int(h.id) for h in row_hits]
         return out
 
     @property
@@ -152,8 +152,9 @@ class MemorySystem:
         return sum(t["bytes"] for t in self.mem.stats()["tiers"].values())
 
 
-def sweep(systems: Sequence[SweepSystem], queries: np.ndarray, truth: np.ndarray,
-          k: int) -> list[SweepPoint]:
+def sweep(
+    systems: Sequence[SweepSystem], queries: np.ndarray, truth: np.ndarray, k: int
+) -> list[SweepPoint]:
     """Measure every (system, knob value); `truth` is the exact (nq, >=k) top-k row numbers."""
     jobs = [(s, v) for s in systems for v in s.knob_values()]
     points = []
@@ -163,10 +164,18 @@ def sweep(systems: Sequence[SweepSystem], queries: np.ndarray, truth: np.ndarray
         found = system.search(queries, k, value)
         seconds = time.perf_counter() - start
         recall = float(knn_intersection_measure(found[:, :k], truth[:, :k]))
-        points.append(SweepPoint(system.name, system.knob, value, recall, len(queries) / seconds,
-                                 seconds))
-        logger.info("%s %s=%s: recall@%d %.4f, %.1f QPS", system.name, system.knob, value, k,
-                    recall, len(queries) / seconds)
+        points.append(
+            SweepPoint(system.name, system.knob, value, recall, len(queries) / seconds, seconds)
+        )
+        logger.info(
+            "%s %s=%s: recall@%d %.4f, %.1f QPS",
+            system.name,
+            system.knob,
+            value,
+            k,
+            recall,
+            len(queries) / seconds,
+        )
     return points
 
 

@@ -47,8 +47,8 @@ def _sample(spec: MixtureSpec, centres: np.ndarray, rng: np.random.Generator, n:
     x = rng.standard_normal((n, spec.dim), dtype=np.float32)
     x *= np.float32(spec.spread / np.sqrt(spec.dim))
     for start in range(0, n, _SLICE):
-        rows = x[start:start + _SLICE]
-        rows += centres[labels[start:start + _SLICE]]
+        rows = x[start : start + _SLICE]
+        rows += centres[labels[start : start + _SLICE]]
         rows /= np.linalg.norm(rows, axis=1, keepdims=True)
     return x
 
@@ -66,7 +66,7 @@ def base_vectors(spec: MixtureSpec, n: int) -> np.ndarray:
     out = np.empty((n, spec.dim), dtype=np.float32)
     start = 0
     for chunk in iter_base(spec, n):
-        out[start:start + len(chunk)] = chunk
+        out[start : start + len(chunk)] = chunk
         start += len(chunk)
     return out
 

@@ -22,9 +22,16 @@ from ..errors import InvalidInputError
 from ..index.config import IndexConfig
 from ..memory import Memory
 from . import measure
+from .sweep import (
+    FlatSystem,
+    IvfFlatSystem,
+    MemorySystem,
+    choose_nlist,
+    default_nprobes,
+    knee,
+    sweep,
+)
 from .synthetic import MixtureSpec, base_vectors, query_vectors
-from .sweep import (FlatSystem, IvfFlatSystem, MemorySystem, choose_nlist, default_nprobes,
-                    knee, sweep)
 
 logger = logging.getLogger(__name__)
 
@@ -56,26 +63,38 @@ class SystemsConfig:
             raise InvalidInputError(f"k={self.k} exceeds n={self.n}")
 
 
-def _build_memory(path: Path, vectors: np.ndarray, batch: int,
-                  nlist: int) -> tuple[Memory, float | str]:
+def _build_memory(
+    path: Path, vectors: np.ndarray, batch: int, nlist: int
+) -> tuple[Memory, float | str]:
     """Open the memory at `path`, building it from `vectors` unless it already holds them.
     Its tiered index gets the comparison IVF's nlist, and is compacted (sealed) at the end."""
     if (path / "manifest.json").exists():
         mem = Memory.open(path, read_only=True)
         if len(mem) != len(vectors) or mem.manifest.dim != vectors.shape[1]:
             mem.close()
-            raise InvalidInputError(f"{path} holds {len(mem)} slots, not this run's "
-                                    f"{len(vectors)} x {vectors.shape[1]}; use another --memory")
+            raise InvalidInputError(
+                f"{path} holds {len(mem)} slots, not this run's "
+                f"{len(vectors)} x {vectors.shape[1]}; use another --memory"
+            )
         return mem, measure.NA
+
     def build() -> None:
-        index = IndexConfig(kind="ivf_flat", nlist=nlist, expected_vectors=len(vectors),
-                            seal_threshold=max(100_000, len(vectors) // 4))
+        index = IndexConfig(
+            kind="ivf_flat",
+            nlist=nlist,
+            expected_vectors=len(vectors),
+            seal_threshold=max(100_000, len(vectors) // 4),
+        )
         with Memory.create(path, dim=vectors.shape[1], index=index, cache=None) as mem:
             for start in tqdm(range(0, len(vectors), batch), desc="building memory", unit="batch"):
                 rows = range(start, min(start + batch, len(vectors)))
-                mem.add([f"v{i}" for i in rows], ids=[str(i) for i in rows],
-                        vectors=vectors[rows.start:rows.stop])
+                mem.add(
+                    [f"v{i}" for i in rows],
+                    ids=[str(i) for i in rows],
+                    vectors=vectors[rows.start : rows.stop],
+                )
             mem.compact()
+
     _, seconds = measure.timed(build)
     return Memory.open(path, read_only=True), seconds
 
@@ -105,18 +124,27 @@ def run_systems(config: SystemsConfig) -> tuple[dict[str, Any], dict[str, np.nda
             n_lat = min(config.latency_queries, config.queries)
 
             def one(system: Any, value: Any) -> Any:
-                return lambda i: system.search(queries[i:i + 1], config.k, value)
+                return lambda i: system.search(queries[i : i + 1], config.k, value)
 
             mem_point = knee(points, memsys.name, config.recall_target)
-            lat = {"memory": measure.latencies(one(memsys, mem_point.value if mem_point else None),
-                                               n_lat, desc="memory latency"),
-                   "exact_faiss": measure.latencies(one(flat, None), n_lat, desc="exact latency")}
+            lat = {
+                "memory": measure.latencies(
+                    one(memsys, mem_point.value if mem_point else None),
+                    n_lat,
+                    desc="memory latency",
+                ),
+                "exact_faiss": measure.latencies(one(flat, None), n_lat, desc="exact latency"),
+            }
             if ivf_point is not None:
                 lat[f"faiss_ivf_flat nprobe={ivf_point.value}"] = measure.latencies(
-                    one(ivf, ivf_point.value), n_lat, desc="ivf latency")
+                    one(ivf, ivf_point.value), n_lat, desc="ivf latency"
+                )
             figures = measure.memory_figures(mem.stats())
-            bytes_by_system = {"memory": memsys.nbytes, "exact_faiss": flat.nbytes,
-                               "faiss_ivf_flat": ivf.nbytes}
+            bytes_by_system = {
+                "memory": memsys.nbytes,
+                "exact_faiss": flat.nbytes,
+                "faiss_ivf_flat": ivf.nbytes,
+            }
     finally:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
@@ -127,14 +155,23 @@ def run_systems(config: SystemsConfig) -> tuple[dict[str, Any], dict[str, np.nda
     results = {
         "task": "systems",
         "config": {**asdict(config), "nlist": nlist, "nprobes": nprobes},
-        "data": {"kind": "gaussian_mixture", **asdict(spec), "n": config.n,
-                 "queries": config.queries, "latency_queries": n_lat,
-                 "generate_seconds": gen_s},
-        "build": {"memory_seconds": build_s,
-                  "memory_vectors_per_second": config.n / build_s
-                  if isinstance(build_s, float) else measure.NA,
-                  "exact_faiss_seconds": flat_build_s,
-                  "ivf_train_seconds": ivf.train_seconds, "ivf_add_seconds": ivf.add_seconds},
+        "data": {
+            "kind": "gaussian_mixture",
+            **asdict(spec),
+            "n": config.n,
+            "queries": config.queries,
+            "latency_queries": n_lat,
+            "generate_seconds": gen_s,
+        },
+        "build": {
+            "memory_seconds": build_s,
+            "memory_vectors_per_second": config.n / build_s
+            if isinstance(build_s, float)
+            else measure.NA,
+            "exact_faiss_seconds": flat_build_s,
+            "ivf_train_seconds": ivf.train_seconds,
+            "ivf_add_seconds": ivf.add_seconds,
+        },
         "sweep": [asdict(p) for p in points],
         "latency": {name: measure.latency_summary(v) for name, v in lat.items()},
         "ratios_memory_over_exact": {

@@ -38,8 +38,10 @@ class EvalTask:
 
 
 def _retrieval_plots(results: dict[str, Any], lat: Latencies) -> dict[str, Callable[[Path], Path]]:
-    title = (f"{results['dataset']['path']} / {results['dataset']['split']}: single-query "
-             f"latency, k={results['config']['k']}")
+    title = (
+        f"{results['dataset']['path']} / {results['dataset']['split']}: single-query "
+        f"latency, k={results['config']['k']}"
+    )
     return {"latency_histogram": lambda p: plots.latency_histogram(lat, p, title)}
 
 
@@ -47,39 +49,63 @@ def _systems_plots(results: dict[str, Any], lat: Latencies) -> dict[str, Callabl
     data, k = results["data"], results["config"]["k"]
     what = f"{data['n']:,} x {data['dim']} synthetic vectors"
     return {
-        "recall_qps": lambda p: plots.recall_qps(results["sweep"], k, p,
-                                                 f"recall@{k} vs QPS, {what}"),
+        "recall_qps": lambda p: plots.recall_qps(
+            results["sweep"], k, p, f"recall@{k} vs QPS, {what}"
+        ),
         "latency_histogram": lambda p: plots.latency_histogram(
-            lat, p, f"single-query latency, k={k}, {what}"),
+            lat, p, f"single-query latency, k={k}, {what}"
+        ),
     }
 
 
 def _qa_plots(results: dict[str, Any], lat: Latencies) -> dict[str, Callable[[Path], Path]]:
-    what = (f"{results['dataset']['sampled']} questions of {Path(results['dataset']['path']).name}"
-            f", k={results['config']['k']}")
+    what = (
+        f"{results['dataset']['sampled']} questions of {Path(results['dataset']['path']).name}"
+        f", k={results['config']['k']}"
+    )
     return {
         "qa_scores": lambda p: plots.score_bars(
-            results["scores"], {"em": "EM", "f1": "F1", "match": "match"}, p,
-            f"EM / F1 / match per mode, {what}"),
+            results["scores"],
+            {"em": "EM", "f1": "F1", "match": "match"},
+            p,
+            f"EM / F1 / match per mode, {what}",
+        ),
         "latency_histogram": lambda p: plots.latency_histogram(
-            lat, p, f"time to first token per question, {what}"),
+            lat, p, f"time to first token per question, {what}"
+        ),
     }
 
 
 TASKS: dict[str, EvalTask] = {
-    "retrieval": EvalTask("retrieval", "BEIR retrieval quality + systems figures, memory vs "
-                          "exact FAISS", RetrievalConfig, run_retrieval, render_retrieval,
-                          _retrieval_plots),
-    "systems": EvalTask("systems", "synthetic vectors: build time, recall vs QPS, latency, "
-                        "bytes per tier", SystemsConfig, run_systems, render_systems,
-                        _systems_plots),
-    "qa": EvalTask("qa", "SQuAD answer quality (EM / F1), gold-paragraph recall@k and latency "
-                   "per fusion mode, closed-book and oracle", QAConfig, run_qa, render_qa,
-                   _qa_plots),
+    "retrieval": EvalTask(
+        "retrieval",
+        "BEIR retrieval quality + systems figures, memory vs exact FAISS",
+        RetrievalConfig,
+        run_retrieval,
+        render_retrieval,
+        _retrieval_plots,
+    ),
+    "systems": EvalTask(
+        "systems",
+        "synthetic vectors: build time, recall vs QPS, latency, bytes per tier",
+        SystemsConfig,
+        run_systems,
+        render_systems,
+        _systems_plots,
+    ),
+    "qa": EvalTask(
+        "qa",
+        "SQuAD answer quality (EM / F1), gold-paragraph recall@k and latency "
+        "per fusion mode, closed-book and oracle",
+        QAConfig,
+        run_qa,
+        render_qa,
+        _qa_plots,
+    ),
 }
 
-def run_task(name: str, config: Any,
-             **dependencies: Any) -> tuple[dict[str, Any], dict[str, Path]]:
+
+def run_task(name: str, config: Any, **dependencies: Any) -> tuple[dict[str, Any], dict[str, Path]]:
     """Run task `name` with `config` and write its result folder at `config.out`.
 
     `dependencies` go to the runner as keyword arguments: parts it would otherwise load
@@ -90,6 +116,5 @@ def run_task(name: str, config: Any,
     if not isinstance(config, task.config_type):
         raise InvalidInputError(f"task {name!r} needs a {task.config_type.__name__}")
     results, lat = task.run(config, **dependencies)
-    written = write_result_folder(Path(config.out), results, task.render,
-                                  task.plots(results, lat))
+    written = write_result_folder(Path(config.out), results, task.render, task.plots(results, lat))
     return results, written

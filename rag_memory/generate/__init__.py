@@ -14,8 +14,14 @@ from .weights import attention_bias, weights_from_scores
 if TYPE_CHECKING:
     from .generator import Generator
 
-__all__ = ["FUSIONS", "Answer", "Generator", "GeneratorConfig", "attention_bias",
-           "weights_from_scores"]
+__all__ = [
+    "FUSIONS",
+    "Answer",
+    "Generator",
+    "GeneratorConfig",
+    "attention_bias",
+    "weights_from_scores",
+]
 
 
 def __getattr__(name: str) -> Any:

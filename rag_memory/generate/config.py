@@ -24,8 +24,7 @@ MODEL_DTYPES = ("float32", "float16", "bfloat16")
 # (unbiased 4/20 vs log-weighted 10-11/20); untuned on data beyond that, so worth sweeping.
 DEFAULT_TEMPERATURE = 0.05
 
-DEFAULT_SYSTEM_PROMPT = ("Answer the question using the context. Reply with a short answer "
-                         "only.")
+DEFAULT_SYSTEM_PROMPT = "Answer the question using the context. Reply with a short answer only."
 
 
 @dataclass(frozen=True)
@@ -91,37 +90,51 @@ class GeneratorConfig:
     question_template: str = "Question: {question}"
 
     def __post_init__(self) -> None:
-        for name, allowed in (("dtype", MODEL_DTYPES), ("kv_dtype", KV_DTYPES),
-                              ("int8_scale", INT8_SCALES), ("fusion", FUSIONS)):
+        for name, allowed in (
+            ("dtype", MODEL_DTYPES),
+            ("kv_dtype", KV_DTYPES),
+            ("int8_scale", INT8_SCALES),
+            ("fusion", FUSIONS),
+        ):
             if getattr(self, name) not in allowed:
-                raise InvalidInputError(f"GeneratorConfig.{name} must be one of {allowed}, "
-                                        f"got {getattr(self, name)!r}")
+                raise InvalidInputError(
+                    f"GeneratorConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}"
+                )
         optional = (("cache_dir_bytes", 1), ("seed", 0), ("threads", 1))  # None = unset
-        sizes = [("cache_bytes", 0), ("max_new_tokens", 1), ("top_k", 0),
-                 *((name, m) for name, m in optional if getattr(self, name) is not None)]
+        sizes = [
+            ("cache_bytes", 0),
+            ("max_new_tokens", 1),
+            ("top_k", 0),
+            *((name, m) for name, m in optional if getattr(self, name) is not None),
+        ]
         for name, minimum in sizes:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise InvalidInputError(f"GeneratorConfig.{name} must be an int >= {minimum}, "
-                                        f"got {value!r}")
+                raise InvalidInputError(
+                    f"GeneratorConfig.{name} must be an int >= {minimum}, got {value!r}"
+                )
         t = self.temperature
         if isinstance(t, bool) or not isinstance(t, (int, float)) or not t > 0:
             raise InvalidInputError(f"GeneratorConfig.temperature must be > 0, got {t!r}")
         t = self.sample_temperature
         if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 <= t < math.inf:
-            raise InvalidInputError(f"GeneratorConfig.sample_temperature must be >= 0 "
-                                    f"(0 = greedy), got {t!r}")
+            raise InvalidInputError(
+                f"GeneratorConfig.sample_temperature must be >= 0 (0 = greedy), got {t!r}"
+            )
         p = self.top_p
         if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 < p <= 1:
             raise InvalidInputError(f"GeneratorConfig.top_p must be in (0, 1], got {p!r}")
         if isinstance(self.stop, str) or not all(isinstance(s, str) and s for s in self.stop):
-            raise InvalidInputError(f"GeneratorConfig.stop must be a tuple of non-empty "
-                                    f"strings, got {self.stop!r}")
+            raise InvalidInputError(
+                f"GeneratorConfig.stop must be a tuple of non-empty strings, got {self.stop!r}"
+            )
         object.__setattr__(self, "stop", tuple(self.stop))
         for name, field_name in (("slot_template", "text"), ("question_template", "question")):
             if "{" + field_name + "}" not in getattr(self, name):
-                raise InvalidInputError(f"GeneratorConfig.{name} must contain "
-                                        f"{{{field_name}}}, got {getattr(self, name)!r}")
+                raise InvalidInputError(
+                    f"GeneratorConfig.{name} must contain "
+                    f"{{{field_name}}}, got {getattr(self, name)!r}"
+                )
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> GeneratorConfig:

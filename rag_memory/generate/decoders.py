@@ -39,8 +39,14 @@ class MaskedDecoder:
             sum_r w_r p_r (a single row: its own distribution).
     """
 
-    def __init__(self, lm: LoadedModel, context: KV, bias: torch.Tensor, start: torch.Tensor,
-                 log_weights: torch.Tensor) -> None:
+    def __init__(
+        self,
+        lm: LoadedModel,
+        context: KV,
+        bias: torch.Tensor,
+        start: torch.Tensor,
+        log_weights: torch.Tensor,
+    ) -> None:
         self.lm = lm
         self.rows = bias.shape[0]
         self.cache = cache_from(context, self.rows)
@@ -55,12 +61,19 @@ class MaskedDecoder:
         device, dtype = self.lm.device, self.lm.dtype
         floor = torch.finfo(dtype).min
         causal = torch.full((q, q), floor, dtype=dtype, device=device).triu_(1)
-        mask = torch.cat([self.bias[:, None, None, :].expand(-1, 1, q, -1),
-                          causal.expand(self.rows, 1, q, q)], dim=-1)
+        mask = torch.cat(
+            [self.bias[:, None, None, :].expand(-1, 1, q, -1), causal.expand(self.rows, 1, q, q)],
+            dim=-1,
+        )
         positions = self.next_pos[:, None] + torch.arange(q, device=device)
         input_ids = torch.tensor([ids], device=device).expand(self.rows, -1)
-        out = self.lm.forward(self.cache, input_ids=input_ids, attention_mask=mask,
-                              position_ids=positions, logits_to_keep=1)
+        out = self.lm.forward(
+            self.cache,
+            input_ids=input_ids,
+            attention_mask=mask,
+            position_ids=positions,
+            logits_to_keep=1,
+        )
         self.bias = torch.cat([self.bias, self.bias.new_zeros(self.rows, q)], dim=1)
         self.next_pos = self.next_pos + q
         logp = torch.log_softmax(out.logits[:, -1].float(), dim=-1)
@@ -89,8 +102,12 @@ class PlainDecoder:
     def forward(self, ids: list[int]) -> torch.Tensor:
         device = self.lm.device
         positions = torch.arange(self.next_pos, self.next_pos + len(ids), device=device)[None]
-        out = self.lm.forward(self.cache, input_ids=torch.tensor([ids], device=device),
-                              position_ids=positions, logits_to_keep=1)
+        out = self.lm.forward(
+            self.cache,
+            input_ids=torch.tensor([ids], device=device),
+            position_ids=positions,
+            logits_to_keep=1,
+        )
         self.next_pos += len(ids)
         return torch.log_softmax(out.logits[0, -1].float(), dim=-1)
 

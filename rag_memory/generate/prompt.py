@@ -51,10 +51,13 @@ class PromptLayout:
     def build(cls, tokenizer: PreTrainedTokenizerBase, config: GeneratorConfig) -> PromptLayout:
         """The layout for `tokenizer`: its chat template where it has one, else plain text."""
         if getattr(tokenizer, "chat_template", None):
-            messages = [{"role": "system", "content": config.system_prompt},
-                        {"role": "user", "content": _SENTINEL}]
-            rendered = tokenizer.apply_chat_template(messages, tokenize=False,
-                                                     add_generation_prompt=True)
+            messages = [
+                {"role": "system", "content": config.system_prompt},
+                {"role": "user", "content": _SENTINEL},
+            ]
+            rendered = tokenizer.apply_chat_template(
+                messages, tokenize=False, add_generation_prompt=True
+            )
             head, tail = rendered.split(_SENTINEL)
         else:
             head, tail = config.system_prompt + "\n\n", "\nAnswer:"
@@ -62,12 +65,20 @@ class PromptLayout:
         bos = tokenizer.bos_token_id
         if _adds_bos(tokenizer) and (not prefix or prefix[0] != bos):
             prefix = [bos, *prefix]
-        stop = {i for i in (tokenizer.eos_token_id,
-                            *map(tokenizer.convert_tokens_to_ids, _END_OF_TURN))
-                if isinstance(i, int) and i != tokenizer.unk_token_id}
+        stop = {
+            i
+            for i in (tokenizer.eos_token_id, *map(tokenizer.convert_tokens_to_ids, _END_OF_TURN))
+            if isinstance(i, int) and i != tokenizer.unk_token_id
+        }
         digest = hashlib.sha256(json.dumps([prefix, config.slot_template]).encode()).hexdigest()
-        return cls(tuple(prefix), tail, config.slot_template, config.question_template,
-                   digest[:16], frozenset(stop))
+        return cls(
+            tuple(prefix),
+            tail,
+            config.slot_template,
+            config.question_template,
+            digest[:16],
+            frozenset(stop),
+        )
 
     def slot_ids(self, tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
         """Token ids of one slot block (never empty: the template adds text around the slot)."""
@@ -76,8 +87,9 @@ class PromptLayout:
     def question_ids(self, tokenizer: PreTrainedTokenizerBase, question: str) -> list[int]:
         """Token ids of the question block: the question, end of the user turn, assistant
         header. Tokenised apart from the slots (see the module docstring)."""
-        return _ids(tokenizer, self.question_template.replace("{question}", question)
-                    + self.suffix_text)
+        return _ids(
+            tokenizer, self.question_template.replace("{question}", question) + self.suffix_text
+        )
 
 
 def _adds_bos(tokenizer: PreTrainedTokenizerBase) -> bool:

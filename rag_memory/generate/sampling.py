@@ -22,8 +22,9 @@ class TokenChooser:
         seed: seeds this chooser's draws; None = a fresh random seed.
     """
 
-    def __init__(self, temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
-                 seed: int | None = None) -> None:
+    def __init__(
+        self, temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, seed: int | None = None
+    ) -> None:
         self.temperature = temperature
         self.top_k = top_k
         self.top_p = top_p

@@ -65,8 +65,12 @@ class StoredKV:
         return self.keys.nbytes + self.values.nbytes + scales + _ENTRY_OVERHEAD
 
     def tensors(self) -> dict[str, torch.Tensor]:
-        found = {"keys": self.keys, "values": self.values, "key_scale": self.key_scale,
-                 "value_scale": self.value_scale}
+        found = {
+            "keys": self.keys,
+            "values": self.values,
+            "key_scale": self.key_scale,
+            "value_scale": self.value_scale,
+        }
         return {name: t for name, t in found.items() if t is not None}
 
 
@@ -92,10 +96,13 @@ def encode(kv: KV, digest: str, kv_dtype: str, int8_scale: str) -> StoredKV:
 def decode(stored: StoredKV, dtype: torch.dtype, device: torch.device) -> KV:
     """The stored KV back in the model's dtype on its device."""
     if stored.key_scale is None or stored.value_scale is None:
-        return KV(stored.keys.to(device=device, dtype=dtype),
-                  stored.values.to(device=device, dtype=dtype))
-    return KV((stored.keys.float() * stored.key_scale).to(device=device, dtype=dtype),
-              (stored.values.float() * stored.value_scale).to(device=device, dtype=dtype))
+        return KV(
+            stored.keys.to(device=device, dtype=dtype), stored.values.to(device=device, dtype=dtype)
+        )
+    return KV(
+        (stored.keys.float() * stored.key_scale).to(device=device, dtype=dtype),
+        (stored.values.float() * stored.value_scale).to(device=device, dtype=dtype),
+    )
 
 
 class SlotCache:
@@ -109,8 +116,14 @@ class SlotCache:
         directory_bytes: byte budget of the disk tier; None = unbounded.
     """
 
-    def __init__(self, max_bytes: int, kv_dtype: str = "float16", int8_scale: str = "channel",
-                 directory: str | Path | None = None, directory_bytes: int | None = None) -> None:
+    def __init__(
+        self,
+        max_bytes: int,
+        kv_dtype: str = "float16",
+        int8_scale: str = "channel",
+        directory: str | Path | None = None,
+        directory_bytes: int | None = None,
+    ) -> None:
         self.kv_dtype = kv_dtype
         self.int8_scale = int8_scale
         self.directory = None if directory is None else Path(directory)
@@ -134,8 +147,7 @@ class SlotCache:
         """The storage form, e.g. "float16" or "int8/channel"."""
         return self.kv_dtype + (f"/{self.int8_scale}" if self.kv_dtype == "int8" else "")
 
-    def get(self, key: SlotKey, digest: str, dtype: torch.dtype,
-            device: torch.device) -> KV | None:
+    def get(self, key: SlotKey, digest: str, dtype: torch.dtype, device: torch.device) -> KV | None:
         """The slot's KV in `dtype` on `device`, or None (a miss) if neither tier holds it for
         this text."""
         with self._lock:
@@ -170,13 +182,20 @@ class SlotCache:
 
     def stats(self) -> dict[str, int | str | None]:
         with self._lock:
-            return {"entries": len(self._lru), "bytes": self._lru.bytes,
-                    "max_bytes": self._lru.max_bytes, "storage": self.scheme, "hits": self.hits,
-                    "disk_hits": self.disk_hits, "misses": self.misses,
-                    "evictions": self._lru.evictions,
-                    "directory": None if self.directory is None else str(self.directory),
-                    "disk_bytes": self.disk_bytes, "disk_max_bytes": self.directory_bytes,
-                    "disk_evictions": self.disk_evictions}
+            return {
+                "entries": len(self._lru),
+                "bytes": self._lru.bytes,
+                "max_bytes": self._lru.max_bytes,
+                "storage": self.scheme,
+                "hits": self.hits,
+                "disk_hits": self.disk_hits,
+                "misses": self.misses,
+                "evictions": self._lru.evictions,
+                "directory": None if self.directory is None else str(self.directory),
+                "disk_bytes": self.disk_bytes,
+                "disk_max_bytes": self.directory_bytes,
+                "disk_evictions": self.disk_evictions,
+            }
 
     def _remember(self, key: SlotKey, stored: StoredKV) -> None:
         with self._lock:
@@ -193,11 +212,19 @@ class SlotCache:
 
         path = self._path(key)
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
-        meta = {"format": _FORMAT, "version": _FORMAT_VERSION, "key": json.dumps(key),
-                "digest": stored.digest, "scheme": self.scheme}
+        meta = {
+            "format": _FORMAT,
+            "version": _FORMAT_VERSION,
+            "key": json.dumps(key),
+            "digest": stored.digest,
+            "scheme": self.scheme,
+        }
         try:
-            save_file({n: t.detach().cpu().contiguous() for n, t in stored.tensors().items()},
-                      str(tmp), metadata=meta)
+            save_file(
+                {n: t.detach().cpu().contiguous() for n, t in stored.tensors().items()},
+                str(tmp),
+                metadata=meta,
+            )
             os.replace(tmp, path)
             size = path.stat().st_size
         except OSError as exc:  # a cache: failing to persist costs speed, not correctness
@@ -252,8 +279,9 @@ class SlotCache:
         except (OSError, SafetensorError, ValueError, RuntimeError) as exc:
             problem = f"unreadable ({exc})"
         if problem:
-            logger.warning("slot KV file %s: %s; removed, the slot will be encoded again",
-                           path, problem)
+            logger.warning(
+                "slot KV file %s: %s; removed, the slot will be encoded again", path, problem
+            )
             path.unlink(missing_ok=True)
             return None
         if meta["digest"] != digest:  # the same key for another text: not this slot's KV
@@ -263,11 +291,13 @@ class SlotCache:
         except OSError:
             pass
         on = {name: t.to(device) for name, t in tensors.items()}
-        return StoredKV(on["keys"], on["values"], on.get("key_scale"), on.get("value_scale"),
-                        digest)
+        return StoredKV(
+            on["keys"], on["values"], on.get("key_scale"), on.get("value_scale"), digest
+        )
 
-    def _check(self, meta: dict[str, str], tensors: dict[str, torch.Tensor],
-               key: SlotKey) -> str | None:
+    def _check(
+        self, meta: dict[str, str], tensors: dict[str, torch.Tensor], key: SlotKey
+    ) -> str | None:
         """What is wrong with a file read from the disk tier, or None."""
         if meta.get("format") != _FORMAT or meta.get("version") != _FORMAT_VERSION:
             return f"not a {_FORMAT} v{_FORMAT_VERSION} file"

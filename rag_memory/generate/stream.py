@@ -30,6 +30,9 @@ def drain(pieces: PieceStream, each: Callable[[str], object] | None = None) -> A
 def with_retrieval(pieces: PieceStream, hits: list[Hit], retrieval_s: float) -> PieceStream:
     """A piece stream whose Answer carries the retrieved `hits` and the search's time."""
     answer = yield from pieces
-    timings = {**answer.timings, "retrieval_s": retrieval_s,
-               "total_s": answer.timings["total_s"] + retrieval_s}
+    timings = {
+        **answer.timings,
+        "retrieval_s": retrieval_s,
+        "total_s": answer.timings["total_s"] + retrieval_s,
+    }
     return replace(answer, hits=hits, timings=timings)

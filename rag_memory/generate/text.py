@@ -53,5 +53,5 @@ class TextAssembler:
     def _release(self, upto: int) -> str:
         if upto <= self._shown:
             return ""
-        piece, self._shown = self.text[self._shown:upto], upto
+        piece, self._shown = self.text[self._shown : upto], upto
         return piece

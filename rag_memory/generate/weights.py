@@ -34,8 +34,12 @@ def weights_from_scores(scores: Sequence[float] | np.ndarray, temperature: float
         scores: retrieval scores of the slots (cosines for a rag_memory memory).
         temperature: > 0; smaller sharpens the weights towards the best-scoring slot.
     """
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
-            or not math.isfinite(temperature) or temperature <= 0:
+    if (
+        isinstance(temperature, bool)
+        or not isinstance(temperature, (int, float))
+        or not math.isfinite(temperature)
+        or temperature <= 0
+    ):
         raise InvalidWeightsError(f"temperature must be a finite number > 0, got {temperature!r}")
     s = _as_vector(scores, "scores") / temperature
     if not len(s):

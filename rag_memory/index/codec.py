@@ -46,9 +46,15 @@ def _serialize(index: faiss.Index) -> bytes:
 
 def _kmeans(points: np.ndarray, k: int, seed: int) -> np.ndarray:
     """Spherical k-means centroids (unit vectors: inner product = cosine)."""
-    km = faiss.Kmeans(points.shape[1], k, niter=20, spherical=True, seed=seed,
-                      max_points_per_centroid=MAX_POINTS_PER_CENTROID,
-                      min_points_per_centroid=1)
+    km = faiss.Kmeans(
+        points.shape[1],
+        k,
+        niter=20,
+        spherical=True,
+        seed=seed,
+        max_points_per_centroid=MAX_POINTS_PER_CENTROID,
+        min_points_per_centroid=1,
+    )
     km.train(np.ascontiguousarray(points, dtype=np.float32))
     return km.centroids
 
@@ -88,16 +94,18 @@ class Codec:
         return int(self.groups.max()) + 1
 
     @classmethod
-    def train(cls, vectors: np.ndarray, kind: str, nlist: int, pq_m: int, n_groups: int,
-              seed: int = 1234) -> Codec:
+    def train(
+        cls, vectors: np.ndarray, kind: str, nlist: int, pq_m: int, n_groups: int, seed: int = 1234
+    ) -> Codec:
         """Train the router on `vectors` (a sample of the data) and, for IVF-PQ, the codebook."""
         n, dim = vectors.shape
         nlist = max(1, min(nlist, n // MIN_POINTS_PER_CENTROID))
         logger.info("training router: %d partitions on %d vectors (%s)", nlist, n, kind)
         centroids = _kmeans(vectors, nlist, seed) if nlist > 1 else vectors.mean(0, keepdims=True)
         quantizer = faiss.IndexFlatIP(dim)
-        quantizer.add(np.ascontiguousarray(centroids / np.linalg.norm(centroids, axis=1,
-                                                                       keepdims=True)))
+        quantizer.add(
+            np.ascontiguousarray(centroids / np.linalg.norm(centroids, axis=1, keepdims=True))
+        )
         if kind == "ivf_pq":
             template = faiss.IndexIVFPQ(quantizer, dim, nlist, pq_m, 8, faiss.METRIC_INNER_PRODUCT)
             sample = vectors[: MAX_POINTS_PER_CENTROID * 256]  # PQ codebooks: 256 centroids each
@@ -130,8 +138,9 @@ class Codec:
         quantizer = faiss.IndexFlatIP(dim)
         quantizer.add(np.ascontiguousarray(self.centroids[self.groups == group]))
         if self.kind == "ivf_pq":
-            index = faiss.IndexIVFPQ(quantizer, dim, quantizer.ntotal, self.template.pq.M, 8,
-                                     faiss.METRIC_INNER_PRODUCT)
+            index = faiss.IndexIVFPQ(
+                quantizer, dim, quantizer.ntotal, self.template.pq.M, 8, faiss.METRIC_INNER_PRODUCT
+            )
             index.pq = self.template.pq  # the memory-wide codebook (SWIG copies the struct)
             index.is_trained = True
         else:
@@ -153,8 +162,13 @@ class Codec:
             np.save(f, self.groups, allow_pickle=False)
         atomic_write_bytes(groups_path, tmp.read_bytes())
         tmp.unlink()
-        return CodecInfo(self.kind, self.nlist, self.n_groups, sha256_file(directory / CODEC_FILE),
-                         sha256_file(groups_path))
+        return CodecInfo(
+            self.kind,
+            self.nlist,
+            self.n_groups,
+            sha256_file(directory / CODEC_FILE),
+            sha256_file(groups_path),
+        )
 
     @classmethod
     def load(cls, directory: Path, info: CodecInfo, dim: int) -> Codec:
@@ -170,11 +184,19 @@ class Codec:
             groups = np.load(groups_path, allow_pickle=False)
         except (RuntimeError, ValueError, OSError) as exc:
             raise CorruptFileError(path, f"unreadable ({exc})") from None
-        if not isinstance(template, faiss.IndexIVF) or template.d != dim \
-                or template.nlist != info.nlist:
-            raise CorruptFileError(path, f"expected an IVF index of dim {dim} with "
-                                   f"{info.nlist} partitions")
-        if groups.shape != (info.nlist,) or groups.dtype != np.int64 or groups.min() < 0 \
-                or groups.max() != info.groups - 1:
+        if (
+            not isinstance(template, faiss.IndexIVF)
+            or template.d != dim
+            or template.nlist != info.nlist
+        ):
+            raise CorruptFileError(
+                path, f"expected an IVF index of dim {dim} with {info.nlist} partitions"
+            )
+        if (
+            groups.shape != (info.nlist,)
+            or groups.dtype != np.int64
+            or groups.min() < 0
+            or groups.max() != info.groups - 1
+        ):
             raise CorruptFileError(groups_path, "partition groups do not match the codec")
         return cls(template, groups, info.kind)

@@ -56,8 +56,9 @@ class IndexConfig:
                 continue
             minimum = 0 if f.name == "rebalance_every" else 1
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise InvalidInputError(f"IndexConfig.{f.name} must be an int >= {minimum}, "
-                                        f"got {value!r}")
+                raise InvalidInputError(
+                    f"IndexConfig.{f.name} must be an int >= {minimum}, got {value!r}"
+                )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -57,8 +57,9 @@ class GrowingShard:
             self._index.remove_ids(faiss.IDSelectorBatch(np.flatnonzero(drop).astype(np.int64)))
             self._addrs = self._addrs[~drop]
 
-    def search(self, queries: np.ndarray, k: int,
-               allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def search(
+        self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         params = None
         if allowed is not None:
             mask = np.isin(self._addrs, allowed)
@@ -66,5 +67,7 @@ class GrowingShard:
             selector = faiss.IDSelectorBitmap(len(mask), faiss.swig_ptr(bitmap))
             params = faiss.SearchParameters(sel=selector)
         scores, positions = self._index.search(queries, k, params=params)
-        addrs = np.where(positions >= 0, self._addrs[positions], -1) if len(self._addrs) else positions
+        addrs = (
+            np.where(positions >= 0, self._addrs[positions], -1) if len(self._addrs) else positions
+        )
         return scores, addrs

@@ -38,14 +38,22 @@ def _train_codec(index: TieredIndex, vectors: np.ndarray) -> tuple[Codec, CodecR
     kind = cfg.kind if cfg.kind != "auto" else ("ivf_pq" if plan.kind == "ivf_pq" else "ivf_flat")
     nlist = cfg.nlist or plan.nlist or int(4 * math.sqrt(expected))
     nlist = max(1, min(nlist, len(vectors) // MIN_POINTS_PER_CENTROID))
-    codec = Codec.train(vectors, kind, nlist, cfg.pq_m or plan.pq_m or max(1, dim // 8),
-                        cfg.shard_groups or max(1, nlist // 16))
+    codec = Codec.train(
+        vectors,
+        kind,
+        nlist,
+        cfg.pq_m or plan.pq_m or max(1, dim // 8),
+        cfg.shard_groups or max(1, nlist // 16),
+    )
     info = codec.save(index.shard_dir)
-    reason = (f"{kind} ({'set in IndexConfig' if cfg.kind != 'auto' else 'auto'}); plan for "
-              f"{expected:,} vectors: {plan.reason}; trained {codec.nlist} partitions in "
-              f"{codec.n_groups} groups on {len(vectors):,} vectors, nprobe {cfg.nprobe}")
-    return codec, CodecRecord(info.kind, info.nlist, info.groups, info.sha256,
-                              info.groups_sha256, reason)
+    reason = (
+        f"{kind} ({'set in IndexConfig' if cfg.kind != 'auto' else 'auto'}); plan for "
+        f"{expected:,} vectors: {plan.reason}; trained {codec.nlist} partitions in "
+        f"{codec.n_groups} groups on {len(vectors):,} vectors, nprobe {cfg.nprobe}"
+    )
+    return codec, CodecRecord(
+        info.kind, info.nlist, info.groups, info.sha256, info.groups_sha256, reason
+    )
 
 
 def _next_shard_id(index: TieredIndex) -> int:
@@ -58,8 +66,10 @@ def _open_new(index: TieredIndex, infos: list[ShardInfo], codec: Codec) -> list[
     used = sum(s.index_bytes for s in index.sealed.values() if s.tier != "disk")
     for info in infos:
         shard = SealedShard(index.directory, info, codec, index.manifest.dim)
-        fits = index.ram_bytes is None or used + shard.index_bytes + index.growing.nbytes \
-            <= index.ram_bytes
+        fits = (
+            index.ram_bytes is None
+            or used + shard.index_bytes + index.growing.nbytes <= index.ram_bytes
+        )
         tier = "ram" if fits else "disk"
         used += shard.index_bytes if fits else 0
         shard.install(shard.open_index(tier), tier)
@@ -67,8 +77,9 @@ def _open_new(index: TieredIndex, infos: list[ShardInfo], codec: Codec) -> list[
     return shards
 
 
-def _commit(index: TieredIndex, new: list[SealedShard], retired: list[int],
-            record: CodecRecord | None) -> None:
+def _commit(
+    index: TieredIndex, new: list[SealedShard], retired: list[int], record: CodecRecord | None
+) -> None:
     """Swap new shards in and retired ones out; write the manifest, then the slot table.
     The caller holds the write lock. Slots deleted while the new shards were being built
     become tombstones of the new shards."""
@@ -84,8 +95,9 @@ def _commit(index: TieredIndex, new: list[SealedShard], retired: list[int],
         index.sealed[shard.shard_id] = shard
     closing = [index.sealed.pop(i) for i in retired]
     index.write_manifest(new_generation=True, **({"codec": record} if record else {}))
-    index.table.apply_sealing(index.manifest.generation, {s.shard_id: s.addrs for s in new},
-                              list(index.sealed))
+    index.table.apply_sealing(
+        index.manifest.generation, {s.shard_id: s.addrs for s in new}, list(index.sealed)
+    )
     index.heat.forget(retired)
     for shard in closing:
         shard.close()
@@ -108,8 +120,11 @@ def seal(index: TieredIndex, force: bool = False) -> int:
         infos = []
         for j, group in enumerate(np.unique(groups)):
             mask = groups == group
-            infos.append(write_shard(index.shard_dir, next_id + j, codec, int(group),
-                                     addrs[mask], vectors[mask]))
+            infos.append(
+                write_shard(
+                    index.shard_dir, next_id + j, codec, int(group), addrs[mask], vectors[mask]
+                )
+            )
         new = _open_new(index, infos, codec)
         with index.lock.write():
             index.codec = codec
@@ -121,23 +136,31 @@ def seal(index: TieredIndex, force: bool = False) -> int:
 
 def _merge_group(index: TieredIndex, group: int, shard_ids: list[int]) -> None:
     """Rewrite a group's shards as one, without tombstones. Extra RAM: the merged shard."""
-    info = merge_shards(index.shard_dir, _next_shard_id(index), index.codec, group,
-                        [index.sealed[i] for i in shard_ids])
+    info = merge_shards(
+        index.shard_dir,
+        _next_shard_id(index),
+        index.codec,
+        group,
+        [index.sealed[i] for i in shard_ids],
+    )
     new = _open_new(index, [info], index.codec)
     with index.lock.write():
         _commit(index, new, shard_ids, None)
 
 
-def _merge_crowded_groups(index: TieredIndex, min_shards: int | None = None,
-                          min_tombstone_ratio: float = 1.0) -> int:
+def _merge_crowded_groups(
+    index: TieredIndex, min_shards: int | None = None, min_tombstone_ratio: float = 1.0
+) -> int:
     by_group: dict[int, list[int]] = {}
     for shard_id, shard in sorted(index.sealed.items()):
         by_group.setdefault(shard.group, []).append(shard_id)
     merged = 0
     threshold = min_shards or index.config.merge_threshold
     for group, ids in by_group.items():
-        dirty = any(len(index.sealed[i].tombstones) >= min_tombstone_ratio * max(1, len(index.sealed[i]))
-                    for i in ids)
+        dirty = any(
+            len(index.sealed[i].tombstones) >= min_tombstone_ratio * max(1, len(index.sealed[i]))
+            for i in ids
+        )
         if len(ids) >= threshold or dirty:
             _merge_group(index, group, ids)
             merged += 1
@@ -164,7 +187,13 @@ def reconcile(index: TieredIndex, directory: Path) -> None:
             logger.warning("removing orphan file %s (left by an interrupted seal/compaction)", path)
             path.unlink()
     if index.table.generation() != index.manifest.generation:
-        logger.warning("slot table is behind the manifest (generation %d < %d): reconciling",
-                       index.table.generation(), index.manifest.generation)
-        index.table.apply_sealing(index.manifest.generation,
-                                  {i: s.addrs for i, s in index.sealed.items()}, list(index.sealed))
+        logger.warning(
+            "slot table is behind the manifest (generation %d < %d): reconciling",
+            index.table.generation(),
+            index.manifest.generation,
+        )
+        index.table.apply_sealing(
+            index.manifest.generation,
+            {i: s.addrs for i, s in index.sealed.items()},
+            list(index.sealed),
+        )

@@ -29,6 +29,7 @@ def merge_topk(parts: Sequence[tuple[np.ndarray, ...]], k: int) -> tuple[np.ndar
     top[1][~np.isfinite(top[0])] = -1
     if top[0].shape[1] < k:  # fewer candidates than k in all: pad like FAISS
         pad = ((0, 0), (0, k - top[0].shape[1]))
-        top = [np.pad(top[0], pad, constant_values=-np.inf)] + \
-            [np.pad(c, pad, constant_values=-1) for c in top[1:]]
+        top = [np.pad(top[0], pad, constant_values=-np.inf)] + [
+            np.pad(c, pad, constant_values=-1) for c in top[1:]
+        ]
     return tuple(top)

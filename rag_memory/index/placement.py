@@ -20,7 +20,8 @@ class HeatTracker:
         self._lock = threading.Lock()
         self._clock = 0  # queries seen
         self._heat: dict[int, tuple[float, int]] = {
-            shard: (value, 0) for shard, value in (initial or {}).items()}
+            shard: (value, 0) for shard, value in (initial or {}).items()
+        }
 
     @property
     def queries(self) -> int:
@@ -47,8 +48,9 @@ class HeatTracker:
                 self._heat.pop(shard, None)
 
 
-def place_shards(shards: list[tuple[int, float, int]], gpu_bytes: int,
-                 ram_bytes: int | None) -> dict[int, str]:
+def place_shards(
+    shards: list[tuple[int, float, int]], gpu_bytes: int, ram_bytes: int | None
+) -> dict[int, str]:
     """Greedy placement of (shard id, heat, bytes) into tiers: hottest first into the GPU
     budget, then the RAM budget (None = unlimited), the rest on disk. A shard too big for a
     tier's remaining budget is skipped, so a smaller, cooler one may still fit."""

@@ -43,9 +43,22 @@ MIN_SHARD_BYTES = 16 << 20
 MAX_SHARD_BYTES = 256 << 20
 KINDS = ("flat", "ivf_flat", "ivf_pq")
 
-_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9,
-          "gb": 10**9, "t": 10**12, "tb": 10**12, "kib": 1 << 10, "mib": 1 << 20,
-          "gib": 1 << 30, "tib": 1 << 40}
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 10**3,
+    "kb": 10**3,
+    "m": 10**6,
+    "mb": 10**6,
+    "g": 10**9,
+    "gb": 10**9,
+    "t": 10**12,
+    "tb": 10**12,
+    "kib": 1 << 10,
+    "mib": 1 << 20,
+    "gib": 1 << 30,
+    "tib": 1 << 40,
+}
 
 
 @dataclass(frozen=True)
@@ -136,41 +149,78 @@ def _mib(n: int) -> str:
 
 def choose_index(n_vectors: int, dim: int, memory_budget_bytes: int) -> IndexPlan:
     """Choose flat / IVF-Flat / IVF-PQ, nlist, PQ size, nprobe and shards (see module doc)."""
-    for name, value in (("n_vectors", n_vectors), ("dim", dim),
-                        ("memory_budget_bytes", memory_budget_bytes)):
+    for name, value in (
+        ("n_vectors", n_vectors),
+        ("dim", dim),
+        ("memory_budget_bytes", memory_budget_bytes),
+    ):
         if isinstance(value, bool) or not isinstance(value, int) or value < (name != "n_vectors"):
             raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
     budget = memory_budget_bytes
     common = {"n_vectors": n_vectors, "dim": dim, "memory_budget_bytes": budget}
     if n_vectors < FLAT_MAX_VECTORS:
         size = n_vectors * dim * 4
-        return IndexPlan(kind="flat", nlist=0, pq_m=0, pq_nbits=0, nprobe=0, train_points=0,
-                         shards=1, estimated_bytes=size, fits_budget=size <= budget,
-                         reason=f"{n_vectors:,} vectors < {FLAT_MAX_VECTORS:,}: an exact flat "
-                                f"index ({_mib(size)}) is fast and needs no training", **common)
+        return IndexPlan(
+            kind="flat",
+            nlist=0,
+            pq_m=0,
+            pq_nbits=0,
+            nprobe=0,
+            train_points=0,
+            shards=1,
+            estimated_bytes=size,
+            fits_budget=size <= budget,
+            reason=f"{n_vectors:,} vectors < {FLAT_MAX_VECTORS:,}: an exact flat "
+            f"index ({_mib(size)}) is fast and needs no training",
+            **common,
+        )
     nlist = nlist_for(n_vectors)
     nprobe = min(nlist, max(8, math.ceil(math.sqrt(nlist))))
     train = min(n_vectors, MAX_POINTS_PER_CENTROID * nlist)
     flat_size = ivf_flat_bytes(n_vectors, dim, nlist)
-    ivf = (f"{n_vectors:,} vectors >= {FLAT_MAX_VECTORS:,}: IVF with nlist={nlist:,} "
-           f"(~4*sqrt(n), >= {MIN_POINTS_PER_CENTROID} points per centroid)")
+    ivf = (
+        f"{n_vectors:,} vectors >= {FLAT_MAX_VECTORS:,}: IVF with nlist={nlist:,} "
+        f"(~4*sqrt(n), >= {MIN_POINTS_PER_CENTROID} points per centroid)"
+    )
     if flat_size <= budget:
-        return IndexPlan(kind="ivf_flat", nlist=nlist, pq_m=0, pq_nbits=0, nprobe=nprobe,
-                         train_points=train, shards=shard_count(flat_size, budget, nlist),
-                         estimated_bytes=flat_size, fits_budget=True,
-                         reason=f"{ivf}; uncompressed codes ({_mib(flat_size)}) fit the budget "
-                                f"({_mib(budget)}), so IVF-Flat", **common)
+        return IndexPlan(
+            kind="ivf_flat",
+            nlist=nlist,
+            pq_m=0,
+            pq_nbits=0,
+            nprobe=nprobe,
+            train_points=train,
+            shards=shard_count(flat_size, budget, nlist),
+            estimated_bytes=flat_size,
+            fits_budget=True,
+            reason=f"{ivf}; uncompressed codes ({_mib(flat_size)}) fit the budget "
+            f"({_mib(budget)}), so IVF-Flat",
+            **common,
+        )
     candidates = [m for m in PQ_M_CANDIDATES if m < dim and dim % m == 0] or [1]
-    m = next((c for c in candidates if ivf_pq_bytes(n_vectors, dim, nlist, c) <= budget),
-             candidates[-1])
+    m = next(
+        (c for c in candidates if ivf_pq_bytes(n_vectors, dim, nlist, c) <= budget), candidates[-1]
+    )
     size = ivf_pq_bytes(n_vectors, dim, nlist, m)
     fits = size <= budget
     # PQ codebooks are trained on the same sample; 2**nbits * 39 points at the least
     train = max(train, min(n_vectors, (1 << PQ_NBITS) * MIN_POINTS_PER_CENTROID))
-    why = (f"{ivf}; IVF-Flat would need {_mib(flat_size)} > budget {_mib(budget)}, so IVF-PQ "
-           f"with m={m} x {PQ_NBITS} bits ({m + ID_BYTES} bytes per vector, {_mib(size)})")
+    why = (
+        f"{ivf}; IVF-Flat would need {_mib(flat_size)} > budget {_mib(budget)}, so IVF-PQ "
+        f"with m={m} x {PQ_NBITS} bits ({m + ID_BYTES} bytes per vector, {_mib(size)})"
+    )
     if not fits:
         why += "; even the smallest PQ code exceeds the budget"
-    return IndexPlan(kind="ivf_pq", nlist=nlist, pq_m=m, pq_nbits=PQ_NBITS, nprobe=nprobe,
-                     train_points=train, shards=shard_count(size, budget, nlist),
-                     estimated_bytes=size, fits_budget=fits, reason=why, **common)
+    return IndexPlan(
+        kind="ivf_pq",
+        nlist=nlist,
+        pq_m=m,
+        pq_nbits=PQ_NBITS,
+        nprobe=nprobe,
+        train_points=train,
+        shards=shard_count(size, budget, nlist),
+        estimated_bytes=size,
+        fits_budget=fits,
+        reason=why,
+        **common,
+    )

@@ -50,8 +50,9 @@ def _paths(directory: Path, shard_id: int) -> dict[str, Path]:
     return {ext: stem.with_suffix(f".{ext}") for ext in ("faiss", "addr", "vec")}
 
 
-def write_shard(directory: Path, shard_id: int, codec: Codec, group: int, addrs: np.ndarray,
-                vectors: np.ndarray) -> ShardInfo:
+def write_shard(
+    directory: Path, shard_id: int, codec: Codec, group: int, addrs: np.ndarray, vectors: np.ndarray
+) -> ShardInfo:
     """Build and durably write one shard of `group` (its files are fsynced before return)."""
     order = np.argsort(addrs, kind="stable")
     addrs, vectors = np.ascontiguousarray(addrs[order]), np.ascontiguousarray(vectors[order])
@@ -60,8 +61,9 @@ def write_shard(directory: Path, shard_id: int, codec: Codec, group: int, addrs:
     return _write_files(directory, shard_id, index, codec.kind, group, addrs, vectors)
 
 
-def merge_shards(directory: Path, shard_id: int, codec: Codec, group: int,
-                 shards: list[SealedShard]) -> ShardInfo:
+def merge_shards(
+    directory: Path, shard_id: int, codec: Codec, group: int, shards: list[SealedShard]
+) -> ShardInfo:
     """One shard holding the live vectors of several shards of `group`, durably written.
 
     The shards share the group's quantizer and the memory's PQ codebook, so their inverted
@@ -84,12 +86,20 @@ def merge_shards(directory: Path, shard_id: int, codec: Codec, group: int,
     addrs, vectors = np.concatenate(parts_a), np.concatenate(parts_v)
     del parts_v
     order = np.argsort(addrs, kind="stable")
-    return _write_files(directory, shard_id, merged, codec.kind, group, addrs[order],
-                        vectors[order])
+    return _write_files(
+        directory, shard_id, merged, codec.kind, group, addrs[order], vectors[order]
+    )
 
 
-def _write_files(directory: Path, shard_id: int, index: faiss.IndexIVF, kind: str, group: int,
-                 addrs: np.ndarray, vectors: np.ndarray) -> ShardInfo:
+def _write_files(
+    directory: Path,
+    shard_id: int,
+    index: faiss.IndexIVF,
+    kind: str,
+    group: int,
+    addrs: np.ndarray,
+    vectors: np.ndarray,
+) -> ShardInfo:
     paths = _paths(directory, shard_id)
     faiss.write_index(index, str(paths["faiss"]))
     with open(paths["faiss"], "rb+") as f:
@@ -97,9 +107,16 @@ def _write_files(directory: Path, shard_id: int, index: faiss.IndexIVF, kind: st
     _write_array(paths["addr"], addrs.astype("<i8"))
     _write_array(paths["vec"], vectors.astype("<f4"))
     fsync_dir(directory)
-    return ShardInfo(shard_id=shard_id, kind=kind, tier="disk", count=len(addrs),
-                     file=f"{directory.name}/{shard_id:06d}", sha256=sha256_file(paths["addr"]),
-                     group=group, heat=0.0)
+    return ShardInfo(
+        shard_id=shard_id,
+        kind=kind,
+        tier="disk",
+        count=len(addrs),
+        file=f"{directory.name}/{shard_id:06d}",
+        sha256=sha256_file(paths["addr"]),
+        group=group,
+        heat=0.0,
+    )
 
 
 def remove_shard_files(directory: Path, shard_id: int) -> None:
@@ -128,8 +145,9 @@ class SealedShard:
         if info.count > 1 and not (np.diff(self.addrs) > 0).all():
             raise CorruptFileError(self.paths["addr"], "addresses are not strictly increasing")
         self._vec_file = open(self.paths["vec"], "rb")
-        self._vec_map = mmap.mmap(self._vec_file.fileno(), 0, prot=mmap.PROT_READ) \
-            if info.count else None
+        self._vec_map = (
+            mmap.mmap(self._vec_file.fileno(), 0, prot=mmap.PROT_READ) if info.count else None
+        )
         self.tombstones = np.empty(0, dtype=np.int64)
         self._tomb_selector: faiss.IDSelector | None = None
         self.tier = "disk"
@@ -148,11 +166,17 @@ class SealedShard:
             cpu = faiss.read_index(path, faiss.IO_FLAG_MMAP if tier in ("disk", "gpu") else 0)
         except RuntimeError as exc:
             raise CorruptFileError(path, f"unreadable FAISS index ({exc})") from None
-        if not isinstance(cpu, faiss.IndexIVF) or cpu.d != self.dim or \
-                cpu.ntotal != self.info.count or cpu.nlist != int((self._codec.groups ==
-                                                                   self.group).sum()):
-            raise CorruptFileError(path, f"expected an IVF index of dim {self.dim} holding "
-                                   f"{self.info.count} vectors of group {self.group}")
+        if (
+            not isinstance(cpu, faiss.IndexIVF)
+            or cpu.d != self.dim
+            or cpu.ntotal != self.info.count
+            or cpu.nlist != int((self._codec.groups == self.group).sum())
+        ):
+            raise CorruptFileError(
+                path,
+                f"expected an IVF index of dim {self.dim} holding "
+                f"{self.info.count} vectors of group {self.group}",
+            )
         if tier == "gpu":
             return faiss.index_cpu_to_gpu(gpu_resources(), 0, cpu), cpu
         return cpu, cpu
@@ -163,8 +187,10 @@ class SealedShard:
         self.tier = tier
         invlists = self._cpu_index.invlists
         code_size = invlists.code_size + 8  # + the int64 id
-        self.list_bytes = np.array([invlists.list_size(i) for i in range(self._cpu_index.nlist)],
-                                   dtype=np.int64) * code_size
+        self.list_bytes = (
+            np.array([invlists.list_size(i) for i in range(self._cpu_index.nlist)], dtype=np.int64)
+            * code_size
+        )
 
     @property
     def index_bytes(self) -> int:
@@ -174,11 +200,20 @@ class SealedShard:
     # -- search ------------------------------------------------------------------------
     def set_tombstones(self, tombstones: np.ndarray) -> None:
         self.tombstones = np.unique(tombstones)
-        self._tomb_selector = faiss.IDSelectorNot(faiss.IDSelectorBatch(self.tombstones)) \
-            if len(self.tombstones) else None
+        self._tomb_selector = (
+            faiss.IDSelectorNot(faiss.IDSelectorBatch(self.tombstones))
+            if len(self.tombstones)
+            else None
+        )
 
-    def search(self, queries: np.ndarray, k: int, lists: np.ndarray, coarse: np.ndarray,
-               allowed: faiss.IDSelector | None) -> tuple[np.ndarray, np.ndarray, int, int]:
+    def search(
+        self,
+        queries: np.ndarray,
+        k: int,
+        lists: np.ndarray,
+        coarse: np.ndarray,
+        allowed: faiss.IDSelector | None,
+    ) -> tuple[np.ndarray, np.ndarray, int, int]:
         """Top-k over this shard's part of the router's assignment `lists` (global partition
         ids, shape (nq, nprobe)). Returns (scores, addresses, bytes scanned, non-empty
         partitions probed)."""
@@ -194,8 +229,9 @@ class SealedShard:
         probed = self.list_bytes[local[local >= 0]]
         # The GPU copy serves unfiltered searches when its FAISS build exposes preassigned
         # search; IDSelectors (filters, tombstones) run on the memory-mapped CPU copy.
-        use_gpu = self.tier == "gpu" and selector is None and \
-            hasattr(self._index, "search_preassigned_c")
+        use_gpu = (
+            self.tier == "gpu" and selector is None and hasattr(self._index, "search_preassigned_c")
+        )
         index = self._index if use_gpu else self._cpu_index
         nq, nprobe = local.shape
         scores = np.empty((nq, k), dtype=np.float32)
@@ -203,9 +239,17 @@ class SealedShard:
         params = faiss.SearchParametersIVF(nprobe=nprobe)
         if selector is not None:
             params.sel = selector
-        index.search_preassigned_c(nq, faiss.swig_ptr(queries), k, faiss.swig_ptr(local),
-                                   faiss.swig_ptr(coarse), faiss.swig_ptr(scores),
-                                   faiss.swig_ptr(addrs), False, params)
+        index.search_preassigned_c(
+            nq,
+            faiss.swig_ptr(queries),
+            k,
+            faiss.swig_ptr(local),
+            faiss.swig_ptr(coarse),
+            faiss.swig_ptr(scores),
+            faiss.swig_ptr(addrs),
+            False,
+            params,
+        )
         return scores, addrs, int(probed.sum()), int((probed > 0).sum())
 
     def vectors_of(self, addrs: np.ndarray) -> np.ndarray:
@@ -223,7 +267,9 @@ class SealedShard:
 
     def all_vectors(self, start: int, stop: int) -> np.ndarray:
         """Rows [start, stop) of the .vec file (compaction streams through it)."""
-        data = os.pread(self._vec_file.fileno(), 4 * self.dim * (stop - start), 4 * self.dim * start)
+        data = os.pread(
+            self._vec_file.fileno(), 4 * self.dim * (stop - start), 4 * self.dim * start
+        )
         return np.frombuffer(data, dtype="<f4").reshape(-1, self.dim).astype(np.float32)
 
     def close(self) -> None:

@@ -51,8 +51,16 @@ def default_gpu_bytes(gpu_bytes: int | None) -> int:
 class TieredIndex:
     """All of a memory's vectors: one growing shard and any number of sealed shards."""
 
-    def __init__(self, directory: Path, manifest: Manifest, table: SlotTable, lock: ReadWriteLock,
-                 ram_bytes: int | None, gpu_bytes: int | None, read_only: bool) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        manifest: Manifest,
+        table: SlotTable,
+        lock: ReadWriteLock,
+        ram_bytes: int | None,
+        gpu_bytes: int | None,
+        read_only: bool,
+    ) -> None:
         self.directory = directory
         self.shard_dir = directory / SHARDS_DIR
         self.manifest = manifest
@@ -66,12 +74,16 @@ class TieredIndex:
         self.growing = GrowingShard(manifest.dim)
         self.codec: Codec | None = None
         self.sealed: dict[int, SealedShard] = {}
-        self.heat = HeatTracker(self.config.heat_half_life,
-                                {s.shard_id: s.heat for s in manifest.shards})
+        self.heat = HeatTracker(
+            self.config.heat_half_life, {s.shard_id: s.heat for s in manifest.shards}
+        )
         # Pool threads run FAISS single-threaded: parallelism comes from the pool itself.
-        self._pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 1,
-                                        thread_name_prefix="rag-memory-shard",
-                                        initializer=faiss.omp_set_num_threads, initargs=(1,))
+        self._pool = ThreadPoolExecutor(
+            max_workers=os.cpu_count() or 1,
+            thread_name_prefix="rag-memory-shard",
+            initializer=faiss.omp_set_num_threads,
+            initargs=(1,),
+        )
         self._counters_lock = threading.Lock()
         self.counters = {"probes_fast": 0, "probes_total": 0, "disk_bytes_read": 0}
         self._last_rebalance = 0
@@ -83,11 +95,14 @@ class TieredIndex:
         record = self.manifest.codec
         if record is None:
             return
-        info = CodecInfo(record.kind, record.nlist, record.groups, record.sha256,
-                         record.groups_sha256)
+        info = CodecInfo(
+            record.kind, record.nlist, record.groups, record.sha256, record.groups_sha256
+        )
         self.codec = Codec.load(self.shard_dir, info, self.manifest.dim)
-        shards = {s.shard_id: SealedShard(self.directory, s, self.codec, self.manifest.dim)
-                  for s in self.manifest.shards}
+        shards = {
+            s.shard_id: SealedShard(self.directory, s, self.codec, self.manifest.dim)
+            for s in self.manifest.shards
+        }
         for addr, shard_id in self.table.sealed_tombstones():
             if shard_id in shards:
                 shards[shard_id].tombstones = np.append(shards[shard_id].tombstones, addr)
@@ -100,8 +115,9 @@ class TieredIndex:
     def _placement(self, shards: dict[int, SealedShard]) -> dict[int, str]:
         heat = self.heat.snapshot()
         ram = None if self.ram_bytes is None else max(0, self.ram_bytes - self.growing.nbytes)
-        return place_shards([(i, heat.get(i, 0.0), s.index_bytes) for i, s in shards.items()],
-                            self.gpu_bytes, ram)
+        return place_shards(
+            [(i, heat.get(i, 0.0), s.index_bytes) for i, s in shards.items()], self.gpu_bytes, ram
+        )
 
     def load_growing(self, addrs: np.ndarray, vectors: np.ndarray) -> None:
         """Fill the growing shard from the slot table, skipping slots a sealed shard already
@@ -141,27 +157,48 @@ class TieredIndex:
                 shard.set_tombstones(np.concatenate([shard.tombstones, hit]))
 
     # -- search (the caller holds the read lock) -----------------------------------------
-    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None,
-               nprobe: int | None = None,
-               refine_factor: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def search(
+        self,
+        queries: np.ndarray,
+        k: int,
+        allowed: np.ndarray | None = None,
+        nprobe: int | None = None,
+        refine_factor: int | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k over the growing shard (exact) merged with the routed sealed shards' top-k.
         Large batches go in chunks of QUERY_CHUNK, which bounds the candidates held at once."""
         if not self.sealed:
             return self.growing.search(queries, k, allowed)
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         selector = None if allowed is None else faiss.IDSelectorBatch(allowed)
-        parts = [self._search_sealed(queries[i:i + QUERY_CHUNK], k, selector, nprobe,
-                                     refine_factor or self.config.refine_factor)
-                 for i in range(0, len(queries), QUERY_CHUNK)]
-        scores, addrs = (np.concatenate([p[0] for p in parts]),
-                         np.concatenate([p[1] for p in parts]))
+        parts = [
+            self._search_sealed(
+                queries[i : i + QUERY_CHUNK],
+                k,
+                selector,
+                nprobe,
+                refine_factor or self.config.refine_factor,
+            )
+            for i in range(0, len(queries), QUERY_CHUNK)
+        ]
+        scores, addrs = (
+            np.concatenate([p[0] for p in parts]),
+            np.concatenate([p[1] for p in parts]),
+        )
         if len(self.growing):
-            scores, addrs = merge_topk([self.growing.search(queries, k, allowed),
-                                        (scores, addrs)], k)
+            scores, addrs = merge_topk(
+                [self.growing.search(queries, k, allowed), (scores, addrs)], k
+            )
         return scores, addrs
 
-    def _search_sealed(self, queries: np.ndarray, k: int, selector: faiss.IDSelector | None,
-                       nprobe: int | None, refine_factor: int) -> tuple[np.ndarray, np.ndarray]:
+    def _search_sealed(
+        self,
+        queries: np.ndarray,
+        k: int,
+        selector: faiss.IDSelector | None,
+        nprobe: int | None,
+        refine_factor: int,
+    ) -> tuple[np.ndarray, np.ndarray]:
         nprobe = min(nprobe or self.config.nprobe, self.codec.nlist)
         coarse, lists = self.codec.route(queries, nprobe)
         groups = np.unique(self.codec.groups[lists])
@@ -202,8 +239,14 @@ class TieredIndex:
             self.counters["disk_bytes_read"] += disk_bytes
         return scores, addrs
 
-    def _refine(self, queries: np.ndarray, k: int, shards: list[SealedShard], addrs: np.ndarray,
-                owner: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    def _refine(
+        self,
+        queries: np.ndarray,
+        k: int,
+        shards: list[SealedShard],
+        addrs: np.ndarray,
+        owner: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray, int]:
         """Re-rank IVF-PQ candidates exactly, as FAISS IndexRefine does: the k * refine_factor
         best by PQ score over all shards (one codebook, so their scores compare) get their
         full-precision vectors read from their shard's .vec file, a bounded chunk at a time.
@@ -213,7 +256,10 @@ class TieredIndex:
         for i, shard in enumerate(shards):
             rows, cols = np.nonzero((owner == i) & (addrs >= 0))
             for start in range(0, len(rows), REFINE_CHUNK_ROWS):
-                r, c = rows[start:start + REFINE_CHUNK_ROWS], cols[start:start + REFINE_CHUNK_ROWS]
+                r, c = (
+                    rows[start : start + REFINE_CHUNK_ROWS],
+                    cols[start : start + REFINE_CHUNK_ROWS],
+                )
                 vectors = shard.vectors_of(addrs[r, c])
                 exact[r, c] = np.einsum("ij,ij->i", vectors, queries[r])
                 read += vectors.nbytes
@@ -253,24 +299,43 @@ class TieredIndex:
         """Record the sealed shards with their tiers and heat (and any `changes`) atomically.
         A new generation means the set of sealed shards changed; readers then reload."""
         heat = self.heat.snapshot()
-        shards = tuple(replace(s.info, tier=s.tier, heat=round(heat.get(i, 0.0), 3))
-                       for i, s in sorted(self.sealed.items()))
+        shards = tuple(
+            replace(s.info, tier=s.tier, heat=round(heat.get(i, 0.0), 3))
+            for i, s in sorted(self.sealed.items())
+        )
         generation = self.manifest.generation + int(new_generation)
         self.manifest = replace(self.manifest, generation=generation, shards=shards, **changes)
         write_manifest(self.directory, self.manifest)
 
     def stats(self) -> dict[str, Any]:
         heat = self.heat.snapshot()
-        shards = [{"shard_id": 0, "kind": "flat", "tier": "ram", "vectors": len(self.growing),
-                   "bytes": self.growing.nbytes, "tombstone_ratio": 0.0, "heat": None}]
+        shards = [
+            {
+                "shard_id": 0,
+                "kind": "flat",
+                "tier": "ram",
+                "vectors": len(self.growing),
+                "bytes": self.growing.nbytes,
+                "tombstone_ratio": 0.0,
+                "heat": None,
+            }
+        ]
         vector_files = 0
         for i, s in sorted(self.sealed.items()):
             held = s.index_bytes if s.tier != "disk" else s.paths["faiss"].stat().st_size
             vector_files += s.paths["vec"].stat().st_size
-            shards.append({"shard_id": i, "kind": s.kind, "tier": s.tier, "group": s.group,
-                           "vectors": len(s), "bytes": held,
-                           "tombstone_ratio": len(s.tombstones) / max(1, len(s)),
-                           "heat": round(heat.get(i, 0.0), 3)})
+            shards.append(
+                {
+                    "shard_id": i,
+                    "kind": s.kind,
+                    "tier": s.tier,
+                    "group": s.group,
+                    "vectors": len(s),
+                    "bytes": held,
+                    "tombstone_ratio": len(s.tombstones) / max(1, len(s)),
+                    "heat": round(heat.get(i, 0.0), 3),
+                }
+            )
         tiers = {t: {"shards": 0, "bytes": 0} for t in TIERS}
         for s in shards:
             tiers[s["tier"]]["shards"] += 1
@@ -280,16 +345,22 @@ class TieredIndex:
             counters = dict(self.counters)
         record = self.manifest.codec
         return {
-            "shards": shards, "tiers": tiers,
+            "shards": shards,
+            "tiers": tiers,
             "budgets": {"ram_bytes": self.ram_bytes, "gpu_bytes": self.gpu_bytes},
-            "fast_tier_hit_ratio": (counters["probes_fast"] / counters["probes_total"]
-                                    if counters["probes_total"] else None),
+            "fast_tier_hit_ratio": (
+                counters["probes_fast"] / counters["probes_total"]
+                if counters["probes_total"]
+                else None
+            ),
             "disk_bytes_read": counters["disk_bytes_read"],
             "probes": counters["probes_total"],
-            "index": {**self.config.to_dict(),
-                      "kind_chosen": record.kind if record else None,
-                      "nlist_chosen": record.nlist if record else None,
-                      "reason": record.reason if record else "no sealed shard yet: exact search"},
+            "index": {
+                **self.config.to_dict(),
+                "kind_chosen": record.kind if record else None,
+                "nlist_chosen": record.nlist if record else None,
+                "reason": record.reason if record else "no sealed shard yet: exact search",
+            },
         }
 
     def close(self) -> None:

@@ -35,7 +35,8 @@ def _check_value(field: str, op: str, value: Any) -> None:
     if isinstance(value, float) and math.isfinite(value):
         return
     raise InvalidFilterError(
-        f"where: value for {field!r} {op} must be str, int, float or bool, got {value!r}")
+        f"where: value for {field!r} {op} must be str, int, float or bool, got {value!r}"
+    )
 
 
 def _compare(field: str, op: str, value: Any) -> tuple[str, list[Any]]:
@@ -58,7 +59,9 @@ def _compare(field: str, op: str, value: Any) -> tuple[str, list[Any]]:
 
 def _membership(field: str, op: str, values: Any) -> tuple[str, list[Any]]:
     if not isinstance(values, list) or not values:
-        raise InvalidFilterError(f"where: {op} for {field!r} needs a non-empty list, got {values!r}")
+        raise InvalidFilterError(
+            f"where: {op} for {field!r} needs a non-empty list, got {values!r}"
+        )
     parts, params = [], []
     for value in values:
         sql, p = _compare(field, "$eq", value)
@@ -75,8 +78,9 @@ def _field(field: str, condition: Any) -> tuple[str, list[Any]]:
         return _compare(field, "$eq", condition)
     if len(condition) != 1:
         raise InvalidFilterError(
-            f"where: {field!r} needs exactly one operator, got {sorted(condition)}")
-    (op, value), = condition.items()
+            f"where: {field!r} needs exactly one operator, got {sorted(condition)}"
+        )
+    ((op, value),) = condition.items()
     if op in _COMPARISONS:
         return _compare(field, op, value)
     if op in ("$in", "$nin"):

@@ -35,8 +35,9 @@ class RowCache:
         self._young_bytes = 0
         self._lock = threading.Lock()
 
-    def lookup(self, addrs: Sequence[int],
-               load: Callable[[list[int]], list[Row]]) -> Mapping[int, Row]:
+    def lookup(
+        self, addrs: Sequence[int], load: Callable[[list[int]], list[Row]]
+    ) -> Mapping[int, Row]:
         """addr -> row for those of `addrs` that exist: cached rows, and `load(addresses)` for
         the rest. Read-only to the caller: it may be the young generation itself."""
         with self._lock:

@@ -75,13 +75,15 @@ class SlotTable:
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.executescript(
-                "BEGIN;" + _SCHEMA +
-                f"INSERT INTO meta VALUES ('schema_version', {SCHEMA_VERSION});"
+                "BEGIN;"
+                + _SCHEMA
+                + f"INSERT INTO meta VALUES ('schema_version', {SCHEMA_VERSION});"
                 f"INSERT INTO meta VALUES ('dim', {int(dim)});"
                 "INSERT INTO meta VALUES ('version', 0);"
                 "INSERT INTO meta VALUES ('live', 0);"
                 "INSERT INTO meta VALUES ('generation', 0);"
-                "COMMIT;")
+                "COMMIT;"
+            )
         finally:
             conn.close()
         return cls(path, dim, read_only=False)
@@ -102,11 +104,13 @@ class SlotTable:
         except sqlite3.DatabaseError as exc:
             raise CorruptFileError(self.path, f"unreadable SQLite database ({exc})") from None
         if meta.get("schema_version") != SCHEMA_VERSION:
-            raise CorruptFileError(self.path, f"schema_version {meta.get('schema_version')} "
-                                   f"is not {SCHEMA_VERSION}")
+            raise CorruptFileError(
+                self.path, f"schema_version {meta.get('schema_version')} is not {SCHEMA_VERSION}"
+            )
         if meta.get("dim") != self.dim:
-            raise CorruptFileError(self.path, f"dim {meta.get('dim')} does not match the "
-                                   f"manifest's {self.dim}")
+            raise CorruptFileError(
+                self.path, f"dim {meta.get('dim')} does not match the manifest's {self.dim}"
+            )
         with self._connections_lock:
             self._connections.append(conn)
         return conn
@@ -143,8 +147,14 @@ class SlotTable:
         return self._query("SELECT value FROM meta WHERE key = 'live'")[0][0]
 
     # -- writes ------------------------------------------------------------------------
-    def write(self, ids: Sequence[str], texts: Sequence[str], metadata: Sequence[str],
-              vectors: np.ndarray, replace: bool) -> tuple[np.ndarray, np.ndarray]:
+    def write(
+        self,
+        ids: Sequence[str],
+        texts: Sequence[str],
+        metadata: Sequence[str],
+        vectors: np.ndarray,
+        replace: bool,
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Insert slots into the growing shard in one transaction.
 
         With replace=False an id that is already live raises DuplicateIdError; with replace=True
@@ -155,24 +165,37 @@ class SlotTable:
         try:
             existing = conn.execute(
                 "SELECT addr, id FROM slots WHERE deleted_version IS NULL AND id IN "
-                "(SELECT value FROM json_each(?))", (_in_list(ids),)).fetchall()
+                "(SELECT value FROM json_each(?))",
+                (_in_list(ids),),
+            ).fetchall()
             if existing and not replace:
                 taken = sorted(i for _, i in existing)
-                raise DuplicateIdError(f"ids already stored (use upsert to replace): {taken[:5]}"
-                                       + (f" and {len(taken) - 5} more" if len(taken) > 5 else ""))
+                raise DuplicateIdError(
+                    f"ids already stored (use upsert to replace): {taken[:5]}"
+                    + (f" and {len(taken) - 5} more" if len(taken) > 5 else "")
+                )
             version = self._bump_version(conn, len(ids) - len(existing))
             replaced = np.array([a for a, _ in existing], dtype=np.int64)
             if len(replaced):
                 self._retire(conn, replaced, version)
             conn.executemany(
                 "INSERT INTO slots (id, text, metadata, shard, added_version) VALUES (?, ?, ?, ?, ?)",
-                [(i, t, m, GROWING_SHARD, version) for i, t, m in zip(ids, texts, metadata)])
-            addrs = np.array([r[0] for r in conn.execute(
-                "SELECT addr FROM slots WHERE added_version = ? ORDER BY addr", (version,))],
-                dtype=np.int64)
+                [(i, t, m, GROWING_SHARD, version) for i, t, m in zip(ids, texts, metadata)],
+            )
+            addrs = np.array(
+                [
+                    r[0]
+                    for r in conn.execute(
+                        "SELECT addr FROM slots WHERE added_version = ? ORDER BY addr", (version,)
+                    )
+                ],
+                dtype=np.int64,
+            )
             vecs = np.ascontiguousarray(vectors, dtype="<f4")
-            conn.executemany("INSERT INTO vectors (addr, vector) VALUES (?, ?)",
-                             zip(addrs.tolist(), (row.tobytes() for row in vecs)))
+            conn.executemany(
+                "INSERT INTO vectors (addr, vector) VALUES (?, ?)",
+                zip(addrs.tolist(), (row.tobytes() for row in vecs)),
+            )
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -187,7 +210,9 @@ class SlotTable:
         try:
             rows = conn.execute(
                 "SELECT addr, id FROM slots WHERE deleted_version IS NULL AND id IN "
-                "(SELECT value FROM json_each(?))", (_in_list(ids),)).fetchall()
+                "(SELECT value FROM json_each(?))",
+                (_in_list(ids),),
+            ).fetchall()
             missing = set(ids) - {i for _, i in rows}
             if missing:
                 raise UnknownIdError(f"unknown ids (nothing was deleted): {sorted(missing)[:5]}")
@@ -205,27 +230,36 @@ class SlotTable:
     def _retire(conn: sqlite3.Connection, addrs: np.ndarray, version: int) -> None:
         """Tombstone `addrs` and drop their vectors (the row stays: addresses are never reused)."""
         in_list = _in_list(addrs.tolist())
-        conn.execute("UPDATE slots SET deleted_version = ? WHERE addr IN "
-                     "(SELECT value FROM json_each(?))", (version, in_list))
-        conn.execute("DELETE FROM vectors WHERE addr IN (SELECT value FROM json_each(?))", (in_list,))
+        conn.execute(
+            "UPDATE slots SET deleted_version = ? WHERE addr IN (SELECT value FROM json_each(?))",
+            (version, in_list),
+        )
+        conn.execute(
+            "DELETE FROM vectors WHERE addr IN (SELECT value FROM json_each(?))", (in_list,)
+        )
 
     @staticmethod
     def _bump_version(conn: sqlite3.Connection, live_delta: int) -> int:
         conn.execute("UPDATE meta SET value = value + ? WHERE key = 'live'", (live_delta,))
         return conn.execute(
-            "UPDATE meta SET value = value + 1 WHERE key = 'version' RETURNING value").fetchone()[0]
+            "UPDATE meta SET value = value + 1 WHERE key = 'version' RETURNING value"
+        ).fetchone()[0]
 
     # -- reads -------------------------------------------------------------------------
     def get(self, ids: Sequence[str]) -> list[Slot]:
         """The live slots of `ids`, in the order asked; UnknownIdError if any is absent."""
         rows = self._query(
             "SELECT id, text, metadata, addr FROM slots WHERE deleted_version IS NULL AND id IN "
-            "(SELECT value FROM json_each(?))", (_in_list(ids),))
+            "(SELECT value FROM json_each(?))",
+            (_in_list(ids),),
+        )
         by_id = {r[0]: Slot(r[0], r[1], json.loads(r[2]), r[3]) for r in rows}
         missing = [i for i in ids if i not in by_id]
         if missing:
-            raise UnknownIdError(f"unknown ids: {missing[:5]}"
-                                 + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""))
+            raise UnknownIdError(
+                f"unknown ids: {missing[:5]}"
+                + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+            )
         return [by_id[i] for i in ids]
 
     def fetch(self, addrs: Sequence[int]) -> Mapping[int, tuple[str, str, str, int]]:
@@ -242,11 +276,14 @@ class SlotTable:
         literal = ",".join(map(str, map(int, addrs)))
         # "+deleted_version": keeps SQLite on the primary key; otherwise its planner may
         # pick the index on deleted_version, which every live row shares.
-        return self._query("SELECT id, text, metadata, addr FROM slots WHERE "
-                           f"+deleted_version IS NULL AND addr IN ({literal})")
+        return self._query(
+            "SELECT id, text, metadata, addr FROM slots WHERE "
+            f"+deleted_version IS NULL AND addr IN ({literal})"
+        )
 
-    def matching_addrs(self, where_sql: str, params: Sequence[Any],
-                       among: Sequence[int] | None = None) -> np.ndarray:
+    def matching_addrs(
+        self, where_sql: str, params: Sequence[Any], among: Sequence[int] | None = None
+    ) -> np.ndarray:
         """Addresses of live slots whose metadata satisfies a compiled `where` predicate.
 
         `among` restricts the answer to those addresses (the query cache asks which slots of
@@ -256,7 +293,8 @@ class SlotTable:
             where_sql = f"addr IN (SELECT value FROM json_each(?)) AND ({where_sql})"
             params = [_in_list(among), *params]
         rows = self._query(
-            f"SELECT addr FROM slots WHERE deleted_version IS NULL AND {where_sql}", params)
+            f"SELECT addr FROM slots WHERE deleted_version IS NULL AND {where_sql}", params
+        )
         return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
 
     def growing_vectors(self, since_version: int = -1) -> tuple[np.ndarray, np.ndarray, int]:
@@ -272,7 +310,9 @@ class SlotTable:
             rows = conn.execute(
                 "SELECT s.addr, v.vector FROM slots s LEFT JOIN vectors v ON v.addr = s.addr "
                 "WHERE s.deleted_version IS NULL AND s.shard = ? AND s.added_version > ? "
-                "ORDER BY s.addr", (GROWING_SHARD, since_version)).fetchall()
+                "ORDER BY s.addr",
+                (GROWING_SHARD, since_version),
+            ).fetchall()
             conn.execute("COMMIT")
         except sqlite3.DatabaseError as exc:
             if conn.in_transaction:
@@ -281,9 +321,12 @@ class SlotTable:
         nbytes = 4 * self.dim
         for addr, blob in rows:
             if not isinstance(blob, bytes) or len(blob) != nbytes:
-                raise CorruptFileError(self.path, f"slot address {addr}: vector blob holds "
-                                       f"{len(blob) if isinstance(blob, bytes) else blob!r} bytes,"
-                                       f" expected {nbytes}")
+                raise CorruptFileError(
+                    self.path,
+                    f"slot address {addr}: vector blob holds "
+                    f"{len(blob) if isinstance(blob, bytes) else blob!r} bytes,"
+                    f" expected {nbytes}",
+                )
         addrs = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
         vectors = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(-1, self.dim)
         if not np.isfinite(vectors).all():
@@ -302,11 +345,13 @@ class SlotTable:
 
     def sealed_tombstones(self) -> list[tuple[int, int]]:
         """(address, shard) of deleted slots whose vectors still sit in a sealed shard."""
-        return self._query("SELECT addr, shard FROM slots WHERE deleted_version IS NOT NULL "
-                           "AND shard > 0")
+        return self._query(
+            "SELECT addr, shard FROM slots WHERE deleted_version IS NOT NULL AND shard > 0"
+        )
 
-    def apply_sealing(self, generation: int, shards: dict[int, np.ndarray],
-                      live_shards: Sequence[int]) -> None:
+    def apply_sealing(
+        self, generation: int, shards: dict[int, np.ndarray], live_shards: Sequence[int]
+    ) -> None:
         """Record in one transaction that `shards` (id -> addresses) now hold those slots:
         set their `shard`, drop their growing vectors, retire (shard = -1) tombstones of shards
         that no longer exist, and stamp the manifest `generation`. Idempotent, so replaying it
@@ -316,12 +361,18 @@ class SlotTable:
         try:
             for shard_id, addrs in shards.items():
                 in_list = _in_list(addrs.tolist())
-                conn.execute("UPDATE slots SET shard = ? WHERE addr IN "
-                             "(SELECT value FROM json_each(?))", (shard_id, in_list))
-                conn.execute("DELETE FROM vectors WHERE addr IN (SELECT value FROM json_each(?))",
-                             (in_list,))
-            conn.execute("UPDATE slots SET shard = -1 WHERE shard > 0 AND shard NOT IN "
-                         "(SELECT value FROM json_each(?))", (_in_list(list(live_shards)),))
+                conn.execute(
+                    "UPDATE slots SET shard = ? WHERE addr IN (SELECT value FROM json_each(?))",
+                    (shard_id, in_list),
+                )
+                conn.execute(
+                    "DELETE FROM vectors WHERE addr IN (SELECT value FROM json_each(?))", (in_list,)
+                )
+            conn.execute(
+                "UPDATE slots SET shard = -1 WHERE shard > 0 AND shard NOT IN "
+                "(SELECT value FROM json_each(?))",
+                (_in_list(list(live_shards)),),
+            )
             conn.execute("INSERT OR REPLACE INTO meta VALUES ('generation', ?)", (generation,))
             conn.execute("COMMIT")
         except BaseException:
