@@ -68,14 +68,19 @@ def median_qps(times: dict[str, list[float]]) -> dict[str, float]:
 def median_ratio(times: dict[str, list[float]], slow: str, fast: str) -> float:
     """Median over rounds of time(slow) / time(fast): each round's two sides ran interleaved,
     so the ratio of one round is free of the drift between rounds."""
-    return statistics.median(s / f for s, f in zip(times[slow], times[fast]))
+    return statistics.median(s / f for s, f in zip(times[slow], times[fast], strict=True))
 
 
 def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
     """Mean |found ∩ truth| / k over queries (rows of ids; -1 pads are never in truth)."""
     k = truth.shape[1]
     return float(
-        np.mean([len(set(f[:k]) & set(t)) / k for f, t in zip(found.tolist(), truth.tolist())])
+        np.mean(
+            [
+                len(set(f[:k]) & set(t)) / k
+                for f, t in zip(found.tolist(), truth.tolist(), strict=True)
+            ]
+        )
     )
 
 

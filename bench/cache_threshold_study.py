@@ -187,7 +187,7 @@ def sweep(
         row: dict = {"threshold": t, "wrong": {}}
         right = wrong_para = 0
         n_para = 0
-        for (kind, text, src), s, b in zip(probes, sims, best):
+        for (kind, text, src), s, b in zip(probes, sims, best, strict=True):
             if src >= 0:
                 n_para += 1
                 hit = bool(s >= t - SAME_VECTOR_SLACK)  # as ResultCache.lookup
@@ -235,12 +235,12 @@ def check_through_memory(data: dict, cached: list[str], probes, threshold: float
         known = {_fold(c) for c in cached}  # a negative that *is* a cached claim hits rightly
         wrong = sum(
             1
-            for (kind, text, src), hits in zip(probes, results)
+            for (kind, text, src), hits in zip(probes, results, strict=True)
             if src < 0 and hits and hits[0].cached and _fold(text) not in known
         )
         right = sum(
             1
-            for (kind, _, src), hits in zip(probes, results)
+            for (kind, _, src), hits in zip(probes, results, strict=True)
             if src >= 0 and hits and hits[0].cached
         )
         return {
@@ -272,7 +272,7 @@ def main() -> int:
     if args.debug:  # the probes a threshold just below 1 would serve wrongly
         for r in rows:
             print(r["threshold"], r["wrong"], r["precision"], r["recall"])
-        for (kind, text, src), s, b in zip(probes, sims, best):
+        for (kind, text, src), s, b in zip(probes, sims, best, strict=True):
             if src < 0 and s > 0.996 and _fold(text) != _fold(cached[b]):
                 print(f"{s:.4f} {kind}: {text!r} ~ {cached[b]!r}")
         return 0

@@ -102,7 +102,8 @@ def main() -> int:
     print(f"memory add {t1 - t0:.0f} s, seal {t2 - t1:.0f} s; plain IVF add {t3 - t2:.0f} s")
     print(f"{'system':<16} {'recall@10':>9} {'QPS (batch 64)':>15}")
     print(
-        f"{'faiss IVF-Flat':<16} {recall_at_k(found_plain, truth):>9.4f} {qps['faiss IVF-Flat']:>15.0f}"
+        f"{'faiss IVF-Flat':<16} {recall_at_k(found_plain, truth):>9.4f} "
+        f"{qps['faiss IVF-Flat']:>15.0f}"
     )
     print(f"{'memory':<16} {recall_at_k(found_mem, truth):>9.4f} {qps['memory']:>15.0f}")
     ratio = qps["memory"] / qps["faiss IVF-Flat"]

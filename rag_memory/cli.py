@@ -111,7 +111,7 @@ def ask(
                     "fusion": answer.fusion,
                     "slots": [
                         {"id": h.id, "score": h.score, "weight": w, "text": h.text}
-                        for h, w in zip(answer.hits, answer.weights)
+                        for h, w in zip(answer.hits, answer.weights, strict=True)
                     ],
                     "timings": answer.timings,
                 }
@@ -119,7 +119,7 @@ def ask(
         )
         return
     click.echo("" if show else answer.text)
-    for rank, (hit, weight) in enumerate(zip(answer.hits, answer.weights), 1):
+    for rank, (hit, weight) in enumerate(zip(answer.hits, answer.weights, strict=True), 1):
         text = hit.text if len(hit.text) <= 80 else hit.text[:77] + "..."
         click.echo(f"{rank:>3}  weight {weight:.3f}  score {hit.score:.4f}  {hit.id}  {text}")
     click.echo(

@@ -48,7 +48,8 @@ class WriterLock:
 
 
 class ReadWriteLock:
-    """Many concurrent readers or one writer; a waiting writer blocks new readers (no starvation)."""
+    """Many concurrent readers or one writer; a waiting writer blocks new readers (no
+    starvation)."""
 
     def __init__(self) -> None:
         self._cond = threading.Condition()

@@ -270,7 +270,8 @@ class Memory:
         metadata: dict | list[dict] | None = None,
         vectors: Any = None,
     ) -> list[str]:
-        """Add or replace slots by id; a replaced slot gets a new address (the old one is retired)."""
+        """Add or replace slots by id; a replaced slot gets a new address (the old one is
+        retired)."""
         if ids is None:
             raise InvalidInputError("upsert needs ids")
         return self._write(texts, ids, metadata, vectors, replace=True)
@@ -301,7 +302,7 @@ class Memory:
             addrs, replaced = self._table.write(ids, texts, meta, vecs, replace)
             self._index.remove(replaced)
             self._index.add(addrs, vecs)
-            self._cache_write(replaced, addrs, vecs, list(zip(ids, texts, meta)))
+            self._cache_write(replaced, addrs, vecs, list(zip(ids, texts, meta, strict=True)))
         if len(self._index.growing) >= self._index.config.seal_threshold:
             if maintenance.seal(self._index):  # heavy work outside the lock; a brief swap inside
                 self._cache_reset()
@@ -372,7 +373,7 @@ class Memory:
                 fresh = self._search_index(missed, k, where_sql, overrides)
                 if qcache:  # under the read lock: no write between the search and the store
                     qcache.store(missed, key, where_sql, fresh, self._version)
-            for i, hits in zip(todo, fresh):
+            for i, hits in zip(todo, fresh, strict=True):
                 found[i] = hits
             if self._index.needs_rebalance() and not self._index.maintenance.locked():
                 threading.Thread(
@@ -517,7 +518,8 @@ class Memory:
         return self._embedder.encode(texts)
 
     def _query_vectors(self, query: Any, qcache: QueryCache | None) -> tuple[bool, np.ndarray]:
-        """(is a single query, (nq, dim) unit query vectors); texts seen before skip the embedder."""
+        """(is a single query, (nq, dim) unit query vectors); texts seen before skip the
+        embedder."""
         if isinstance(query, str) or is_text_batch(query):
             texts = check_texts(as_list(query, "query"))
             vectors = qcache.encode(texts, self._embed) if qcache else self._embed(texts)
@@ -590,7 +592,7 @@ class Memory:
         row cache, then one SQLite query for the rest). On a small index this costs as much as
         the search itself, hence one C-level map per query."""
         rows = self._table.fetch(addrs[addrs >= 0].tolist())
-        make, pairs = Hit.from_row, list(zip(scores.tolist(), addrs.tolist()))
+        make, pairs = Hit.from_row, list(zip(scores.tolist(), addrs.tolist(), strict=True))
         try:  # every row found, no -1 pad: the common case, built by C-level map
             return [
                 list(map(make, map(rows.__getitem__, row_addrs), row_scores))
@@ -601,7 +603,7 @@ class Memory:
             return [
                 [
                     make(row, score)
-                    for score, addr in zip(row_scores, row_addrs)
+                    for score, addr in zip(row_scores, row_addrs, strict=True)
                     if (row := get(addr)) is not None
                 ]
                 for row_scores, row_addrs in pairs

@@ -61,7 +61,7 @@ def memory_contents(directory: Path) -> dict[str, tuple]:
         rows = table.fetch(addrs.tolist())
         return {
             rows[a][0]: (rows[a][1], rows[a][2], v.tobytes())
-            for a, v in zip(addrs.tolist(), vectors)
+            for a, v in zip(addrs.tolist(), vectors, strict=True)
         }
     finally:
         table.close()

@@ -42,7 +42,7 @@ class HashEmbedder(Embedder):
 def _same(cached: list, fresh: list) -> bool:
     """Ids and order exactly; scores to 1e-6 (numpy and FAISS may round an ulp apart)."""
     return [h.id for h in cached] == [h.id for h in fresh] and all(
-        abs(a.score - b.score) <= 1e-6 for a, b in zip(cached, fresh)
+        abs(a.score - b.score) <= 1e-6 for a, b in zip(cached, fresh, strict=True)
     )
 
 
@@ -94,7 +94,7 @@ def test_coherence_10000_random_operations(tmp_path: Path) -> None:
                 cached = mem.search(query, k, where)
                 fresh = mem.search(query, k, where, cache=False)
                 if np.ndim(query) == 2:
-                    mismatches += sum(not _same(c, f) for c, f in zip(cached, fresh))
+                    mismatches += sum(not _same(c, f) for c, f in zip(cached, fresh, strict=True))
                 else:
                     mismatches += not _same(cached, fresh)
                 searches += 1

@@ -57,7 +57,7 @@ def test_kill9_keeps_every_acknowledged_slot(tmp_path: Path, embedder) -> None:
         proc = _python(WRITER, str(path), str(run))
         assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
         lines: list[str] = []
-        reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+        reader = threading.Thread(target=lines.extend, args=(proc.stdout,), daemon=True)
         reader.start()
         deadline = time.monotonic() + 60
         while not lines and time.monotonic() < deadline:  # kill only once writes are flowing

@@ -38,7 +38,7 @@ def test_batched_text_search_matches_single(text_memory: Memory) -> None:
     queries = ["magma and eruptions", "looking up keys"]
     batch = text_memory.search(queries, k=3)
     assert len(batch) == 2
-    for q, hits in zip(queries, batch):
+    for q, hits in zip(queries, batch, strict=True):
         assert [h.id for h in hits] == [h.id for h in text_memory.search(q, k=3)]
 
 

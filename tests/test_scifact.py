@@ -30,7 +30,9 @@ def test_memory_search_equals_faiss_flat_ip(tmp_path: Path, scifact: dict, embed
     np.testing.assert_array_equal(
         np.array([[h.score for h in hits] for hits in by_vector], dtype=np.float32), expected_scores
     )
-    same = sum([h.id for h in t] == [h.id for h in v] for t, v in zip(by_text, by_vector))
+    same = sum(
+        [h.id for h in t] == [h.id for h in v] for t, v in zip(by_text, by_vector, strict=True)
+    )
     assert same == len(by_vector), (
         f"text queries disagree with their cached vectors on {len(by_vector) - same} queries"
     )

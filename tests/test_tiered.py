@@ -74,7 +74,7 @@ def test_routing_probes_only_near_partitions(tmp_path: Path) -> None:
     with build(tmp_path / "m", config) as mem:
         found = ids(mem.search(QUERIES, k=10))
         truth = exact(QUERIES, 10)
-        recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, truth)])
+        recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, truth, strict=True)])
         assert recall >= 0.9
         stats = mem.stats()
         assert stats["probes"] <= len(QUERIES) * 4  # at most nprobe partitions per query
@@ -125,7 +125,9 @@ def test_ivf_pq_reranks_with_full_vectors(tmp_path: Path) -> None:
         assert mem.stats()["index"]["kind_chosen"] == "ivf_pq"
         found = mem.search(QUERIES, k=10)
         truth = exact(QUERIES, 10)
-        recall = np.mean([len({h.id for h in a} & set(b)) / 10 for a, b in zip(found, truth)])
+        recall = np.mean(
+            [len({h.id for h in a} & set(b)) / 10 for a, b in zip(found, truth, strict=True)]
+        )
         assert recall >= 0.9
         # scores are exact inner products (re-ranked), not PQ approximations
         for hits in found[:5]:
@@ -235,7 +237,7 @@ def test_iter_vectors_covers_every_shard(tmp_path: Path) -> None:
         mem.add(["fresh"], ids=["fresh"], vectors=QUERIES[0])
         seen = {}
         for slots, vectors in mem.iter_vectors(batch=1000):
-            for slot, vector in zip(slots, vectors):
+            for slot, vector in zip(slots, vectors, strict=True):
                 seen[slot.id] = vector
         assert len(seen) == len(mem) == 12_000 - 2 + 1
         assert "i3" not in seen and "i7000" not in seen

@@ -89,7 +89,7 @@ def test_kill9_during_maintenance(tmp_path: Path, phase: str) -> None:
             env=env,
         )
         lines: list[str] = []
-        reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+        reader = threading.Thread(target=lines.extend, args=(proc.stdout,), daemon=True)
         reader.start()
         deadline = time.monotonic() + 60
         target = rng.randint(1, 3)  # kill inside the 1st..3rd maintenance step

@@ -45,7 +45,7 @@ def main() -> None:
             metadata=[{"topic": d["topic"], "title": d["title"]} for d in docs],
         )
         print(f"memory at {args.out}: {len(mem)} slots\n")
-        for question, hits in zip(QUESTIONS, mem.search(QUESTIONS, k=3)):
+        for question, hits in zip(QUESTIONS, mem.search(QUESTIONS, k=3), strict=True):
             print(f"Q: {question}")
             for hit in hits:
                 print(f"   {hit.score:.3f}  {hit.id:<24} {hit.metadata['title']}")

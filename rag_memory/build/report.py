@@ -69,7 +69,8 @@ class BuildReport:
             f"  documents  {self.documents:,}   chunks {self.chunks:,}   "
             f"embedded now {self.vectors_written:,}   blocks {self.blocks:,} "
             f"({self.blocks_resumed:,} resumed)",
-            f"  time       total {s.get('total', 0):.1f}s = read+chunk {s.get('read_chunk', 0):.1f}s"
+            f"  time       total {s.get('total', 0):.1f}s = "
+            f"read+chunk {s.get('read_chunk', 0):.1f}s"
             f" (overlapped), encode {s.get('encode', 0):.1f}s, write {s.get('write', 0):.1f}s",
             f"  speed      {self.vectors_per_s:,.1f} vectors/s overall, "
             f"{self.encode_vectors_per_s:,.1f} vectors/s encoding",

@@ -82,7 +82,9 @@ def read_csv(path: Path, fields: FieldMap) -> Iterator[RawRecord]:
                 )
                 continue
             # an empty cell is a missing value, as in most CSV exports
-            yield RawRecord(start, lines.position, {k: v for k, v in zip(header, row) if v != ""})
+            yield RawRecord(
+                start, lines.position, {k: v for k, v in zip(header, row, strict=True) if v != ""}
+            )
 
 
 def parquet_rows(path: Path) -> int:

@@ -73,7 +73,7 @@ class EmbeddingCache:
         if missing:
             # The embedder runs outside the lock: other threads' hits need not wait for it.
             fresh = embed(missing)
-            for key, vector in zip(missing, fresh):
+            for key, vector in zip(missing, fresh, strict=True):
                 vector = np.array(vector, dtype=np.float32)  # own copy, never a view of a batch
                 vector.setflags(write=False)
                 found[key] = vector

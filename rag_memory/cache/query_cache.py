@@ -55,7 +55,9 @@ class QueryCache:
                     CachedHit(
                         i, score, text, address=addr, metadata_json=meta, cache_similarity=semantic
                     )
-                    for score, addr, (i, text, meta) in zip(entry.scores, entry.addrs, entry.rows)
+                    for score, addr, (i, text, meta) in zip(
+                        entry.scores, entry.addrs, entry.rows, strict=True
+                    )
                 ]
             )
         return out
@@ -64,7 +66,7 @@ class QueryCache:
         self, queries: np.ndarray, key: GroupKey, where: Any, results: list[list[Hit]], version: int
     ) -> None:
         """Cache fresh results; `where` is the compiled filter a later write is matched with."""
-        for vector, hits in zip(queries, results):
+        for vector, hits in zip(queries, results, strict=True):
             self.results.put(
                 vector,
                 key,

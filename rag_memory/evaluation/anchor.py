@@ -51,8 +51,8 @@ class ExactAnchor:
             raise RagMemoryError("this anchor was built without keys")
         scores, rows = self.search(queries, k)
         return {
-            qid: doc_scores([(self.keys[r], s) for s, r in zip(srow, rrow) if r >= 0])
-            for qid, srow, rrow in zip(query_ids, scores.tolist(), rows.tolist())
+            qid: doc_scores([(self.keys[r], s) for s, r in zip(srow, rrow, strict=True) if r >= 0])
+            for qid, srow, rrow in zip(query_ids, scores.tolist(), rows.tolist(), strict=True)
         }
 
 

@@ -116,7 +116,8 @@ def render_systems(results: Mapping[str, Any]) -> str:
         [
             f"# Systems evaluation: {data['n']:,} synthetic vectors x {data['dim']}",
             f"Gaussian mixture ({data['clusters']} clusters, spread {data['spread']}, seed "
-            f"{data['seed']}), unit-normalised; {data['queries']} batch queries for recall@{cfg['k']} "
+            f"{data['seed']}), unit-normalised; {data['queries']} batch queries for "
+            f"recall@{cfg['k']} "
             f"and QPS, {data['latency_queries']} queries timed one at a time. IVF-Flat: nlist "
             f"{cfg['nlist']}, nprobe in {cfg['nprobes']}.",
             "## Build (seconds)",
@@ -124,7 +125,8 @@ def render_systems(results: Mapping[str, Any]) -> str:
             f"## Recall@{cfg['k']} vs throughput",
             table(["system", "knob", "recall", "QPS"], sweep_rows),
             f"Memory / exact: batch QPS ratio {fmt(ratios['batch_qps'], 3)}, p50 latency ratio "
-            f"{fmt(ratios['latency_p50'], 3)}, recall difference {ratios['recall_difference']:+.4f}. "
+            f"{fmt(ratios['latency_p50'], 3)}, "
+            f"recall difference {ratios['recall_difference']:+.4f}. "
             f"The memory has no ANN knob yet (one exact shard), so it is a single point.",
             "![recall vs QPS](recall_qps.png)",
             "## Single-query latency (ms)",

@@ -52,7 +52,7 @@ def hits_to_run(query_ids: Sequence[str], hits: Sequence[Sequence[Hit]]) -> Run:
         raise InvalidInputError(f"{len(query_ids)} query ids but {len(hits)} hit lists")
     return {
         qid: doc_scores([(hit_doc_id(h), h.score) for h in row])
-        for qid, row in zip(query_ids, hits)
+        for qid, row in zip(query_ids, hits, strict=True)
     }
 
 

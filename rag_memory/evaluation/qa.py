@@ -30,6 +30,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -157,7 +158,7 @@ def _stored_paragraphs(mem: Memory, squad: SquadFile) -> dict[str, Slot]:
         slots = mem.get([p.id for p in paragraphs])
     except UnknownIdError as exc:
         raise refuse(f"lacks slots of the paragraphs ({exc})") from None
-    changed = [p.id for p, s in zip(paragraphs, slots) if p.text != s.text]
+    changed = [p.id for p, s in zip(paragraphs, slots, strict=True) if p.text != s.text]
     if changed:
         raise refuse(
             f"holds other texts under {len(changed)} ids (e.g. {changed[0]!r}) than the paragraphs"
@@ -248,7 +249,7 @@ def run_qa(
         if config.kv_int8:
             _warm_up(answerers[INT8], {"xattn"})
         for i, q in enumerate(tqdm(questions, desc="answering", unit="q")):
-            hits, seconds = measure.timed(lambda: mem.search(q.text, k=config.k, cache=False))
+            hits, seconds = measure.timed(partial(mem.search, q.text, k=config.k, cache=False))
             search_s.append(seconds)
             weights = weights_from_scores([h.score for h in hits], config.temperature).tolist()
             gold = slots[q.paragraph_id]

@@ -27,7 +27,8 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class RetrievalConfig:
-    """Everything that decides the figures of one `eval retrieval` run (recorded in results.json)."""
+    """Everything that decides the figures of one `eval retrieval` run (recorded in
+    results.json)."""
 
     memory: str  # memory directory; built from the dataset's corpus if it does not exist
     dataset: str  # BEIR folder: corpus.jsonl, queries.jsonl, qrels/SPLIT.tsv

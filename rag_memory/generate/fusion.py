@@ -53,7 +53,7 @@ def xattn(lm: LoadedModel, x: FusionInput) -> MaskedDecoder:
     """One row over prefix + all slots; slot i's columns biased by log(w_i / max w)."""
     bias = [torch.zeros(x.prefix.length)]
     if x.slots:
-        for kv, b in zip(x.slots, attention_bias(x.weights).tolist()):
+        for kv, b in zip(x.slots, attention_bias(x.weights).tolist(), strict=True):
             bias.append(torch.full((kv.length,), b))
     longest = max((kv.length for kv in x.slots), default=0)
     return MaskedDecoder(

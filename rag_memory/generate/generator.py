@@ -262,7 +262,8 @@ class Generator:
         names = call.slot_keys or [f"text:{d}" for d in digests]
         keys = [(lm.key, layout.prefix_hash, name) for name in names]
         found: list[KV | None] = [
-            self.slot_cache.get(key, d, lm.dtype, lm.device) for key, d in zip(keys, digests)
+            self.slot_cache.get(key, d, lm.dtype, lm.device)
+            for key, d in zip(keys, digests, strict=True)
         ]
         slot_ids = {
             i: layout.slot_ids(lm.tokenizer, call.slots[i])
@@ -273,7 +274,9 @@ class Generator:
         call.cache_hits, call.cache_misses = len(found) - len(missing), len(missing)
         for b in range(0, len(missing), _ENCODE_BATCH):
             batch = missing[b : b + _ENCODE_BATCH]
-            for i, kv in zip(batch, encode_slots(lm, prefix, [slot_ids[i] for i in batch])):
+            for i, kv in zip(
+                batch, encode_slots(lm, prefix, [slot_ids[i] for i in batch]), strict=True
+            ):
                 found[i] = self.slot_cache.put(keys[i], digests[i], kv)
         return [kv for kv in found if kv is not None]
 

@@ -72,7 +72,7 @@ def cache_from(kv: KV, batch: int = 1) -> DynamicCache:
     if keys.shape[1] != batch:
         keys = keys.expand(-1, batch, -1, -1, -1)
         values = values.expand(-1, batch, -1, -1, -1)
-    return DynamicCache(list(zip(keys.unbind(0), values.unbind(0))))
+    return DynamicCache(list(zip(keys.unbind(0), values.unbind(0), strict=True)))
 
 
 def _stacked(cache: DynamicCache, start: int) -> KV:

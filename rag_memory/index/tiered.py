@@ -215,7 +215,9 @@ class TieredIndex:
         pending: list[tuple[np.ndarray, ...]] = []
         probes: dict[int, int] = {}
         fast = total = disk_bytes = 0
-        for i, (shard, (scores, addrs, scanned, n_probes)) in enumerate(zip(targets, results)):
+        for i, (shard, (scores, addrs, scanned, n_probes)) in enumerate(
+            zip(targets, results, strict=True)
+        ):
             # merged MERGE_BATCH shards at a time: few sorts, and a bounded candidate set
             pending.append((scores, addrs, np.full(addrs.shape, i, dtype=np.int32)))
             if len(pending) > MERGE_BATCH:

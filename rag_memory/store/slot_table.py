@@ -97,7 +97,8 @@ class SlotTable:
         uri = f"file:{self.path}?mode=ro" if self.read_only else f"file:{self.path}"
         try:
             conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
-            # FULL: a commit is on disk before add() returns (survives power loss, not only kill -9).
+            # FULL: a commit is on disk before add() returns (survives power loss, not only
+            # kill -9).
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA busy_timeout=10000")
             meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
@@ -179,8 +180,12 @@ class SlotTable:
             if len(replaced):
                 self._retire(conn, replaced, version)
             conn.executemany(
-                "INSERT INTO slots (id, text, metadata, shard, added_version) VALUES (?, ?, ?, ?, ?)",
-                [(i, t, m, GROWING_SHARD, version) for i, t, m in zip(ids, texts, metadata)],
+                "INSERT INTO slots (id, text, metadata, shard, added_version) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [
+                    (i, t, m, GROWING_SHARD, version)
+                    for i, t, m in zip(ids, texts, metadata, strict=True)
+                ],
             )
             addrs = np.array(
                 [
@@ -194,7 +199,7 @@ class SlotTable:
             vecs = np.ascontiguousarray(vectors, dtype="<f4")
             conn.executemany(
                 "INSERT INTO vectors (addr, vector) VALUES (?, ?)",
-                zip(addrs.tolist(), (row.tobytes() for row in vecs)),
+                zip(addrs.tolist(), (row.tobytes() for row in vecs), strict=True),
             )
             conn.execute("COMMIT")
         except BaseException:
