@@ -7,6 +7,7 @@ from .errors import (
     CorruptFileError,
     DuplicateIdError,
     EmbedderMismatchError,
+    IdAlreadyStoredError,
     InvalidFilterError,
     InvalidInputError,
     InvalidVectorError,
@@ -16,9 +17,11 @@ from .errors import (
     NotAMemoryError,
     RagMemoryError,
     ReadOnlyError,
+    RepeatedIdError,
     UnknownIdError,
 )
 from .generate import Answer, GeneratorConfig
+from .index.config import IndexConfig
 from .memory import Memory
 from .types import CachedHit, Hit, Slot
 
@@ -34,9 +37,11 @@ __all__ = [
     "CorruptFileError",
     "DuplicateIdError",
     "EmbedderMismatchError",
+    "IdAlreadyStoredError",
     "Generator",
     "GeneratorConfig",
     "Hit",
+    "IndexConfig",
     "InvalidFilterError",
     "InvalidInputError",
     "InvalidVectorError",
@@ -47,6 +52,7 @@ __all__ = [
     "NotAMemoryError",
     "RagMemoryError",
     "ReadOnlyError",
+    "RepeatedIdError",
     "Slot",
     "UnknownIdError",
 ]

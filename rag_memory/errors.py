@@ -22,7 +22,15 @@ class InvalidFilterError(InvalidInputError):
 
 
 class DuplicateIdError(InvalidInputError):
-    """An id is given twice in one call, or `add` names an id that is already stored."""
+    """An id clashes: catch this for either of its two leaves below."""
+
+
+class RepeatedIdError(DuplicateIdError):
+    """The same id is given twice within one call."""
+
+
+class IdAlreadyStoredError(DuplicateIdError):
+    """`add` names an id that is already stored (`upsert` replaces it)."""
 
 
 class UnknownIdError(RagMemoryError, KeyError):
@@ -84,6 +92,10 @@ class InvalidWeightsError(GenerationInputError):
 
 class UnknownFusionError(GenerationInputError):
     """The fusion mode named is not one of the registered modes."""
+
+
+class ModelLoadError(RagMemoryError):
+    """The generator's model (or its device or dtype) cannot be found or read."""
 
 
 class UnsupportedModelError(RagMemoryError):

@@ -13,6 +13,7 @@ from typing import Any
 
 from .errors import CorruptFileError, NotAMemoryError
 from .fsutil import atomic_write_bytes
+from .validation import FieldTypes, json_object_problem
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_NAME = "rag_memory"
@@ -66,18 +67,18 @@ class Manifest:
         return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()
 
 
-_FIELD_TYPES: dict[str, type] = {
+_FIELD_TYPES: FieldTypes = {
     "embedder": str,
     "dim": int,
     "metric": str,
     "format": str,
     "format_version": int,
     "index": dict,
-    "codec": (dict, type(None)),  # type: ignore[dict-item]
+    "codec": (dict, type(None)),
     "generation": int,
     "shards": list,
 }
-_SHARD_TYPES: dict[str, type] = {
+_SHARD_TYPES: FieldTypes = {
     "shard_id": int,
     "kind": str,
     "tier": str,
@@ -85,9 +86,9 @@ _SHARD_TYPES: dict[str, type] = {
     "file": str,
     "sha256": str,
     "group": int,
-    "heat": (int, float),  # type: ignore[dict-item]
+    "heat": (int, float),
 }
-_CODEC_TYPES: dict[str, type] = {
+_CODEC_TYPES: FieldTypes = {
     "kind": str,
     "nlist": int,
     "groups": int,
@@ -97,17 +98,10 @@ _CODEC_TYPES: dict[str, type] = {
 }
 
 
-def _check_fields(path: Path, obj: Any, types: dict[str, type], what: str) -> None:
-    if not isinstance(obj, dict):
-        raise CorruptFileError(path, f"{what} must be a JSON object")
-    if set(obj) != set(types):
-        missing, extra = sorted(set(types) - set(obj)), sorted(set(obj) - set(types))
-        raise CorruptFileError(path, f"{what} has missing keys {missing} / unknown keys {extra}")
-    for key, typ in types.items():
-        value = obj[key]
-        if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
-            name = " or ".join(t.__name__ for t in typ) if isinstance(typ, tuple) else typ.__name__
-            raise CorruptFileError(path, f"{what} key {key!r} must be {name}, got {value!r}")
+def _check_fields(path: Path, obj: Any, types: FieldTypes, what: str) -> None:
+    problem = json_object_problem(obj, types, what)
+    if problem is not None:
+        raise CorruptFileError(path, problem)
 
 
 def read_manifest(directory: Path) -> Manifest:

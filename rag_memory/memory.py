@@ -328,6 +328,11 @@ class Memory:
         self._check_open()
         return self._table.get(check_lookup_ids(ids))
 
+    def contains(self, ids: str | list[str]) -> list[bool]:
+        """Whether each of `ids` is stored, in order (one query; unknown ids are not an error)."""
+        self._check_open()
+        return self._table.contains(check_lookup_ids(ids))
+
     def search(
         self,
         query: Any,

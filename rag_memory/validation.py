@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from dataclasses import fields
+from typing import Any, TypeVar
 
 import numpy as np
 
-from .errors import DuplicateIdError, InvalidInputError, InvalidVectorError
+from .errors import InvalidInputError, InvalidVectorError, RepeatedIdError
 
 # Rows whose norm is this close to 1 are left as they are, so vectors that are already unit
 # length (every embedder output) are stored bit-for-bit as given.
@@ -52,7 +53,7 @@ def check_ids(ids: Any, n: int) -> list[str]:
     if len(set(ids)) != len(ids):
         seen: set[str] = set()
         dups = sorted({i for i in ids if i in seen or seen.add(i)})  # type: ignore[func-returns-value]
-        raise DuplicateIdError(f"ids repeated within one call: {dups[:5]}")
+        raise RepeatedIdError(f"ids repeated within one call: {dups[:5]}")
     return ids
 
 
@@ -123,9 +124,28 @@ def check_vectors(
     return np.ascontiguousarray(arr)
 
 
+def is_int(value: Any) -> bool:
+    """An int (Python or numpy) and not a bool: `True` is an int to Python, never to us."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def is_number(value: Any) -> bool:
+    """An int or float (Python or numpy), not a bool."""
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
+def check_int(
+    value: Any, name: str, minimum: int = 1, error: type[Exception] = InvalidInputError
+) -> int:
+    """`value` as an int >= `minimum`, or `error` naming the argument."""
+    if not is_int(value) or value < minimum:
+        raise error(f"{name} must be an int >= {minimum}, got {value!r}")
+    return int(value)
+
+
 def check_k(k: Any, name: str = "k") -> int:
     """A positive int (k, nprobe, ...), or InvalidInputError naming the argument."""
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
+    if not is_int(k) or k <= 0:
         raise InvalidInputError(f"{name} must be a positive integer, got {k!r}")
     return int(k)
 
@@ -139,12 +159,33 @@ def is_text_batch(query: Any) -> bool:
     )
 
 
-def config_from_dict(cls: type, values: dict[str, Any]) -> Any:
-    """Build a frozen config dataclass from a dict; an unknown key is an error, not ignored."""
-    from dataclasses import fields
+Config = TypeVar("Config")
+FieldTypes = Mapping[str, "type | tuple[type, ...]"]
 
-    known = {f.name for f in fields(cls)}
+
+def config_from_dict(cls: type[Config], values: dict[str, Any]) -> Config:
+    """Build a frozen config dataclass from a dict; an unknown key is an error, not ignored."""
+    known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(values) - known)
     if unknown:
         raise InvalidInputError(f"unknown {cls.__name__} keys {unknown}; known: {sorted(known)}")
     return cls(**values)
+
+
+def json_object_problem(obj: Any, types: FieldTypes, what: str) -> str | None:
+    """Why a parsed JSON object does not have exactly the keys of `types`, each of its type
+    (an int is never a bool), or None when it does. The one strict check behind every file
+    and record rag_memory reads back (manifest, checkpoint, index plan): callers turn the
+    problem into the error that names their file."""
+    if not isinstance(obj, dict):
+        return f"{what} must be a JSON object, got {type(obj).__name__}"
+    if set(obj) != set(types):
+        missing, extra = sorted(set(types) - set(obj)), sorted(set(obj) - set(types))
+        return f"{what} has missing keys {missing} / unknown keys {extra}"
+    for key, typ in types.items():
+        value = obj[key]
+        wanted = typ if isinstance(typ, tuple) else (typ,)
+        if not isinstance(value, wanted) or (bool not in wanted and isinstance(value, bool)):
+            name = " or ".join(t.__name__ for t in wanted)
+            return f"{what} key {key!r} must be {name}, got {value!r}"
+    return None

@@ -167,3 +167,11 @@ def test_row_cache_keeps_recent_rows_by_bytes_and_forgets_deleted_slots(
     assert table.fetch([address])[address][0] == "s9"  # now cached
     vector_memory.delete(["s9"])
     assert address not in table.fetch([address])  # a deleted slot is never served from cache
+
+
+def test_contains_answers_per_id_without_raising(tmp_path) -> None:
+    with Memory.create(tmp_path / "m", dim=4) as mem:
+        mem.add(["a", "b"], ids=["x", "y"], vectors=np.eye(4, dtype=np.float32)[:2])
+        mem.delete(["y"])
+        assert mem.contains(["x", "y", "z", "x"]) == [True, False, False, True]
+        assert mem.contains("x") == [True]

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import CorruptFileError, DuplicateIdError, ReadOnlyError, UnknownIdError
+from ..errors import CorruptFileError, IdAlreadyStoredError, ReadOnlyError, UnknownIdError
 from ..types import Slot
 from .row_cache import RowCache
 
@@ -158,7 +158,7 @@ class SlotTable:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Insert slots into the growing shard in one transaction.
 
-        With replace=False an id that is already live raises DuplicateIdError; with replace=True
+        With replace=False an id that is already live raises IdAlreadyStoredError; with replace=True
         its old address is tombstoned. Returns (new addresses, replaced addresses).
         """
         conn = self._writer_connection()
@@ -171,7 +171,7 @@ class SlotTable:
             ).fetchall()
             if existing and not replace:
                 taken = sorted(i for _, i in existing)
-                raise DuplicateIdError(
+                raise IdAlreadyStoredError(
                     f"ids already stored (use upsert to replace): {taken[:5]}"
                     + (f" and {len(taken) - 5} more" if len(taken) > 5 else "")
                 )
@@ -266,6 +266,16 @@ class SlotTable:
                 + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
             )
         return [by_id[i] for i in ids]
+
+    def contains(self, ids: Sequence[str]) -> list[bool]:
+        """Whether each of `ids` is a live slot (one query, whatever the answer)."""
+        rows = self._query(
+            "SELECT id FROM slots WHERE deleted_version IS NULL AND id IN "
+            "(SELECT value FROM json_each(?))",
+            (_in_list(ids),),
+        )
+        live = {r[0] for r in rows}
+        return [i in live for i in ids]
 
     def fetch(self, addrs: Sequence[int]) -> Mapping[int, tuple[str, str, str, int]]:
         """addr -> (id, text, metadata JSON, addr) for the live slots among `addrs` (read-only).
