@@ -9,9 +9,10 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from ..errors import InvalidInputError
-from ..validation import config_from_dict
+from ..validation import check_int, config_from_dict
+from .base import SEALED_KINDS
 
-KINDS = ("auto", "ivf_flat", "ivf_pq")
+KINDS = ("auto", *SEALED_KINDS)
 
 
 @dataclass(frozen=True)
@@ -55,10 +56,7 @@ class IndexConfig:
             if f.name == "kind" or value is None:
                 continue
             minimum = 0 if f.name == "rebalance_every" else 1
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise InvalidInputError(
-                    f"IndexConfig.{f.name} must be an int >= {minimum}, got {value!r}"
-                )
+            check_int(value, f"IndexConfig.{f.name}", minimum)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -11,16 +11,21 @@ ever changes.
 
 from __future__ import annotations
 
+from typing import Any
+
 import faiss
 import numpy as np
 
 from ..store.slot_table import GROWING_SHARD
+from .base import Route, ShardHits
 
 
 class GrowingShard:
-    """Exact inner-product search over the slots not yet sealed."""
+    """Exact inner-product search over the slots not yet sealed (a `base.Shard`)."""
 
     shard_id = GROWING_SHARD
+    kind = "flat"
+    tier = "ram"
 
     def __init__(self, dim: int) -> None:
         self.dim = dim
@@ -31,12 +36,26 @@ class GrowingShard:
         return self._index.ntotal
 
     @property
-    def nbytes(self) -> int:
-        return self._index.ntotal * (4 * self.dim + 8)
+    def live_count(self) -> int:
+        return self._index.ntotal  # a delete leaves the growing shard at once
+
+    @property
+    def held_bytes(self) -> int:
+        return self.bytes_for(self._index.ntotal)
+
+    def bytes_for(self, n: int) -> int:
+        """RAM that `n` vectors take here (float32 codes and an int64 address each)."""
+        return n * (4 * self.dim + 8)
 
     @property
     def addresses(self) -> np.ndarray:
         return self._addrs
+
+    @property
+    def faiss_index(self) -> faiss.IndexFlatIP:
+        """The FAISS index searched (advanced: read it, e.g. to time raw FAISS beside the
+        memory; row i holds the slot at `addresses[i]`). Writing to it breaks the memory."""
+        return self._index
 
     def snapshot(self) -> tuple[np.ndarray, np.ndarray]:
         """Copies of (addresses, vectors), for sealing them elsewhere."""
@@ -58,8 +77,13 @@ class GrowingShard:
             self._addrs = self._addrs[~drop]
 
     def search(
-        self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
+        self,
+        queries: np.ndarray,
+        k: int,
+        allowed: np.ndarray | None = None,
+        route: Route | None = None,
+    ) -> ShardHits:
+        """Exact top-k; `route` is ignored (every vector is scanned)."""
         params = None
         if allowed is not None:
             mask = np.isin(self._addrs, allowed)
@@ -70,4 +94,15 @@ class GrowingShard:
         addrs = (
             np.where(positions >= 0, self._addrs[positions], -1) if len(self._addrs) else positions
         )
-        return scores, addrs
+        return ShardHits(scores, addrs, self.held_bytes, 0)
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "shard_id": self.shard_id,
+            "sealed": False,
+            "kind": self.kind,
+            "tier": self.tier,
+            "vectors": len(self),
+            "bytes": self.held_bytes,
+            "tombstone_ratio": 0.0,
+        }

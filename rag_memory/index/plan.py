@@ -17,8 +17,10 @@ estimates) and the FAISS wiki page "Guidelines to choose an index":
 
 Two choices are ours, not autofaiss' (it tunes nprobe by timing a built index, and has no
 shards): `nprobe` starts at ceil(sqrt(nlist)), at least 8 (a common starting point, to be tuned
-on data), and the index is split into shards of about budget / 8 (16 MiB to 256 MiB each) so the
-tier policy can hold the hot part of the index in a fast tier at a fine grain.
+on data), and the router trains on a uniform random sample of `train_points` vectors.
+
+`choose_router` turns a plan and an `IndexConfig` into the settings the first seal trains the
+router with: this module is the one home of the nlist and training-size rules.
 
 `IndexPlan` is consumed by the tiered index: its fields and their meaning are stable.
 """
@@ -31,6 +33,9 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from ..errors import InvalidInputError
+from ..validation import is_int, json_object_problem
+from .base import FLAT, SEALED_KINDS
+from .config import IndexConfig
 
 FLAT_MAX_VECTORS = 10_000  # autofaiss quantization_threshold
 MIN_POINTS_PER_CENTROID = 39  # FAISS ClusteringParameters.min_points_per_centroid
@@ -38,10 +43,9 @@ MAX_POINTS_PER_CENTROID = 256  # FAISS subsamples the training set beyond this
 PQ_M_CANDIDATES = (256, 128, 64, 48, 32, 24, 16, 8, 4)  # autofaiss get_optimal_quantization
 PQ_NBITS = 8
 ID_BYTES = 8  # an int64 id per vector in FAISS inverted lists
-SHARDS_PER_BUDGET = 8
-MIN_SHARD_BYTES = 16 << 20
-MAX_SHARD_BYTES = 256 << 20
-KINDS = ("flat", "ivf_flat", "ivf_pq")
+UNLIMITED_BYTES = 1 << 60  # "no RAM budget"
+GROUPS_PER_PARTITION = 16  # default partition groups: nlist // 16 (a shard per group)
+KINDS = (FLAT, *SEALED_KINDS)
 
 _UNITS = {
     "": 1,
@@ -74,7 +78,6 @@ class IndexPlan:
     pq_nbits: int  # bits per PQ sub-code (0 unless ivf_pq)
     nprobe: int  # default inverted lists probed per query (0 for flat)
     train_points: int  # vectors to sample for k-means / PQ training (0 for flat)
-    shards: int  # sealed shards the index is split into (by coarse centroid)
     estimated_bytes: int  # codes + ids + centroids (+ PQ codebooks)
     fits_budget: bool  # False when even the smallest plan exceeds the budget
     reason: str  # why this plan, in a sentence a user can read
@@ -85,23 +88,33 @@ class IndexPlan:
     @classmethod
     def from_dict(cls, data: Any) -> IndexPlan:
         """Strict inverse of `to_dict`: unknown or missing keys and wrong types are errors."""
-        names = {f.name: f.type for f in fields(cls)}
-        if not isinstance(data, dict) or set(data) != set(names):
-            raise InvalidInputError(f"an index plan needs exactly the keys {sorted(names)}")
-        for name, kind in names.items():
-            value = data[name]
-            want = {"str": str, "bool": bool}.get(str(kind), int)
-            if not isinstance(value, want) or (want is int and isinstance(value, bool)):
-                raise InvalidInputError(f"index plan field {name!r} must be {want.__name__}")
+        wanted = {"str": str, "bool": bool}
+        types = {f.name: wanted.get(str(f.type), int) for f in fields(cls)}
+        problem = json_object_problem(data, types, "index plan")
+        if problem is not None:
+            raise InvalidInputError(problem)
         if data["kind"] not in KINDS:
             raise InvalidInputError(f"index plan kind must be one of {KINDS}")
         return cls(**data)
 
 
+@dataclass(frozen=True)
+class RouterChoice:
+    """How the first seal trains the router: the plan for the expected size, with what
+    `IndexConfig` fixes by hand taking precedence."""
+
+    kind: str  # "ivf_flat" | "ivf_pq" (sealed shards are always IVF)
+    nlist: int
+    pq_m: int
+    groups: int  # partition groups, one sealed shard per group and seal
+    train_points: int  # rows of the random training sample
+    reason: str
+
+
 def parse_bytes(text: str | int) -> int:
     """'512MiB', '2GB', '1g', '1048576' -> bytes (binary units for *iB, decimal otherwise)."""
-    if isinstance(text, int) and not isinstance(text, bool):
-        value = text
+    if is_int(text):
+        value = int(text)
     else:
         match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", str(text))
         if match is None or match.group(2).lower() not in _UNITS:
@@ -112,20 +125,33 @@ def parse_bytes(text: str | int) -> int:
     return value
 
 
+def max_nlist(n_train: int) -> int:
+    """The most partitions `n_train` points can train: 39 points per centroid at least
+    (FAISS ClusteringParameters.min_points_per_centroid; it warns below)."""
+    return max(1, n_train // MIN_POINTS_PER_CENTROID)
+
+
 def nlist_for(n_vectors: int) -> int:
     """autofaiss' first choice of IVF centroids, clamped to >= 39 training points per centroid."""
     if n_vectors < 1_000_000:
-        nlist = 2 ** round(math.log2(4 * math.sqrt(n_vectors)))
+        nlist = 2 ** round(math.log2(4 * math.sqrt(max(1, n_vectors))))
     elif n_vectors < 10_000_000:
         nlist = 16_384
     elif n_vectors < 300_000_000:
         nlist = 65_536
     else:
         nlist = 2**17
-    cap = n_vectors // MIN_POINTS_PER_CENTROID
+    cap = max_nlist(n_vectors)
     if nlist > cap:  # keep a power of two, as autofaiss' choices are
-        nlist = 2 ** int(math.log2(cap)) if cap >= 1 else 1
+        nlist = 2 ** int(math.log2(cap))
     return nlist
+
+
+def train_points_for(n_vectors: int, nlist: int, kind: str) -> int:
+    """Training rows: MAX_POINTS_PER_CENTROID per centroid (what FAISS k-means subsamples to),
+    and for IVF-PQ as many per PQ sub-centroid (2**PQ_NBITS of them), never more than n."""
+    centroids = max(nlist, 1 << PQ_NBITS) if kind == "ivf_pq" else nlist
+    return min(n_vectors, MAX_POINTS_PER_CENTROID * centroids)
 
 
 def ivf_flat_bytes(n_vectors: int, dim: int, nlist: int) -> int:
@@ -137,24 +163,18 @@ def ivf_pq_bytes(n_vectors: int, dim: int, nlist: int, m: int, nbits: int = PQ_N
     return n_vectors * (m * nbits // 8 + ID_BYTES) + nlist * dim * 4 + codebooks
 
 
-def shard_count(estimated_bytes: int, budget: int, nlist: int) -> int:
-    """Shards of ~budget/8 (16-256 MiB), so the tier policy can place the index finely."""
-    target = min(MAX_SHARD_BYTES, max(MIN_SHARD_BYTES, budget // SHARDS_PER_BUDGET))
-    return max(1, min(max(nlist, 1), math.ceil(estimated_bytes / target)))
-
-
 def _mib(n: int) -> str:
     return f"{n / (1 << 20):,.1f} MiB"
 
 
 def choose_index(n_vectors: int, dim: int, memory_budget_bytes: int) -> IndexPlan:
-    """Choose flat / IVF-Flat / IVF-PQ, nlist, PQ size, nprobe and shards (see module doc)."""
+    """Choose flat / IVF-Flat / IVF-PQ, nlist, PQ size, nprobe and training size (module doc)."""
     for name, value in (
         ("n_vectors", n_vectors),
         ("dim", dim),
         ("memory_budget_bytes", memory_budget_bytes),
     ):
-        if isinstance(value, bool) or not isinstance(value, int) or value < (name != "n_vectors"):
+        if not is_int(value) or value < (name != "n_vectors"):
             raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
     budget = memory_budget_bytes
     common = {"n_vectors": n_vectors, "dim": dim, "memory_budget_bytes": budget}
@@ -167,7 +187,6 @@ def choose_index(n_vectors: int, dim: int, memory_budget_bytes: int) -> IndexPla
             pq_nbits=0,
             nprobe=0,
             train_points=0,
-            shards=1,
             estimated_bytes=size,
             fits_budget=size <= budget,
             reason=f"{n_vectors:,} vectors < {FLAT_MAX_VECTORS:,}: an exact flat "
@@ -176,7 +195,7 @@ def choose_index(n_vectors: int, dim: int, memory_budget_bytes: int) -> IndexPla
         )
     nlist = nlist_for(n_vectors)
     nprobe = min(nlist, max(8, math.ceil(math.sqrt(nlist))))
-    train = min(n_vectors, MAX_POINTS_PER_CENTROID * nlist)
+    train = train_points_for(n_vectors, nlist, "ivf_flat")
     flat_size = ivf_flat_bytes(n_vectors, dim, nlist)
     ivf = (
         f"{n_vectors:,} vectors >= {FLAT_MAX_VECTORS:,}: IVF with nlist={nlist:,} "
@@ -190,7 +209,6 @@ def choose_index(n_vectors: int, dim: int, memory_budget_bytes: int) -> IndexPla
             pq_nbits=0,
             nprobe=nprobe,
             train_points=train,
-            shards=shard_count(flat_size, budget, nlist),
             estimated_bytes=flat_size,
             fits_budget=True,
             reason=f"{ivf}; uncompressed codes ({_mib(flat_size)}) fit the budget "
@@ -203,8 +221,7 @@ def choose_index(n_vectors: int, dim: int, memory_budget_bytes: int) -> IndexPla
     )
     size = ivf_pq_bytes(n_vectors, dim, nlist, m)
     fits = size <= budget
-    # PQ codebooks are trained on the same sample; 2**nbits * 39 points at the least
-    train = max(train, min(n_vectors, (1 << PQ_NBITS) * MIN_POINTS_PER_CENTROID))
+    train = train_points_for(n_vectors, nlist, "ivf_pq")  # PQ codebooks train on it too
     why = (
         f"{ivf}; IVF-Flat would need {_mib(flat_size)} > budget {_mib(budget)}, so IVF-PQ "
         f"with m={m} x {PQ_NBITS} bits ({m + ID_BYTES} bytes per vector, {_mib(size)})"
@@ -218,9 +235,35 @@ def choose_index(n_vectors: int, dim: int, memory_budget_bytes: int) -> IndexPla
         pq_nbits=PQ_NBITS,
         nprobe=nprobe,
         train_points=train,
-        shards=shard_count(size, budget, nlist),
         estimated_bytes=size,
         fits_budget=fits,
         reason=why,
         **common,
+    )
+
+
+def choose_router(
+    n_sealing: int, dim: int, config: IndexConfig, ram_bytes: int | None
+) -> RouterChoice:
+    """The router the first seal trains on its `n_sealing` vectors: kind, nlist and PQ size of
+    `choose_index` for the expected size (`config.expected_vectors` when larger) within the
+    RAM budget, unless `config` fixes them; a plan of "flat" (a small memory) becomes
+    IVF-Flat. nlist never exceeds what the vectors at hand can train."""
+    expected = max(n_sealing, config.expected_vectors or 0)
+    plan = choose_index(expected, dim, ram_bytes or UNLIMITED_BYTES)
+    auto = config.kind == "auto"
+    kind = ("ivf_pq" if plan.kind == "ivf_pq" else "ivf_flat") if auto else config.kind
+    nlist = min(config.nlist or plan.nlist or nlist_for(expected), max_nlist(n_sealing))
+    train = train_points_for(n_sealing, nlist, kind)
+    reason = (
+        f"{kind} ({'auto' if auto else 'set in IndexConfig'}); plan for {expected:,} vectors: "
+        f"{plan.reason}"
+    )
+    return RouterChoice(
+        kind=kind,
+        nlist=nlist,
+        pq_m=config.pq_m or plan.pq_m or max(1, dim // 8),
+        groups=max(1, min(config.shard_groups or nlist // GROUPS_PER_PARTITION, nlist)),
+        train_points=train,
+        reason=reason,
     )

@@ -1,4 +1,6 @@
-"""The codec: the trained router (coarse quantizer) and the empty IVF index all shards clone.
+"""The router: the trained coarse quantizer, its partition groups, and the empty IVF index
+every sealed shard is cut from (in FAISS terms the IVF "template"; the file names keep the
+older name codec.faiss).
 
 The router's centroids partition the vector space (IVF, Jegou et al. 2011). Partitions are
 grouped by k-means over the centroids, so the nprobe partitions near a query tend to fall in
@@ -22,14 +24,13 @@ import numpy as np
 
 from ..errors import CorruptFileError
 from ..fsutil import atomic_write_bytes
+from .plan import MAX_POINTS_PER_CENTROID, PQ_NBITS
 
 logger = logging.getLogger(__name__)
 
-CODEC_FILE = "codec.faiss"
+ROUTER_FILE = "codec.faiss"
 GROUPS_FILE = "codec.groups.npy"
-# FAISS warns below 39 training points per centroid; k-means needs no more than ~256.
-MIN_POINTS_PER_CENTROID = 39
-MAX_POINTS_PER_CENTROID = 128
+TRAIN_SEED = 1234  # k-means and training samples are seeded: a rebuild trains the same router
 
 
 def sha256_file(path: Path) -> str:
@@ -42,6 +43,15 @@ def sha256_file(path: Path) -> str:
 
 def _serialize(index: faiss.Index) -> bytes:
     return faiss.serialize_index(index).tobytes()
+
+
+def training_sample(vectors: np.ndarray, n: int, seed: int = TRAIN_SEED) -> np.ndarray:
+    """`n` rows drawn uniformly without replacement (all rows, in order, if there are fewer):
+    the first rows of a corpus are often one source or one topic, not a sample of it."""
+    if len(vectors) <= n:
+        return np.ascontiguousarray(vectors, dtype=np.float32)
+    rows = np.sort(np.random.default_rng(seed).choice(len(vectors), n, replace=False))
+    return np.ascontiguousarray(vectors[rows], dtype=np.float32)
 
 
 def _kmeans(points: np.ndarray, k: int, seed: int) -> np.ndarray:
@@ -60,8 +70,8 @@ def _kmeans(points: np.ndarray, k: int, seed: int) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class CodecInfo:
-    """What the manifest records about the codec files."""
+class RouterInfo:
+    """What the manifest records about the router files."""
 
     kind: str
     nlist: int
@@ -70,8 +80,8 @@ class CodecInfo:
     groups_sha256: str
 
 
-class Codec:
-    """The router plus the shard template."""
+class Router:
+    """The coarse quantizer, its partition groups and the shard template."""
 
     def __init__(self, template: faiss.IndexIVF, groups: np.ndarray, kind: str) -> None:
         self.template = template
@@ -95,21 +105,31 @@ class Codec:
 
     @classmethod
     def train(
-        cls, vectors: np.ndarray, kind: str, nlist: int, pq_m: int, n_groups: int, seed: int = 1234
-    ) -> Codec:
-        """Train the router on `vectors` (a sample of the data) and, for IVF-PQ, the codebook."""
-        n, dim = vectors.shape
-        nlist = max(1, min(nlist, n // MIN_POINTS_PER_CENTROID))
+        cls,
+        sample: np.ndarray,
+        kind: str,
+        nlist: int,
+        pq_m: int,
+        n_groups: int,
+        seed: int = TRAIN_SEED,
+    ) -> Router:
+        """Train the router on `sample` (a random sample of the data, see `training_sample`)
+        with `nlist` partitions as chosen by `plan.clamp_nlist`, and for IVF-PQ the codebook,
+        on a random subset of 2**PQ_NBITS * MAX_POINTS_PER_CENTROID rows (FAISS subsamples
+        k-means training sets to that many points per centroid anyway)."""
+        n, dim = sample.shape
         logger.info("training router: %d partitions on %d vectors (%s)", nlist, n, kind)
-        centroids = _kmeans(vectors, nlist, seed) if nlist > 1 else vectors.mean(0, keepdims=True)
+        centroids = _kmeans(sample, nlist, seed) if nlist > 1 else sample.mean(0, keepdims=True)
         quantizer = faiss.IndexFlatIP(dim)
         quantizer.add(
             np.ascontiguousarray(centroids / np.linalg.norm(centroids, axis=1, keepdims=True))
         )
         if kind == "ivf_pq":
-            template = faiss.IndexIVFPQ(quantizer, dim, nlist, pq_m, 8, faiss.METRIC_INNER_PRODUCT)
-            sample = vectors[: MAX_POINTS_PER_CENTROID * 256]  # PQ codebooks: 256 centroids each
-            template.train(np.ascontiguousarray(sample))
+            template = faiss.IndexIVFPQ(
+                quantizer, dim, nlist, pq_m, PQ_NBITS, faiss.METRIC_INNER_PRODUCT
+            )
+            pq_points = MAX_POINTS_PER_CENTROID * (1 << PQ_NBITS)
+            template.train(training_sample(sample, pq_points, seed + 2))
         else:
             template = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
         template.own_fields = True
@@ -132,6 +152,11 @@ class Codec:
         """The partition of each vector."""
         return self.quantizer.search(vectors, 1)[1][:, 0]
 
+    def empty_index(self) -> faiss.IndexIVF:
+        """A copy of the trained, empty IVF index over all partitions (for comparing a plain
+        FAISS IVF index against the memory on the same centroids)."""
+        return faiss.clone_index(self.template)
+
     def new_shard_index(self, group: int) -> faiss.IndexIVF:
         """An empty trained IVF index over the partitions of `group` (local numbering)."""
         dim = self.template.d
@@ -139,7 +164,12 @@ class Codec:
         quantizer.add(np.ascontiguousarray(self.centroids[self.groups == group]))
         if self.kind == "ivf_pq":
             index = faiss.IndexIVFPQ(
-                quantizer, dim, quantizer.ntotal, self.template.pq.M, 8, faiss.METRIC_INNER_PRODUCT
+                quantizer,
+                dim,
+                quantizer.ntotal,
+                self.template.pq.M,
+                PQ_NBITS,
+                faiss.METRIC_INNER_PRODUCT,
             )
             index.pq = self.template.pq  # the memory-wide codebook (SWIG copies the struct)
             index.is_trained = True
@@ -154,26 +184,26 @@ class Codec:
         (FAISS skips negative list numbers in search_preassigned)."""
         return np.where(self.groups[lists] == group, self.local[lists], -1)
 
-    def save(self, directory: Path) -> CodecInfo:
-        atomic_write_bytes(directory / CODEC_FILE, _serialize(self.template))
+    def save(self, directory: Path) -> RouterInfo:
+        atomic_write_bytes(directory / ROUTER_FILE, _serialize(self.template))
         groups_path = directory / GROUPS_FILE
         tmp = groups_path.with_name(".tmp-" + GROUPS_FILE)
         with open(tmp, "wb") as f:
             np.save(f, self.groups, allow_pickle=False)
         atomic_write_bytes(groups_path, tmp.read_bytes())
         tmp.unlink()
-        return CodecInfo(
+        return RouterInfo(
             self.kind,
             self.nlist,
             self.n_groups,
-            sha256_file(directory / CODEC_FILE),
+            sha256_file(directory / ROUTER_FILE),
             sha256_file(groups_path),
         )
 
     @classmethod
-    def load(cls, directory: Path, info: CodecInfo, dim: int) -> Codec:
+    def load(cls, directory: Path, info: RouterInfo, dim: int) -> Router:
         """Read and validate the codec files against the manifest's record."""
-        path, groups_path = directory / CODEC_FILE, directory / GROUPS_FILE
+        path, groups_path = directory / ROUTER_FILE, directory / GROUPS_FILE
         for p, expected in ((path, info.sha256), (groups_path, info.groups_sha256)):
             if not p.is_file():
                 raise CorruptFileError(p, "missing")

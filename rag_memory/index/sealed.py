@@ -17,16 +17,17 @@ import mmap
 import os
 import threading
 from pathlib import Path
+from typing import Any
 
 import faiss
 import numpy as np
 
 from ..errors import CorruptFileError
-from ..fsutil import fsync_dir
 from ..manifest import ShardInfo
-from .codec import Codec, sha256_file
+from .base import Route, ShardHits
+from .router import Router, sha256_file
+from .shard_files import shard_paths
 
-TIERS = ("gpu", "ram", "disk")
 _gpu_local = threading.local()
 
 
@@ -38,101 +39,15 @@ def gpu_resources() -> faiss.StandardGpuResources:
     return res
 
 
-def _write_array(path: Path, array: np.ndarray) -> None:
-    with open(path, "wb") as f:
-        f.write(array.tobytes())
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _paths(directory: Path, shard_id: int) -> dict[str, Path]:
-    stem = directory / f"{shard_id:06d}"
-    return {ext: stem.with_suffix(f".{ext}") for ext in ("faiss", "addr", "vec")}
-
-
-def write_shard(
-    directory: Path, shard_id: int, codec: Codec, group: int, addrs: np.ndarray, vectors: np.ndarray
-) -> ShardInfo:
-    """Build and durably write one shard of `group` (its files are fsynced before return)."""
-    order = np.argsort(addrs, kind="stable")
-    addrs, vectors = np.ascontiguousarray(addrs[order]), np.ascontiguousarray(vectors[order])
-    index = codec.new_shard_index(group)
-    index.add_with_ids(vectors, addrs)
-    return _write_files(directory, shard_id, index, codec.kind, group, addrs, vectors)
-
-
-def merge_shards(
-    directory: Path, shard_id: int, codec: Codec, group: int, shards: list[SealedShard]
-) -> ShardInfo:
-    """One shard holding the live vectors of several shards of `group`, durably written.
-
-    The shards share the group's quantizer and the memory's PQ codebook, so their inverted
-    lists are concatenated code by code (IndexIVF.merge_from, as faiss.contrib.ondisk merges
-    IVF shards) and tombstones removed by id: nothing is re-encoded, and merging stays linear
-    in bytes however often a group is merged. Extra RAM: one merged group."""
-    merged = codec.new_shard_index(group)
-    parts_a, parts_v, gone = [], [], []
-    for shard in shards:
-        tombstones = shard.tombstones  # one snapshot: deletes may arrive while this runs
-        # a private RAM copy: merge_from empties its source, which must not be the served index
-        merged.merge_from(shard.open_index("ram")[1], 0)
-        keep = ~np.isin(shard.addrs, tombstones)
-        parts_a.append(shard.addrs[keep])
-        parts_v.append(shard.all_vectors(0, len(shard))[keep])
-        gone.append(tombstones)
-    tombstones = np.concatenate(gone)
-    if len(tombstones):
-        merged.remove_ids(faiss.IDSelectorBatch(tombstones))
-    addrs, vectors = np.concatenate(parts_a), np.concatenate(parts_v)
-    del parts_v
-    order = np.argsort(addrs, kind="stable")
-    return _write_files(
-        directory, shard_id, merged, codec.kind, group, addrs[order], vectors[order]
-    )
-
-
-def _write_files(
-    directory: Path,
-    shard_id: int,
-    index: faiss.IndexIVF,
-    kind: str,
-    group: int,
-    addrs: np.ndarray,
-    vectors: np.ndarray,
-) -> ShardInfo:
-    paths = _paths(directory, shard_id)
-    faiss.write_index(index, str(paths["faiss"]))
-    with open(paths["faiss"], "rb+") as f:
-        os.fsync(f.fileno())
-    _write_array(paths["addr"], addrs.astype("<i8"))
-    _write_array(paths["vec"], vectors.astype("<f4"))
-    fsync_dir(directory)
-    return ShardInfo(
-        shard_id=shard_id,
-        kind=kind,
-        tier="disk",
-        count=len(addrs),
-        file=f"{directory.name}/{shard_id:06d}",
-        sha256=sha256_file(paths["addr"]),
-        group=group,
-        heat=0.0,
-    )
-
-
-def remove_shard_files(directory: Path, shard_id: int) -> None:
-    for path in _paths(directory, shard_id).values():
-        path.unlink(missing_ok=True)
-
-
 class SealedShard:
-    """A sealed shard's files, opened in one tier at a time."""
+    """A sealed shard's files, opened in one tier at a time (a `base.Shard`)."""
 
-    def __init__(self, root: Path, info: ShardInfo, codec: Codec, dim: int) -> None:
+    def __init__(self, root: Path, info: ShardInfo, router: Router, dim: int) -> None:
         self.info = info
         self.shard_id, self.group, self.kind = info.shard_id, info.group, info.kind
         self.dim = dim
-        self._codec = codec
-        self.paths = _paths((root / info.file).parent, info.shard_id)
+        self._router = router
+        self.paths = shard_paths((root / info.file).parent, info.shard_id)
         for ext, size in (("addr", 8 * info.count), ("vec", 4 * dim * info.count)):
             path = self.paths[ext]
             if not path.is_file():
@@ -158,6 +73,14 @@ class SealedShard:
     def __len__(self) -> int:
         return self.info.count
 
+    @property
+    def live_count(self) -> int:
+        return self.info.count - len(self.tombstones)
+
+    @property
+    def held_bytes(self) -> int:
+        return self.index_bytes if self.tier != "disk" else self.paths["faiss"].stat().st_size
+
     # -- tiers -------------------------------------------------------------------------
     def open_index(self, tier: str) -> tuple[faiss.Index, faiss.IndexIVF]:
         """Load the index for `tier` without touching the shard: (search index, CPU index)."""
@@ -170,7 +93,7 @@ class SealedShard:
             not isinstance(cpu, faiss.IndexIVF)
             or cpu.d != self.dim
             or cpu.ntotal != self.info.count
-            or cpu.nlist != int((self._codec.groups == self.group).sum())
+            or cpu.nlist != int((self._router.groups == self.group).sum())
         ):
             raise CorruptFileError(
                 path,
@@ -207,17 +130,21 @@ class SealedShard:
         )
 
     def search(
-        self,
-        queries: np.ndarray,
-        k: int,
-        lists: np.ndarray,
-        coarse: np.ndarray,
-        allowed: faiss.IDSelector | None,
-    ) -> tuple[np.ndarray, np.ndarray, int, int]:
-        """Top-k over this shard's part of the router's assignment `lists` (global partition
-        ids, shape (nq, nprobe)). Returns (scores, addresses, bytes scanned, non-empty
-        partitions probed)."""
-        local = self._codec.local_assignment(lists, self.group)
+        self, queries: np.ndarray, k: int, allowed: np.ndarray | None, route: Route | None
+    ) -> ShardHits:
+        """Top-k over this shard's part of the router's assignment `route` (global partition
+        ids, shape (nq, nprobe)); tombstones never answer, and with `allowed` only those
+        addresses do. `bytes_scanned` counts the codes of the partitions probed."""
+        if route is None:
+            raise ValueError("a sealed shard is searched with the router's assignment")
+        selector = self._tomb_selector
+        if allowed is not None:  # live slots only: tombstones are not among them
+            mine = allowed[(allowed >= self.addrs[0]) & (allowed <= self.addrs[-1])]
+            if not len(mine):
+                return _empty_hits(len(queries), k)
+            selector = faiss.IDSelectorBatch(mine)  # must outlive the search below
+        lists, coarse = route.lists, route.coarse
+        local = self._router.local_assignment(lists, self.group)
         # Pack each row's own partitions to the front: FAISS reads the assignment with a row
         # stride of nprobe, and clamps nprobe to this shard's (smaller) nlist.
         valid = local >= 0
@@ -225,7 +152,6 @@ class SealedShard:
         width = max(1, int(valid.sum(axis=1).max()))
         local = np.ascontiguousarray(np.take_along_axis(local, order, axis=1)[:, :width])
         coarse = np.ascontiguousarray(np.take_along_axis(coarse, order, axis=1)[:, :width])
-        selector = allowed if allowed is not None else self._tomb_selector
         probed = self.list_bytes[local[local >= 0]]
         # The GPU copy serves unfiltered searches when its FAISS build exposes preassigned
         # search; IDSelectors (filters, tombstones) run on the memory-mapped CPU copy.
@@ -233,6 +159,10 @@ class SealedShard:
             self.tier == "gpu" and selector is None and hasattr(self._index, "search_preassigned_c")
         )
         index = self._index if use_gpu else self._cpu_index
+        if index is None:
+            raise RuntimeError(
+                f"shard {self.shard_id} is searched before install() or after close()"
+            )
         nq, nprobe = local.shape
         scores = np.empty((nq, k), dtype=np.float32)
         addrs = np.empty((nq, k), dtype=np.int64)
@@ -250,7 +180,19 @@ class SealedShard:
             False,
             params,
         )
-        return scores, addrs, int(probed.sum()), int((probed > 0).sum())
+        return ShardHits(scores, addrs, int(probed.sum()), int((probed > 0).sum()))
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "shard_id": self.shard_id,
+            "sealed": True,
+            "kind": self.kind,
+            "tier": self.tier,
+            "group": self.group,
+            "vectors": len(self),
+            "bytes": self.held_bytes,
+            "tombstone_ratio": len(self.tombstones) / max(1, len(self)),
+        }
 
     def vectors_of(self, addrs: np.ndarray) -> np.ndarray:
         """Full-precision vectors of `addrs` (all in this shard), read from the .vec file.
@@ -258,6 +200,8 @@ class SealedShard:
         The pages read are dropped from this process's resident set afterwards (they stay in
         the kernel's page cache), so re-ranking never makes the file count against RSS.
         """
+        if self._vec_map is None:  # an empty shard holds no vector to read
+            return np.empty((0, self.dim), dtype=np.float32)
         rows = np.searchsorted(self.addrs, addrs)
         table = np.frombuffer(self._vec_map, dtype="<f4").reshape(-1, self.dim)
         out = table[rows].astype(np.float32)
@@ -277,3 +221,10 @@ class SealedShard:
         if self._vec_map is not None:
             self._vec_map.close()
         self._vec_file.close()
+
+
+def _empty_hits(nq: int, k: int) -> ShardHits:
+    """No candidates: FAISS's own padding (score -inf, address -1)."""
+    return ShardHits(
+        np.full((nq, k), -np.inf, dtype=np.float32), np.full((nq, k), -1, dtype=np.int64), 0, 0
+    )

@@ -1,10 +1,17 @@
-"""TieredIndex: the growing shard plus sealed IVF shards routed by centroid and placed in tiers.
+"""TieredIndex: all of a memory's vectors, one growing shard and sealed IVF shards in tiers.
 
-A query is routed once (the codec's coarse quantizer gives its nprobe partitions), then only the
-shards holding those partitions are searched, each in its tier, in parallel; their top-k lists
-are merged exactly (faiss ResultHeap). IVF-PQ candidates are re-ranked with full-precision
-vectors before the merge, as FAISS IndexRefine does. Writes land in the growing shard; sealing,
-compaction and rebalancing live in maintenance.py.
+The index owns its shards' whole lifecycle: it opens them (repairing what an interrupted seal
+left behind), searches them, seals the growing shard into IVF shards, merges crowded groups,
+moves shards between tiers by heat, and, in a read-only replica, catches up with the writer's
+commits. Its state is private; callers use the methods below. A query is routed once (the
+router's coarse quantizer gives its nprobe partitions), then only the shards holding those
+partitions are searched, in parallel, and their top-k merged exactly (fanout.py). The heavy
+pure parts (router training, shard writing and merging) are free functions in sealing.py and
+shard_files.py; this class calls them without its lock and swaps their results in under it.
+
+Locking: `lock` is a readers-writer lock. Searches hold it for reading; a change that must
+look atomic to searches (a write committed to the slot table and applied here, a swap of
+shards) holds it for writing. One seal, compaction or rebalance runs at a time.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -20,32 +28,24 @@ from typing import Any
 import faiss
 import numpy as np
 
+from ..errors import CorruptFileError
 from ..locks import ReadWriteLock
-from ..manifest import Manifest, write_manifest
-from ..store.slot_table import SlotTable
-from .codec import Codec, CodecInfo
+from ..manifest import Manifest, RouterRecord, read_manifest
+from .base import TIERS, ShardTable
+from .budgets import Budgets
 from .config import IndexConfig
+from .fanout import ProbeCounts, search_sealed
 from .growing import GrowingShard
 from .merge import merge_topk
-from .placement import HeatTracker, place_shards
-from .sealed import TIERS, SealedShard
+from .router import Router
+from .sealed import SealedShard
+from .sealed_set import SealedSet
+from .sealing import groups_to_merge, orphan_files, train_router, write_group_shards
+from .shard_files import SHARDS_DIR, merge_shards, remove_shard_files
 
 logger = logging.getLogger(__name__)
 
-SHARDS_DIR = "shards"
-DEFAULT_GPU_BYTES = 4 << 30
-# Re-ranking reads candidate vectors in chunks of this many rows (~12 MiB at dim 384), so a big
-# batch never holds all its candidates' full vectors at once.
-REFINE_CHUNK_ROWS = 8192
-QUERY_CHUNK = 256
-MERGE_BATCH = 16
-
-
-def default_gpu_bytes(gpu_bytes: int | None) -> int:
-    """GPU budget: as given, else 4 GiB when FAISS sees a GPU, else 0 (no GPU tier)."""
-    if gpu_bytes is not None:
-        return gpu_bytes
-    return DEFAULT_GPU_BYTES if faiss.get_num_gpus() > 0 else 0
+QUERY_CHUNK = 256  # queries per sealed search: bounds the candidates held at once
 
 
 class TieredIndex:
@@ -55,28 +55,17 @@ class TieredIndex:
         self,
         directory: Path,
         manifest: Manifest,
-        table: SlotTable,
-        lock: ReadWriteLock,
-        ram_bytes: int | None,
-        gpu_bytes: int | None,
+        table: ShardTable,
+        budgets: Budgets,
         read_only: bool,
     ) -> None:
-        self.directory = directory
-        self.shard_dir = directory / SHARDS_DIR
-        self.manifest = manifest
-        self.config = IndexConfig.from_dict(manifest.index)
-        self.table = table
-        self.lock = lock  # the Memory's readers-writer lock: swaps take it for writing
-        self.maintenance = threading.Lock()  # one seal / compaction / rebalance at a time
+        self.lock = ReadWriteLock()
         self.read_only = read_only
-        self.ram_bytes = ram_bytes
-        self.gpu_bytes = default_gpu_bytes(gpu_bytes)
-        self.growing = GrowingShard(manifest.dim)
-        self.codec: Codec | None = None
-        self.sealed: dict[int, SealedShard] = {}
-        self.heat = HeatTracker(
-            self.config.heat_half_life, {s.shard_id: s.heat for s in manifest.shards}
-        )
+        self.budgets = budgets
+        self._directory = directory
+        self._shard_dir = directory / SHARDS_DIR
+        self._table = table
+        self._maintenance_lock = threading.Lock()  # one seal / compaction / rebalance at a time
         # Pool threads run FAISS single-threaded: parallelism comes from the pool itself.
         self._pool = ThreadPoolExecutor(
             max_workers=os.cpu_count() or 1,
@@ -85,78 +74,107 @@ class TieredIndex:
             initargs=(1,),
         )
         self._counters_lock = threading.Lock()
-        self.counters = {"probes_fast": 0, "probes_total": 0, "disk_bytes_read": 0}
+        self._counters = ProbeCounts()
         self._last_rebalance = 0
-        self._open_sealed()
+        try:
+            self._load(manifest)
+        except BaseException:
+            self.close()
+            raise
 
     # -- opening -----------------------------------------------------------------------
-    def _open_sealed(self) -> None:
-        """Open the manifest's shards, placed by their recorded heat within today's budgets."""
-        record = self.manifest.codec
-        if record is None:
-            return
-        info = CodecInfo(
-            record.kind, record.nlist, record.groups, record.sha256, record.groups_sha256
+    def _load(self, manifest: Manifest) -> None:
+        """Open the manifest's shards placed by recorded heat within the budgets; a writer
+        repairs what an interrupted seal left; then fill the growing shard from the table."""
+        self.config = IndexConfig.from_dict(manifest.index)
+        self._growing = GrowingShard(manifest.dim)
+        self._sealed = SealedSet(
+            self._directory,
+            manifest,
+            self.config.heat_half_life,
+            self._table.sealed_tombstones(),
+            self.budgets,
+            self._growing.held_bytes,
         )
-        self.codec = Codec.load(self.shard_dir, info, self.manifest.dim)
-        shards = {
-            s.shard_id: SealedShard(self.directory, s, self.codec, self.manifest.dim)
-            for s in self.manifest.shards
-        }
-        for addr, shard_id in self.table.sealed_tombstones():
-            if shard_id in shards:
-                shards[shard_id].tombstones = np.append(shards[shard_id].tombstones, addr)
-        placement = self._placement(shards)
-        for shard_id, shard in shards.items():
-            shard.set_tombstones(shard.tombstones)
-            shard.install(shard.open_index(placement[shard_id]), placement[shard_id])
-        self.sealed = shards
-
-    def _placement(self, shards: dict[int, SealedShard]) -> dict[int, str]:
-        heat = self.heat.snapshot()
-        ram = None if self.ram_bytes is None else max(0, self.ram_bytes - self.growing.nbytes)
-        return place_shards(
-            [(i, heat.get(i, 0.0), s.index_bytes) for i, s in shards.items()], self.gpu_bytes, ram
-        )
-
-    def load_growing(self, addrs: np.ndarray, vectors: np.ndarray) -> None:
-        """Fill the growing shard from the slot table, skipping slots a sealed shard already
-        holds (the table lags the manifest after a crash in the middle of a seal)."""
-        if self.sealed:
-            fresh = ~np.isin(addrs, np.concatenate([s.addrs for s in self.sealed.values()]))
+        if not self.read_only:
+            self._repair()
+        addrs, vectors, self._version = self._table.growing_vectors()
+        if len(self._sealed):  # the table lags the manifest after a crash in a seal
+            fresh = ~np.isin(addrs, self._sealed.all_addrs())
             addrs, vectors = addrs[fresh], vectors[fresh]
-        self.growing.add(addrs, vectors)
+        self._growing.add(addrs, vectors)
+        live = self._table.live_count()
+        if live != self.live_count():
+            raise CorruptFileError(
+                self._directory / "slots.sqlite",
+                f"slot count {live} does not match the {self.live_count()} vectors stored",
+            )
 
-    def iter_live_vectors(self, batch: int = 65_536):  # -> Iterator[tuple[ndarray, ndarray]]
-        """(addresses, full-precision vectors) of every live slot, in chunks: the growing
-        shard's, then each sealed shard's read from its .vec file without its tombstones."""
-        addrs, vectors = self.growing.snapshot()
-        if len(addrs):
-            yield addrs, vectors
-        for _, shard in sorted(self.sealed.items()):
-            for start in range(0, len(shard), batch):
-                stop = min(len(shard), start + batch)
-                keep = ~np.isin(shard.addrs[start:stop], shard.tombstones)
-                yield shard.addrs[start:stop][keep], shard.all_vectors(start, stop)[keep]
+    def _repair(self) -> None:
+        """Writer only: delete files no manifest names, and bring the slot table up to the
+        manifest's generation if a crash came between the two commits."""
+        manifest = self._sealed.manifest
+        for path in orphan_files(self._shard_dir, manifest):
+            logger.warning("removing orphan file %s (left by an interrupted seal)", path)
+            path.unlink()
+        if self._table.generation() != manifest.generation:
+            logger.warning(
+                "slot table is behind the manifest (generation %d < %d): reconciling",
+                self._table.generation(),
+                manifest.generation,
+            )
+            shards = self._sealed.shards
+            self._table.apply_sealing(
+                manifest.generation,
+                {s.shard_id: s.addrs for s in shards},
+                [s.shard_id for s in shards],
+            )
+
+    # -- what callers may read ---------------------------------------------------------
+    @property
+    def manifest(self) -> Manifest:
+        return self._sealed.manifest
+
+    @property
+    def router(self) -> Router | None:
+        """The trained router (None before the first seal). Advanced: for inspecting
+        partitions or building a plain FAISS IVF index on the same centroids."""
+        return self._sealed.router
+
+    @property
+    def growing(self) -> GrowingShard:
+        """The exact shard of slots not yet sealed (read it; writes go through the index)."""
+        return self._growing
+
+    @property
+    def sealed_shards(self) -> list[SealedShard]:
+        """The sealed shards, by id (read them; the index swaps and retires them)."""
+        return self._sealed.shards
+
+    @property
+    def version(self) -> int:
+        """The slot-table version this index reflects: its one owner. A query cache entry
+        stored at this version is fresh until the index moves past it."""
+        return self._version
 
     def live_count(self) -> int:
-        return len(self.growing) + sum(len(s) - len(s.tombstones) for s in self.sealed.values())
+        return self._growing.live_count + sum(s.live_count for s in self._sealed.shards)
 
-    # -- writes (the caller holds the write lock) ----------------------------------------
-    def add(self, addrs: np.ndarray, vectors: np.ndarray) -> None:
-        self.growing.add(addrs, vectors)
+    def should_seal(self) -> bool:
+        return len(self._growing) >= self.config.seal_threshold
 
-    def remove(self, addrs: np.ndarray) -> None:
-        """Drop from the growing shard; tombstone inside sealed shards (until compaction)."""
-        if not len(addrs):
-            return
-        self.growing.remove(addrs)
-        for shard in self.sealed.values():
-            hit = addrs[np.isin(addrs, shard.addrs)]
-            if len(hit):
-                shard.set_tombstones(np.concatenate([shard.tombstones, hit]))
+    # -- writes (the caller holds lock.write() and has committed them to the table) -----
+    def apply_write(self, added: np.ndarray, vectors: np.ndarray, removed: np.ndarray) -> None:
+        """Apply a committed write: `removed` addresses leave, `added` ones join the growing
+        shard. Removed slots leave the growing shard or become tombstones of a sealed one
+        (dropped by compaction)."""
+        if len(removed):
+            self._growing.remove(removed)
+            self._sealed.tombstone(removed)
+        self._growing.add(added, vectors)
+        self._version = self._table.version()
 
-    # -- search (the caller holds the read lock) -----------------------------------------
+    # -- search (the caller holds lock.read()) -----------------------------------------
     def search(
         self,
         queries: np.ndarray,
@@ -165,198 +183,201 @@ class TieredIndex:
         nprobe: int | None = None,
         refine_factor: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k over the growing shard (exact) merged with the routed sealed shards' top-k.
-        Large batches go in chunks of QUERY_CHUNK, which bounds the candidates held at once."""
-        if not self.sealed:
-            return self.growing.search(queries, k, allowed)
+        """Top-k (scores, addresses) over the growing shard (exact) merged with the routed
+        sealed shards' top-k; `allowed` restricts the answer to those live addresses."""
+        router = self._sealed.router
+        if router is None or not len(self._sealed):
+            hits = self._growing.search(queries, k, allowed)
+            return hits.scores, hits.addrs
         queries = np.ascontiguousarray(queries, dtype=np.float32)
-        selector = None if allowed is None else faiss.IDSelectorBatch(allowed)
+        nprobe = min(nprobe or self.config.nprobe, router.nlist)
+        refine = refine_factor or self.config.refine_factor
         parts = [
-            self._search_sealed(
-                queries[i : i + QUERY_CHUNK],
-                k,
-                selector,
-                nprobe,
-                refine_factor or self.config.refine_factor,
-            )
+            self._search_sealed(router, queries[i : i + QUERY_CHUNK], k, allowed, nprobe, refine)
             for i in range(0, len(queries), QUERY_CHUNK)
         ]
-        scores, addrs = (
-            np.concatenate([p[0] for p in parts]),
-            np.concatenate([p[1] for p in parts]),
-        )
-        if len(self.growing):
-            scores, addrs = merge_topk(
-                [self.growing.search(queries, k, allowed), (scores, addrs)], k
-            )
+        scores = np.concatenate([p[0] for p in parts])
+        addrs = np.concatenate([p[1] for p in parts])
+        if len(self._growing):
+            grown = self._growing.search(queries, k, allowed)
+            scores, addrs = merge_topk([(grown.scores, grown.addrs), (scores, addrs)], k)
         return scores, addrs
 
     def _search_sealed(
         self,
+        router: Router,
         queries: np.ndarray,
         k: int,
-        selector: faiss.IDSelector | None,
-        nprobe: int | None,
-        refine_factor: int,
+        allowed: np.ndarray | None,
+        nprobe: int,
+        refine: int,
     ) -> tuple[np.ndarray, np.ndarray]:
-        nprobe = min(nprobe or self.config.nprobe, self.codec.nlist)
-        coarse, lists = self.codec.route(queries, nprobe)
-        groups = np.unique(self.codec.groups[lists])
-        targets = [s for s in self.sealed.values() if s.group in groups]
-        refine = self.codec.kind == "ivf_pq"
-        kk = k * refine_factor if refine else k
-        args = (queries, kk, lists, coarse, selector)
-        if len(targets) > 1:
-            # Shards in parallel, each searched single-threaded: one OpenMP team per shard
-            # call would pay a barrier per shard, and stragglers on a busy machine.
-            results = self._pool.map(lambda s: s.search(*args), targets)
-        else:  # one shard: FAISS spreads the queries over the cores itself
-            results = (s.search(*args) for s in targets)
-        pending: list[tuple[np.ndarray, ...]] = []
-        probes: dict[int, int] = {}
-        fast = total = disk_bytes = 0
-        for i, (shard, (scores, addrs, scanned, n_probes)) in enumerate(
-            zip(targets, results, strict=True)
-        ):
-            # merged MERGE_BATCH shards at a time: few sorts, and a bounded candidate set
-            pending.append((scores, addrs, np.full(addrs.shape, i, dtype=np.int32)))
-            if len(pending) > MERGE_BATCH:
-                pending = [merge_topk(pending, kk)]
-            probes[shard.shard_id] = n_probes
-            total += n_probes
-            if shard.tier == "disk":
-                disk_bytes += scanned
-            else:
-                fast += n_probes
-        best = merge_topk(pending, kk)
-        if refine:
-            scores, addrs, read = self._refine(queries, k, targets, best[1], best[2])
-            disk_bytes += read
-        else:
-            scores, addrs = best[0], best[1]
-        self.heat.record(len(queries), probes)
+        scores, addrs, counts = search_sealed(
+            router, self._sealed.shards, queries, k, allowed, nprobe, refine, self._pool.map
+        )
+        self._sealed.record_probes(len(queries), counts.per_shard)
         with self._counters_lock:
-            self.counters["probes_fast"] += fast
-            self.counters["probes_total"] += total
-            self.counters["disk_bytes_read"] += disk_bytes
+            self._counters.fast += counts.fast
+            self._counters.total += counts.total
+            self._counters.disk_bytes += counts.disk_bytes
         return scores, addrs
 
-    def _refine(
-        self,
-        queries: np.ndarray,
-        k: int,
-        shards: list[SealedShard],
-        addrs: np.ndarray,
-        owner: np.ndarray,
-    ) -> tuple[np.ndarray, np.ndarray, int]:
-        """Re-rank IVF-PQ candidates exactly, as FAISS IndexRefine does: the k * refine_factor
-        best by PQ score over all shards (one codebook, so their scores compare) get their
-        full-precision vectors read from their shard's .vec file, a bounded chunk at a time.
-        Returns (scores, addresses, bytes read)."""
-        exact = np.full(addrs.shape, -np.inf, dtype=np.float32)
-        read = 0
-        for i, shard in enumerate(shards):
-            rows, cols = np.nonzero((owner == i) & (addrs >= 0))
-            for start in range(0, len(rows), REFINE_CHUNK_ROWS):
-                r, c = (
-                    rows[start : start + REFINE_CHUNK_ROWS],
-                    cols[start : start + REFINE_CHUNK_ROWS],
-                )
-                vectors = shard.vectors_of(addrs[r, c])
-                exact[r, c] = np.einsum("ij,ij->i", vectors, queries[r])
-                read += vectors.nbytes
-        scores, addrs = merge_topk([(exact, np.where(np.isfinite(exact), addrs, -1))], k)
-        return scores, addrs, read
+    def iter_live_vectors(self, batch: int = 65_536) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(addresses, full-precision vectors) of every live slot, in chunks: the growing
+        shard's, then each sealed shard's read from its .vec file without its tombstones."""
+        addrs, vectors = self._growing.snapshot()
+        if len(addrs):
+            yield addrs, vectors
+        for shard in self._sealed.shards:
+            for start in range(0, len(shard), batch):
+                stop = min(len(shard), start + batch)
+                keep = ~np.isin(shard.addrs[start:stop], shard.tombstones)
+                yield shard.addrs[start:stop][keep], shard.all_vectors(start, stop)[keep]
 
-    def needs_rebalance(self) -> bool:
-        every = self.config.rebalance_every
-        return bool(every and self.sealed and self.heat.queries - self._last_rebalance >= every)
+    # -- sealing and compaction --------------------------------------------------------
+    def seal(self, force: bool = False) -> int:
+        """Seal the growing shard into IVF shards if it reached the threshold (or `force`),
+        then merge groups that have `merge_threshold` shards. Returns vectors sealed. The
+        heavy work runs outside the lock; only the swap holds it for writing."""
+        with self._maintenance_lock:
+            with self.lock.read():
+                addrs, vectors = self._growing.snapshot()
+            if not len(addrs) or (not force and len(addrs) < self.config.seal_threshold):
+                return 0
+            router, record = self._sealed.router, None
+            if router is None:
+                router, record = train_router(
+                    vectors, self.config, self.budgets.ram_bytes, self._shard_dir
+                )
+            first = self._sealed.next_shard_id()
+            infos = write_group_shards(self._shard_dir, first, router, addrs, vectors)
+            # placed beside what stays in the growing shard once these vectors leave it
+            staying = self._growing.bytes_for(max(0, len(self._growing) - len(addrs)))
+            new = self._sealed.open_new(infos, router, staying)
+            with self.lock.write():
+                self._commit(new, [], router, record)
+            logger.info("sealed %d vectors into %d shards", len(addrs), len(new))
+            self._merge_groups(self.config.merge_threshold, 1.0)
+            return len(addrs)
+
+    def compact(self) -> dict[str, int]:
+        """Seal everything, then rewrite every group that has several shards or any tombstone."""
+        sealed = self.seal(force=True)
+        with self._maintenance_lock:
+            merged = self._merge_groups(2, 1e-12)
+        return {"sealed": sealed, "groups_rewritten": merged}
+
+    def _merge_groups(self, min_shards: int, min_tombstone_ratio: float) -> int:
+        """Rewrite each chosen group's shards as one, without tombstones (the caller holds
+        the maintenance lock). Extra RAM: one merged group at a time."""
+        router = self._sealed.router
+        if router is None:
+            return 0
+        shards = {s.shard_id: s for s in self._sealed.shards}
+        chosen = groups_to_merge(shards, min_shards, min_tombstone_ratio)
+        for group, shard_ids in chosen.items():
+            parts = [shards[i] for i in shard_ids]
+            info = merge_shards(self._shard_dir, self._sealed.next_shard_id(), router, group, parts)
+            new = self._sealed.open_new([info], router, self._growing.held_bytes)
+            with self.lock.write():
+                self._commit(new, shard_ids, router, None)
+        return len(chosen)
+
+    def _commit(
+        self,
+        new: list[SealedShard],
+        retired: list[int],
+        router: Router,
+        record: RouterRecord | None,
+    ) -> None:
+        """Swap new shards in and retired ones out: the manifest first (the commit point),
+        then the slot table, then the retired files (the caller holds the write lock).
+        Slots deleted while the new shards were being built become their tombstones."""
+        for shard in new:
+            if retired:  # a merge: deletions since its snapshot sit on the retired shards
+                tombs = np.concatenate([self._sealed[i].tombstones for i in retired])
+                gone = tombs[np.isin(tombs, shard.addrs)]
+            else:  # a seal: deletions since the snapshot already left the growing shard
+                gone = shard.addrs[~np.isin(shard.addrs, self._growing.addresses)]
+                self._growing.remove(shard.addrs)
+            shard.set_tombstones(gone)
+        closing = self._sealed.swap(new, retired, router, record)
+        self._table.apply_sealing(
+            self._sealed.manifest.generation,
+            {s.shard_id: s.addrs for s in new},
+            [s.shard_id for s in self._sealed.shards],
+        )
+        for shard in closing:
+            shard.close()
+            remove_shard_files(self._shard_dir, shard.shard_id)
 
     # -- tiers -------------------------------------------------------------------------
+    def needs_rebalance(self) -> bool:
+        every = self.config.rebalance_every
+        due = self._sealed.queries_seen - self._last_rebalance >= every
+        return bool(every and len(self._sealed) and due)
+
+    def rebalance_in_background(self) -> None:
+        """Start a rebalance in a daemon thread when one is due and none is running."""
+        if self.needs_rebalance() and not self._maintenance_lock.locked():
+            threading.Thread(
+                target=self.rebalance, daemon=True, name="rag-memory-rebalance"
+            ).start()
+
     def rebalance(self) -> dict[int, str]:
-        """Move shards between tiers by heat within the budgets; each move is one brief swap
-        under the write lock (the index file is read before it), so readers barely wait."""
-        with self.maintenance:
-            self._last_rebalance = self.heat.queries
-            placement = self._placement(self.sealed)
-            order = sorted(placement, key=lambda i: TIERS.index(placement[i]), reverse=True)
-            moved = {}
-            for shard_id in order:  # demotions (to disk) first, so RAM frees before it fills
-                shard = self.sealed.get(shard_id)
-                tier = placement[shard_id]
-                if shard is None or shard.tier == tier:
-                    continue
-                loaded = shard.open_index(tier)
-                with self.lock.write():
-                    shard.install(loaded, tier)
-                moved[shard_id] = tier
-            if moved:
-                logger.info("rebalance moved %d shards: %s", len(moved), moved)
+        """Move sealed shards between tiers by heat within the budgets now; a writer
+        records the new tiers and heat in the manifest. Returns the moves."""
+        with self._maintenance_lock:
+            self._last_rebalance = self._sealed.queries_seen
+            moved = self._sealed.rebalance(self.lock, self._growing.held_bytes)
             if not self.read_only:
                 with self.lock.write():
-                    self.write_manifest(new_generation=False)
+                    self._sealed.write_manifest(new_generation=False)
             return moved
 
-    def write_manifest(self, new_generation: bool, **changes: Any) -> None:
-        """Record the sealed shards with their tiers and heat (and any `changes`) atomically.
-        A new generation means the set of sealed shards changed; readers then reload."""
-        heat = self.heat.snapshot()
-        shards = tuple(
-            replace(s.info, tier=s.tier, heat=round(heat.get(i, 0.0), 3))
-            for i, s in sorted(self.sealed.items())
-        )
-        generation = self.manifest.generation + int(new_generation)
-        self.manifest = replace(self.manifest, generation=generation, shards=shards, **changes)
-        write_manifest(self.directory, self.manifest)
+    # -- read-only replicas ------------------------------------------------------------
+    def catch_up(self, on_change: Callable[[], None]) -> None:
+        """A read-only replica applies the writer's commits since it last looked: new and
+        deleted slots, or after a seal or compaction (a new generation) the new shards.
+        `on_change` runs when something changed, under the same write lock (caches of the
+        caller's that the change made stale are dropped before any search sees it)."""
+        if not self.read_only or (
+            self._table.version() == self._version
+            and self._table.generation() == self.manifest.generation
+        ):
+            return
+        with self.lock.write():
+            if self._table.generation() != self.manifest.generation:
+                old = self._sealed
+                self._load(read_manifest(self._directory))
+                old.close()
+            else:
+                addrs, vectors, version = self._table.growing_vectors(self._version)
+                removed = self._table.deleted_since(self._version)
+                self._growing.remove(addrs)  # a slot seen before is never added twice
+                self.apply_write(addrs, vectors, removed)
+                self._version = version
+            on_change()
 
+    # -- reporting and closing ---------------------------------------------------------
     def stats(self) -> dict[str, Any]:
-        heat = self.heat.snapshot()
-        shards = [
-            {
-                "shard_id": 0,
-                "kind": "flat",
-                "tier": "ram",
-                "vectors": len(self.growing),
-                "bytes": self.growing.nbytes,
-                "tombstone_ratio": 0.0,
-                "heat": None,
-            }
-        ]
-        vector_files = 0
-        for i, s in sorted(self.sealed.items()):
-            held = s.index_bytes if s.tier != "disk" else s.paths["faiss"].stat().st_size
-            vector_files += s.paths["vec"].stat().st_size
-            shards.append(
-                {
-                    "shard_id": i,
-                    "kind": s.kind,
-                    "tier": s.tier,
-                    "group": s.group,
-                    "vectors": len(s),
-                    "bytes": held,
-                    "tombstone_ratio": len(s.tombstones) / max(1, len(s)),
-                    "heat": round(heat.get(i, 0.0), 3),
-                }
-            )
+        shards = [{**self._growing.stats(), "heat": None}, *self._sealed.stats()]
         tiers = {t: {"shards": 0, "bytes": 0} for t in TIERS}
-        for s in shards:
-            tiers[s["tier"]]["shards"] += 1
-            tiers[s["tier"]]["bytes"] += s["bytes"]
-        tiers["disk"]["bytes"] += vector_files  # full-precision copies, read for re-ranking
+        for line in shards:
+            tiers[line["tier"]]["shards"] += 1
+            tiers[line["tier"]]["bytes"] += line["bytes"]
+        # full-precision copies, read for re-ranking and compaction
+        tiers["disk"]["bytes"] += self._sealed.vector_file_bytes()
         with self._counters_lock:
-            counters = dict(self.counters)
-        record = self.manifest.codec
+            counts = replace(self._counters)
+        record = self.manifest.router
         return {
             "shards": shards,
             "tiers": tiers,
-            "budgets": {"ram_bytes": self.ram_bytes, "gpu_bytes": self.gpu_bytes},
-            "fast_tier_hit_ratio": (
-                counters["probes_fast"] / counters["probes_total"]
-                if counters["probes_total"]
-                else None
-            ),
-            "disk_bytes_read": counters["disk_bytes_read"],
-            "probes": counters["probes_total"],
+            "budgets": self.budgets.to_dict(),
+            "fast_tier_hit_ratio": counts.fast / counts.total if counts.total else None,
+            "disk_bytes_read": counts.disk_bytes,
+            "probes": counts.total,
             "index": {
                 **self.config.to_dict(),
                 "kind_chosen": record.kind if record else None,
@@ -367,5 +388,6 @@ class TieredIndex:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
-        for shard in self.sealed.values():
-            shard.close()
+        sealed = getattr(self, "_sealed", None)
+        if sealed is not None:
+            sealed.close()

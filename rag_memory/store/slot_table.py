@@ -25,9 +25,13 @@ from ..errors import CorruptFileError, IdAlreadyStoredError, ReadOnlyError, Unkn
 from ..types import Slot
 from .row_cache import RowCache
 
-TABLE_NAME = "slots.sqlite"
+TABLE_FILE = "slots.sqlite"
 SCHEMA_VERSION = 1
+# The `shard` column: 0 while a slot's vector is in the growing shard (and its blob in
+# `vectors`), a sealed shard's id once sealed, RETIRED_SHARD once a deleted slot's shard is
+# gone (compacted away). Compare with these names, not by truthiness.
 GROWING_SHARD = 0
+RETIRED_SHARD = -1
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 ROW_CACHE_BYTES = 32 << 20  # hot slots' rows kept in RAM for hydrating hits
 
@@ -66,7 +70,7 @@ class SlotTable:
         self._connections: list[sqlite3.Connection] = []
         self._connections_lock = threading.Lock()
         self._writer = None if read_only else self._connect()
-        self.rows = RowCache(ROW_CACHE_BYTES)
+        self._rows = RowCache(ROW_CACHE_BYTES)
 
     # -- connections -------------------------------------------------------------------
     @classmethod
@@ -205,7 +209,7 @@ class SlotTable:
         except BaseException:
             conn.execute("ROLLBACK")
             raise
-        self.rows.discard(replaced.tolist())
+        self._rows.discard(replaced.tolist())
         return addrs, replaced
 
     def tombstone(self, ids: Sequence[str]) -> np.ndarray:
@@ -228,7 +232,7 @@ class SlotTable:
         except BaseException:
             conn.execute("ROLLBACK")
             raise
-        self.rows.discard(addrs.tolist())
+        self._rows.discard(addrs.tolist())
         return addrs
 
     @staticmethod
@@ -277,13 +281,17 @@ class SlotTable:
         live = {r[0] for r in rows}
         return [i in live for i in ids]
 
+    def forget_cached_rows(self) -> None:
+        """Drop the rows cached in RAM (another process may have deleted them)."""
+        self._rows.clear()
+
     def fetch(self, addrs: Sequence[int]) -> Mapping[int, tuple[str, str, str, int]]:
         """addr -> (id, text, metadata JSON, addr) for the live slots among `addrs` (read-only).
 
         The hot path of every search: hot rows come from the RowCache; for the others the
         addresses, our own int64s and never user input, are written into the statement as
         literals, which skips encoding and parsing a JSON parameter."""
-        return self.rows.lookup(addrs, self._load_rows)
+        return self._rows.lookup(addrs, self._load_rows)
 
     def _load_rows(self, addrs: list[int]) -> list[tuple[str, str, str, int]]:
         if not addrs:
@@ -361,16 +369,17 @@ class SlotTable:
     def sealed_tombstones(self) -> list[tuple[int, int]]:
         """(address, shard) of deleted slots whose vectors still sit in a sealed shard."""
         return self._query(
-            "SELECT addr, shard FROM slots WHERE deleted_version IS NOT NULL AND shard > 0"
+            "SELECT addr, shard FROM slots WHERE deleted_version IS NOT NULL "
+            f"AND shard > {GROWING_SHARD}"
         )
 
     def apply_sealing(
         self, generation: int, shards: dict[int, np.ndarray], live_shards: Sequence[int]
     ) -> None:
         """Record in one transaction that `shards` (id -> addresses) now hold those slots:
-        set their `shard`, drop their growing vectors, retire (shard = -1) tombstones of shards
+        set their `shard`, drop their growing vectors, retire (RETIRED_SHARD) tombstones of shards
         that no longer exist, and stamp the manifest `generation`. Idempotent, so replaying it
-        after a crash (see maintenance.reconcile) is safe."""
+        after a crash (see TieredIndex._repair) is safe."""
         conn = self._writer_connection()
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -384,7 +393,8 @@ class SlotTable:
                     "DELETE FROM vectors WHERE addr IN (SELECT value FROM json_each(?))", (in_list,)
                 )
             conn.execute(
-                "UPDATE slots SET shard = -1 WHERE shard > 0 AND shard NOT IN "
+                f"UPDATE slots SET shard = {RETIRED_SHARD} WHERE shard > {GROWING_SHARD} "
+                "AND shard NOT IN "
                 "(SELECT value FROM json_each(?))",
                 (_in_list(list(live_shards)),),
             )

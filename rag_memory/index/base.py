@@ -1,0 +1,103 @@
+"""The one interface every shard answers, the growing (exact) shard and sealed (IVF) ones alike.
+
+`TieredIndex` searches, counts and reports its shards through this interface only, so it
+treats them alike: a filter is always an address array (each shard builds the FAISS selector
+its own index needs), a query batch's routing is computed once by the router and handed to
+every shard (the growing shard, an exact scan, ignores it), and every search answers a
+`ShardHits`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple, Protocol
+
+import numpy as np
+
+TIERS = ("gpu", "ram", "disk")  # fastest first; the manifest and placement use this order
+FLAT = "flat"  # an exact scan: the growing shard, or the plan for a small memory
+SEALED_KINDS = ("ivf_flat", "ivf_pq")  # what a sealed shard (and the router) can be
+
+
+@dataclass(frozen=True)
+class Route:
+    """The router's coarse assignment of a query batch: each query's nprobe nearest
+    partitions (global ids) and its similarity to each of their centroids, both (nq, nprobe)."""
+
+    lists: np.ndarray
+    coarse: np.ndarray
+
+
+class ShardHits(NamedTuple):
+    """One shard's top-k for a query batch."""
+
+    scores: np.ndarray  # (nq, k) float32, best first
+    addrs: np.ndarray  # (nq, k) int64 slot addresses, -1 where fewer than k were found
+    bytes_scanned: int  # bytes of codes read to answer (disk traffic for a disk-tier shard)
+    probes: int  # non-empty partitions probed (0 for an exact scan)
+
+
+class Shard(Protocol):
+    """What the tiered index asks of a shard."""
+
+    shard_id: int
+    kind: str  # "flat" (the growing shard), "ivf_flat" or "ivf_pq"
+    tier: str  # one of TIERS
+
+    def __len__(self) -> int:
+        """Vectors stored, tombstones included."""
+        ...
+
+    @property
+    def live_count(self) -> int:
+        """Vectors stored that are not tombstoned."""
+        ...
+
+    @property
+    def held_bytes(self) -> int:
+        """Bytes the shard holds in its tier now (its file size when on disk)."""
+        ...
+
+    def search(
+        self, queries: np.ndarray, k: int, allowed: np.ndarray | None, route: Route | None
+    ) -> ShardHits:
+        """Top-k of `queries` among this shard's live vectors, only addresses in `allowed`
+        when given (live slots matching a filter)."""
+        ...
+
+    def stats(self) -> dict[str, Any]:
+        """The shard's line in `Memory.stats()["shards"]` (heat is added by the index)."""
+        ...
+
+
+class ShardTable(Protocol):
+    """The few calls the tiered index makes on the slot table (`store.SlotTable` answers
+    them): growing vectors to rebuild from, tombstones of sealed slots, and the seal record.
+    A test can build an index over any object that has them."""
+
+    def version(self) -> int:
+        """The memory-wide write counter."""
+        ...
+
+    def live_count(self) -> int: ...
+
+    def generation(self) -> int:
+        """The manifest generation the table's shard column reflects."""
+        ...
+
+    def growing_vectors(self, since_version: int = -1) -> tuple[np.ndarray, np.ndarray, int]:
+        """(addresses, vectors, version) of live growing-shard slots added after a version."""
+        ...
+
+    def deleted_since(self, since_version: int) -> np.ndarray: ...
+
+    def sealed_tombstones(self) -> list[tuple[int, int]]:
+        """(address, shard) of deleted slots whose vectors still sit in a sealed shard."""
+        ...
+
+    def apply_sealing(
+        self, generation: int, shards: dict[int, np.ndarray], live_shards: Sequence[int]
+    ) -> None:
+        """Record that `shards` hold those addresses now, as of manifest `generation`."""
+        ...

@@ -1,0 +1,101 @@
+"""A query batch over the sealed shards: route once, search the shards that hold the routed
+partitions (in parallel), merge their top-k exactly, and re-rank IVF-PQ candidates with
+full-precision vectors before the merge's final cut, as FAISS IndexRefine does."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .base import Route, ShardHits
+from .merge import merge_topk
+from .router import Router
+from .sealed import SealedShard
+
+# Re-ranking reads candidate vectors in chunks of this many rows (~12 MiB at dim 384), so a big
+# batch never holds all its candidates' full vectors at once.
+REFINE_CHUNK_ROWS = 8192
+MERGE_BATCH = 16  # shard results merged this many at a time: few sorts, bounded candidates
+
+MapShards = Callable[
+    [Callable[[SealedShard], ShardHits], Sequence[SealedShard]], Iterable[ShardHits]
+]
+
+
+@dataclass
+class ProbeCounts:
+    """What one batch probed: partitions per shard, how many in a fast tier, disk bytes."""
+
+    per_shard: dict[int, int] = field(default_factory=dict)
+    fast: int = 0
+    total: int = 0
+    disk_bytes: int = 0
+
+
+def search_sealed(
+    router: Router,
+    shards: Iterable[SealedShard],
+    queries: np.ndarray,
+    k: int,
+    allowed: np.ndarray | None,
+    nprobe: int,
+    refine_factor: int,
+    map_shards: MapShards,
+) -> tuple[np.ndarray, np.ndarray, ProbeCounts]:
+    """Top-k (scores, addresses) of `queries` over the shards the router sends them to.
+
+    `map_shards(fn, shards)` runs `fn` on each shard; the index passes a thread pool's map
+    when several shards are searched (each single-threaded: one OpenMP team per shard call
+    would pay a barrier per shard, and stragglers on a busy machine) and plain `map` for one
+    (FAISS then spreads the queries over the cores itself)."""
+    coarse, lists = router.route(queries, nprobe)
+    route = Route(lists, coarse)
+    groups = np.unique(router.groups[lists])
+    targets = [s for s in shards if s.group in groups]
+    refine = router.kind == "ivf_pq"
+    kk = k * refine_factor if refine else k
+    run = map_shards if len(targets) > 1 else map
+    results = run(lambda s: s.search(queries, kk, allowed, route), targets)
+    pending: list[tuple[np.ndarray, ...]] = []
+    counts = ProbeCounts()
+    for i, (shard, hits) in enumerate(zip(targets, results, strict=True)):
+        pending.append((hits.scores, hits.addrs, np.full(hits.addrs.shape, i, dtype=np.int32)))
+        if len(pending) > MERGE_BATCH:
+            pending = [merge_topk(pending, kk)]
+        counts.per_shard[shard.shard_id] = hits.probes
+        counts.total += hits.probes
+        if shard.tier == "disk":
+            counts.disk_bytes += hits.bytes_scanned
+        else:
+            counts.fast += hits.probes
+    if not pending:  # every routed group's shards are gone: nothing to merge
+        empty = np.full((len(queries), k), -1, dtype=np.int64)
+        return np.full(empty.shape, -np.inf, dtype=np.float32), empty, counts
+    best = merge_topk(pending, kk)
+    if not refine:
+        return best[0], best[1], counts
+    scores, addrs, read = _refine(queries, k, targets, best[1], best[2])
+    counts.disk_bytes += read
+    return scores, addrs, counts
+
+
+def _refine(
+    queries: np.ndarray, k: int, shards: list[SealedShard], addrs: np.ndarray, owner: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Re-rank IVF-PQ candidates exactly: the k * refine_factor best by PQ score over all
+    shards (one codebook, so their scores compare) get their full-precision vectors read from
+    their shard's .vec file, a bounded chunk at a time. Returns (scores, addresses, bytes read)."""
+    exact = np.full(addrs.shape, -np.inf, dtype=np.float32)
+    read = 0
+    for i, shard in enumerate(shards):
+        rows, cols = np.nonzero((owner == i) & (addrs >= 0))
+        for start in range(0, len(rows), REFINE_CHUNK_ROWS):
+            r = rows[start : start + REFINE_CHUNK_ROWS]
+            c = cols[start : start + REFINE_CHUNK_ROWS]
+            vectors = shard.vectors_of(addrs[r, c])
+            exact[r, c] = np.einsum("ij,ij->i", vectors, queries[r])
+            read += vectors.nbytes
+    scores, top = merge_topk([(exact, np.where(np.isfinite(exact), addrs, -1))], k)
+    return scores, top, read
