@@ -1,4 +1,5 @@
-"""manifest.json: what a memory directory is (format, embedder, dim, metric, sealed shards).
+"""manifest.json: what a memory directory is (format, embedder, dim, metric, budgets, router,
+sealed shards).
 
 It is replaced atomically and validated strictly on read: an unknown key, a wrong type or a
 format version from the future is a CorruptFileError naming the file, never a silent default.
@@ -13,13 +14,14 @@ from typing import Any
 
 from .errors import CorruptFileError, NotAMemoryError
 from .fsutil import atomic_write_bytes
-from .validation import FieldTypes, json_object_problem
+from .index.base import TIERS
+from .validation import FieldTypes, is_int, json_object_problem
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_NAME = "rag_memory"
 FORMAT_VERSION = 1
 METRIC = "inner_product"
-TIERS = ("gpu", "ram", "disk")
+BUDGET_KEYS = ("ram_bytes", "gpu_bytes")
 
 
 @dataclass(frozen=True)
@@ -37,8 +39,9 @@ class ShardInfo:
 
 
 @dataclass(frozen=True)
-class CodecRecord:
-    """The trained router / shard template (shards/codec.faiss, shards/codec.groups.npy)."""
+class RouterRecord:
+    """The trained router / shard template (shards/codec.faiss, shards/codec.groups.npy);
+    recorded under the JSON key "codec", its name in format version 1."""
 
     kind: str  # "ivf_flat" or "ivf_pq"
     nlist: int
@@ -58,12 +61,16 @@ class Manifest:
     format: str = FORMAT_NAME
     format_version: int = FORMAT_VERSION
     index: dict[str, Any] = field(default_factory=dict)  # IndexConfig.to_dict()
-    codec: CodecRecord | None = None  # None until the first seal
+    router: RouterRecord | None = None  # None until the first seal
     generation: int = 0  # bumped by every seal / compaction / rebalance
     shards: tuple[ShardInfo, ...] = field(default_factory=tuple)
+    # The RAM / GPU budgets given at create (None: no RAM limit / GPU if one is visible): the
+    # defaults of every later open, so a memory built under a budget keeps to it.
+    budgets: dict[str, int | None] = field(default_factory=lambda: dict.fromkeys(BUDGET_KEYS))
 
     def to_json(self) -> bytes:
         data = asdict(self)
+        data["codec"] = data.pop("router")
         return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()
 
 
@@ -75,6 +82,7 @@ _FIELD_TYPES: FieldTypes = {
     "format_version": int,
     "index": dict,
     "codec": (dict, type(None)),
+    "budgets": dict,
     "generation": int,
     "shards": list,
 }
@@ -88,7 +96,7 @@ _SHARD_TYPES: FieldTypes = {
     "group": int,
     "heat": (int, float),
 }
-_CODEC_TYPES: FieldTypes = {
+_ROUTER_TYPES: FieldTypes = {
     "kind": str,
     "nlist": int,
     "groups": int,
@@ -113,6 +121,8 @@ def read_manifest(directory: Path) -> Manifest:
         data = json.loads(path.read_bytes().decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CorruptFileError(path, f"not valid JSON ({exc})") from None
+    if isinstance(data, dict) and "budgets" not in data:
+        data["budgets"] = dict.fromkeys(BUDGET_KEYS)  # written before budgets were recorded
     _check_fields(path, data, _FIELD_TYPES, "manifest")
     if data["format"] != FORMAT_NAME:
         raise CorruptFileError(path, f"format is {data['format']!r}, expected {FORMAT_NAME!r}")
@@ -134,8 +144,16 @@ def read_manifest(directory: Path) -> Manifest:
         shards.append(ShardInfo(**shard))
     data["shards"] = tuple(shards)
     if data["codec"] is not None:
-        _check_fields(path, data["codec"], _CODEC_TYPES, "codec")
-        data["codec"] = CodecRecord(**data["codec"])
+        _check_fields(path, data["codec"], _ROUTER_TYPES, "codec")
+    data["router"] = None if data["codec"] is None else RouterRecord(**data.pop("codec"))
+    data.pop("codec", None)
+    budgets = data["budgets"]
+    if set(budgets) != set(BUDGET_KEYS) or not all(
+        v is None or (is_int(v) and v >= 0) for v in budgets.values()
+    ):
+        raise CorruptFileError(
+            path, f"budgets must map {list(BUDGET_KEYS)} to byte counts >= 0 or null: {budgets}"
+        )
     return Manifest(**data)
 
 

@@ -182,9 +182,9 @@ def finish_report(
 def index_built(mem: Memory, stats: dict[str, Any]) -> dict[str, Any]:
     """What the memory holds at the end, which can differ from the plan for the final size:
     the router is trained at the first seal, on the vectors the memory held then."""
-    codec = mem.manifest.codec
-    sealed = [s for s in stats["shards"] if s["shard_id"]]
-    growing = sum(s["vectors"] for s in stats["shards"] if not s["shard_id"])
+    codec = mem.manifest.router
+    sealed = [s for s in stats["shards"] if s["sealed"]]
+    growing = sum(s["vectors"] for s in stats["shards"] if not s["sealed"])
     if codec is None:
         return {
             "kind": "flat",

@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BuildStateError, MemoryExistsError
+from ..index.shard_files import SHARDS_DIR
 from ..locks import LOCK_NAME
 from ..manifest import MANIFEST_NAME
-from ..memory import SHARDS_DIR, Memory
-from ..store.slot_table import TABLE_NAME
+from ..memory import Memory
+from ..store.slot_table import TABLE_FILE
 from .checkpoint import Checkpoint, fingerprint, read_checkpoint, write_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -32,10 +33,10 @@ logger = logging.getLogger(__name__)
 _CREATE_FILES = {
     SHARDS_DIR,
     LOCK_NAME,
-    TABLE_NAME,
-    f"{TABLE_NAME}-wal",
-    f"{TABLE_NAME}-shm",
-    f"{TABLE_NAME}-journal",
+    TABLE_FILE,
+    f"{TABLE_FILE}-wal",
+    f"{TABLE_FILE}-shm",
+    f"{TABLE_FILE}-journal",
 }
 
 

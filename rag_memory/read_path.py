@@ -1,0 +1,173 @@
+"""The read path of a memory: query -> vectors -> query cache -> index search -> hits.
+
+`Memory.search` checks its arguments and hands them here. A text query goes through the
+cache's text -> embedding layer before the embedder; each query vector is looked up in the
+results layer, only the misses are searched (under the index's read lock, so no write lands
+between a search and the cache fill), and FAISS (score, address) rows become `Hit`s with the
+slot rows read for the whole batch at once. The cache hooks of writes (patch cached results,
+clear them after a seal) and a read-only replica's catch-up live here too, beside the cache.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+
+from .cache import CacheConfig, QueryCache, group_key
+from .errors import InvalidInputError
+from .index.tiered import TieredIndex
+from .store.slot_table import SlotTable
+from .types import Hit, Slot
+from .validation import as_list, check_texts, check_vectors, is_text_batch
+
+Embed = Callable[[list[str]], np.ndarray]
+WhereSQL = tuple[str, list[Any]]
+
+
+class ReadPath:
+    """Searches one memory's index through its query cache; hydrates hits from its table."""
+
+    def __init__(
+        self,
+        index: TieredIndex,
+        table: SlotTable,
+        cache: CacheConfig | None,
+        embed: Embed,
+        check_open: Callable[[], None],
+    ) -> None:
+        self._index = index
+        self._table = table
+        self._embed = embed
+        self._check_open = check_open  # raises once the memory is closed
+        self._dim = index.manifest.dim
+        self.cache = None if cache is None else QueryCache(cache, self._dim, index.version)
+
+    # -- search ------------------------------------------------------------------------
+    def search(
+        self,
+        query: Any,
+        k: int,
+        where: dict | None,
+        where_sql: WhereSQL | None,
+        use_cache: bool,
+        overrides: dict[str, int],
+    ) -> list[Hit] | list[list[Hit]]:
+        """Hits for a query (str or 1-D vector -> list[Hit]) or a batch (-> list per query).
+        `overrides` (nprobe, refine_factor) bypass the cache, whose entries hold results
+        of the memory's own settings."""
+        qcache = self.cache if use_cache and not overrides else None
+        single, queries = self._query_vectors(query, qcache)
+        self.catch_up()
+        key = group_key(k, where)
+        found: list[list[Hit] | None] = (
+            qcache.lookup(queries, key) if qcache else [None] * len(queries)
+        )
+        todo = [i for i, hits in enumerate(found) if hits is None]
+        if todo:
+            missed = queries if len(todo) == len(queries) else queries[todo]
+            with self._index.lock.read():
+                self._check_open()
+                fresh = self._search_index(missed, k, where_sql, overrides)
+                if qcache:  # under the read lock: no write between the search and the store
+                    qcache.store(missed, key, where_sql, fresh, self._index.version)
+            for i, hits in zip(todo, fresh, strict=True):
+                found[i] = hits
+            self._index.rebalance_in_background()
+        return found[0] if single else found  # type: ignore[return-value]
+
+    def _query_vectors(self, query: Any, qcache: QueryCache | None) -> tuple[bool, np.ndarray]:
+        """(is a single query, (nq, dim) unit query vectors); texts seen before skip the
+        embedder."""
+        if isinstance(query, str) or is_text_batch(query):
+            texts = check_texts(as_list(query, "query"))
+            vectors = qcache.encode(texts, self._embed) if qcache else self._embed(texts)
+            return isinstance(query, str), vectors
+        if isinstance(query, (list, tuple)) and not query:
+            raise InvalidInputError("query is an empty list")
+        single = np.ndim(query) == 1
+        return single, check_vectors(query, self._dim, what="query vectors")
+
+    def _search_index(
+        self, queries: np.ndarray, k: int, where_sql: WhereSQL | None, overrides: dict[str, int]
+    ) -> list[list[Hit]]:
+        allowed = None
+        if where_sql is not None:
+            allowed = self._table.matching_addrs(*where_sql)
+            if not len(allowed):
+                return [[] for _ in range(len(queries))]
+        scores, addrs = self._index.search(queries, k, allowed, **overrides)
+        return self._hydrate(scores, addrs)
+
+    def _hydrate(self, scores: np.ndarray, addrs: np.ndarray) -> list[list[Hit]]:
+        """Turn FAISS (score, address) rows into Hits, rows read for the batch at once (the
+        row cache, then one SQLite query for the rest). On a small index this costs as much as
+        the search itself, hence one C-level map per query."""
+        rows = self._table.fetch(addrs[addrs >= 0].tolist())
+        make, pairs = Hit.from_row, list(zip(scores.tolist(), addrs.tolist(), strict=True))
+        try:  # every row found, no -1 pad: the common case, built by C-level map
+            return [
+                list(map(make, map(rows.__getitem__, row_addrs), row_scores))
+                for row_scores, row_addrs in pairs
+            ]
+        except KeyError:  # fewer than k hits, or a slot deleted since it was found
+            get = rows.get
+            return [
+                [
+                    make(row, score)
+                    for score, addr in zip(row_scores, row_addrs, strict=True)
+                    if (row := get(addr)) is not None
+                ]
+                for row_scores, row_addrs in pairs
+            ]
+
+    def iter_slots(self, batch: int) -> Iterator[tuple[list[Slot], np.ndarray]]:
+        """(slots, their vectors) of every live slot in chunks, under the read lock."""
+        with self._index.lock.read():
+            for addrs, vectors in self._index.iter_live_vectors(batch):
+                rows = self._table.fetch(addrs.tolist())
+                slots = [
+                    Slot(rows[a][0], rows[a][1], json.loads(rows[a][2]), a) for a in addrs.tolist()
+                ]
+                yield slots, vectors
+
+    # -- cache hooks -------------------------------------------------------------------
+    def after_write(
+        self,
+        removed: np.ndarray,
+        addrs: np.ndarray,
+        vectors: np.ndarray,
+        rows: list[tuple[str, str, str]],
+    ) -> None:
+        """Under the write lock, after the index applied a write: patch cached results."""
+        if self.cache is None:
+            return
+        self.cache.apply_write(
+            self._index.version,
+            removed,
+            addrs,
+            vectors,
+            rows,
+            lambda where, among: set(
+                self._table.matching_addrs(where[0], where[1], among=among.tolist()).tolist()
+            ),
+        )
+
+    def after_seal(self) -> None:
+        """After a seal or compaction: sealed (IVF) shards answer approximately, so results
+        cached while those slots were searched exactly may differ from a fresh search."""
+        if self.cache is not None:
+            with self._index.lock.write():
+                self.cache.clear(self._index.version)
+
+    def catch_up(self) -> None:
+        """A read-only replica applies the writer's commits before it searches; rows and
+        results cached here may be stale once another process wrote."""
+        self._index.catch_up(on_change=self._forget_cached)
+
+    def _forget_cached(self) -> None:
+        self._table.forget_cached_rows()  # the writer may have deleted rows cached here
+        if self.cache is not None:
+            self.cache.clear(self._index.version)
