@@ -48,7 +48,7 @@ def bench_size(n: int, rounds: int, budget_s: float, workdir: Path) -> list[dict
                 metadata=[{"n": i} for i in chunk],
                 vectors=vectors[start : start + 10_000],
             )
-        raw = mem._index.growing._index  # the FAISS index Memory.search searches
+        raw = mem.index.growing.faiss_index  # the FAISS index Memory.search searches
         assert isinstance(raw, faiss.IndexFlatIP) and raw.ntotal == n
         # same answers first: the comparison is only fair if both do the same search
         _, rows = raw.search(queries[:64], K)

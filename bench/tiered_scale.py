@@ -49,7 +49,7 @@ def build(out: Path, n: int, ram_bytes: int, spec: MixtureSpec) -> dict:
         "build_peak_rss_mib": peak_rss_mib(),
         "index": stats["index"],
         "tiers": stats["tiers"],
-        "shards": len([s for s in stats["shards"] if s["shard_id"]]),
+        "shards": len([s for s in stats["shards"] if s["sealed"]]),
     }
 
 

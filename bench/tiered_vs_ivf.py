@@ -62,7 +62,7 @@ def main() -> int:
         t1 = time.perf_counter()
         mem.compact()  # one seal: train the router, write the shards
         t2 = time.perf_counter()
-        plain = faiss.clone_index(mem._index.codec.template)  # same centroids, empty lists
+        plain = mem.index.router.empty_index()  # same centroids, empty lists
         start = 0
         for chunk in iter_base(spec, args.n):
             plain.add_with_ids(chunk, np.arange(start + 1, start + len(chunk) + 1))  # addr = i+1
@@ -93,7 +93,7 @@ def main() -> int:
         )
         stats = mem.stats()
         mem.close()
-    shards = len([s for s in stats["shards"] if s["shard_id"]])
+    shards = len([s for s in stats["shards"] if s["sealed"]])
     print(
         f"{args.n:,} x {spec.dim} (mixture: {spec.clusters} clusters, spread {spec.spread}), "
         f"nlist {args.nlist}, nprobe {args.nprobe}, k {K}, {shards} sealed shards in RAM, "

@@ -22,7 +22,7 @@ from rag_memory.cli import main
 from rag_memory.errors import BuildInputError, BuildStateError, CorruptFileError, MemoryExistsError
 from rag_memory.evaluation.synthetic import MixtureSpec
 from rag_memory.manifest import read_manifest
-from rag_memory.store.slot_table import TABLE_NAME, SlotTable
+from rag_memory.store.slot_table import TABLE_FILE, SlotTable
 
 ROOT = Path(__file__).resolve().parents[1]
 WORDS = (
@@ -55,7 +55,7 @@ def reasons(report: dict) -> dict[int, str]:
 
 def memory_contents(directory: Path) -> dict[str, tuple]:
     """id -> (text, metadata JSON, vector bytes), read straight from the slot table."""
-    table = SlotTable(directory / TABLE_NAME, read_manifest(directory).dim, read_only=True)
+    table = SlotTable(directory / TABLE_FILE, read_manifest(directory).dim, read_only=True)
     try:
         addrs, vectors, _ = table.growing_vectors()
         rows = table.fetch(addrs.tolist())

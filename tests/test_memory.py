@@ -139,10 +139,9 @@ def test_closed_memory_refuses_calls(tmp_path: Path) -> None:
         mem.add(["x"], vectors=np.ones((1, 4), dtype=np.float32))
 
 
-def test_row_cache_keeps_recent_rows_by_bytes_and_forgets_deleted_slots(
-    vector_memory: Memory,
-) -> None:
+def test_row_cache_keeps_recent_rows_by_bytes_and_forgets_deleted_slots(tmp_path: Path) -> None:
     from rag_memory.store.row_cache import RowCache
+    from rag_memory.store.slot_table import SlotTable
 
     rows = {i: (f"id{i}", "x" * 10, "{}", i) for i in range(1, 20)}
     loads: list[list[int]] = []
@@ -162,11 +161,13 @@ def test_row_cache_keeps_recent_rows_by_bytes_and_forgets_deleted_slots(
     cache.lookup([1, 2], load)
     assert loads[-1] == [2]  # 2 was not used recently: loaded again; 1 was kept
     assert dict(RowCache(0).lookup([1], load)) == {1: rows[1]}  # disabled: always loads
-    table = vector_memory._table
-    address = vector_memory.get(["s9"])[0].address
+    table = SlotTable.create(tmp_path / "slots.sqlite", 4)
+    (address,), _ = table.write(["s9"], ["nine"], ["{}"], unit_vectors(1, 4), replace=False)
+    assert table.fetch([address])[address][0] == "s9"
     assert table.fetch([address])[address][0] == "s9"  # now cached
-    vector_memory.delete(["s9"])
+    table.tombstone(["s9"])
     assert address not in table.fetch([address])  # a deleted slot is never served from cache
+    table.close()
 
 
 def test_contains_answers_per_id_without_raising(tmp_path) -> None:

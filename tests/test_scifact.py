@@ -67,7 +67,7 @@ def test_tiered_memory_keeps_ndcg_of_exact_search(tmp_path: Path, scifact: dict,
                     ids=ids[start : start + 500],
                     vectors=vectors[start : start + 500],
                 )
-            sealed = [s for s in mem.stats()["shards"] if s["shard_id"]]
+            sealed = [s for s in mem.stats()["shards"] if s["sealed"]]
             hits = mem.search(scifact["query_vectors"], k=100)
         means, _ = evaluate_run(scifact["qrels"], hits_to_run(scifact["query_ids"], hits))
         figures[name] = (means["ndcg@10"], len(sealed))

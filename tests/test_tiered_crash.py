@@ -120,7 +120,7 @@ def test_kill9_during_maintenance(tmp_path: Path, phase: str) -> None:
         found = mem.search(queries, k=1)
         assert [hits[0].id for hits in found] == live
         stats = mem.stats()
-        sealed = [s for s in stats["shards"] if s["shard_id"]]
+        sealed = [s for s in stats["shards"] if s["sealed"]]
         assert sealed, "no shard was ever sealed"
         stems = {f"{s['shard_id']:06d}" for s in sealed} | {"codec"}
         assert {p.name.split(".")[0] for p in (path / "shards").iterdir()} == stems
