@@ -14,9 +14,9 @@ import argparse
 import logging
 from pathlib import Path
 
-from rag_memory.build import SyntheticConfig, run_synthetic
 from rag_memory.evaluation.synthetic import MixtureSpec
 from rag_memory.index.plan import parse_bytes
+from rag_memory.ingest import SyntheticConfig, run_synthetic
 
 ROOT = Path(__file__).resolve().parents[2]
 
