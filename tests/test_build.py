@@ -17,8 +17,8 @@ from click.testing import CliRunner
 
 from rag_memory import Memory
 from rag_memory.cli import main
+from rag_memory.datasets.synthetic import MixtureSpec
 from rag_memory.errors import BuildInputError, BuildStateError, CorruptFileError, MemoryExistsError
-from rag_memory.evaluation.synthetic import MixtureSpec
 from rag_memory.ingest import BuildConfig, FieldMap, SyntheticConfig, run_build, run_synthetic
 from rag_memory.ingest.checkpoint import CHECKPOINT_NAME, read_checkpoint
 from rag_memory.manifest import read_manifest

@@ -1,6 +1,6 @@
 """Synthetic builds: N clustered unit vectors, for scale tests without the cost of embedding.
 
-The vectors come from `rag_memory.evaluation.synthetic` (a seeded Gaussian mixture on the
+The vectors come from `rag_memory.datasets.synthetic` (a seeded Gaussian mixture on the
 sphere, generated in chunks), so the same (n, dim, clusters, seed) is the same data set on any
 machine and is never held in RAM whole: blocks are generated, committed and dropped. Everything
 else (checkpoint, resume, report, index plan) is the text pipeline's.
@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..evaluation.synthetic import MixtureSpec, iter_base
+from ..datasets.synthetic import MixtureSpec, iter_base
 from ..index.config import IndexConfig
 from ..index.plan import choose_index
 from ..memory import Memory
