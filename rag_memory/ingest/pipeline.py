@@ -21,13 +21,14 @@ from ..embed import Embedder
 from ..errors import UnknownIdError
 from ..index.plan import choose_index
 from ..memory import Memory
+from ..resources import peak_rss_bytes
 from .blocks import Block, Prefetcher, text_blocks
 from .checkpoint import Checkpoint, source_identity, write_checkpoint
 from .chunking import Chunker
 from .config import CPU_BATCH_SIZE, GPU_BATCH_SIZE, BuildConfig
 from .readers import open_records, resolve_source
 from .records import ALREADY_STORED, Problem, ProblemLog
-from .report import BuildReport, peak_rss_bytes
+from .report import BuildReport
 from .target import open_target, refuse_early
 
 logger = logging.getLogger(__name__)
