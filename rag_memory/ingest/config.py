@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import InvalidInputError
+from ..validation import check_int
 from .chunking import DEFAULT_OVERLAP
 from .records import FieldMap
 
@@ -37,14 +37,9 @@ class BuildConfig:
 
     def __post_init__(self) -> None:
         for name in ("max_tokens", "batch_size", "limit"):
-            value = getattr(self, name)
-            if value is not None and (
-                isinstance(value, bool) or not isinstance(value, int) or value <= 0
-            ):
-                raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
-        if self.block_batches <= 0 or self.memory_budget <= 0 or self.overlap < 0:
-            raise InvalidInputError(
-                "block_batches and memory_budget must be positive, overlap not negative"
-            )
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, check_int(getattr(self, name), name))
+        for name, minimum in (("block_batches", 1), ("memory_budget", 1), ("overlap", 0)):
+            object.__setattr__(self, name, check_int(getattr(self, name), name, minimum))
         object.__setattr__(self, "source", Path(self.source))
         object.__setattr__(self, "out", Path(self.out))
