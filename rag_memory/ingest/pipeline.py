@@ -18,7 +18,6 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..embed import Embedder
-from ..errors import UnknownIdError
 from ..index.plan import choose_index
 from ..memory import Memory
 from ..resources import peak_rss_bytes
@@ -49,27 +48,9 @@ class _Run:
     seconds: dict[str, float] = field(default_factory=lambda: {"encode": 0.0, "write": 0.0})
 
 
-def _all_stored(mem: Memory, ids: list[str]) -> bool:
-    """Whether the memory holds every one of `ids` (one query)."""
-    try:
-        mem.get(ids)
-        return True
-    except UnknownIdError:
-        return False
-
-
 def _stored(mem: Memory, ids: list[str]) -> set[str]:
-    """Which of `ids` the memory already holds (one query when all are, else one per id)."""
-    if _all_stored(mem, ids):
-        return set(ids)
-    found = set()
-    for id_ in ids:
-        try:
-            mem.get([id_])
-            found.add(id_)
-        except UnknownIdError:
-            continue
-    return found
+    """Which of `ids` the memory already holds (one query)."""
+    return {id_ for id_, found in zip(ids, mem.contains(ids), strict=True) if found}
 
 
 def _commit(
@@ -119,7 +100,7 @@ def commit_blocks(
         run.chunks += len(block.ids)
         run.documents = block.documents
         # a kill between commit and checkpoint leaves the next block committed already
-        done = block.index < checkpoint.blocks_done or (resumed and _all_stored(mem, block.ids))
+        done = block.index < checkpoint.blocks_done or (resumed and all(mem.contains(block.ids)))
         if done:
             run.resumed += 1
         else:
