@@ -76,7 +76,8 @@ def _bytes(ctx: click.Context, param: click.Parameter, value: str) -> int:
     default="1GiB",
     show_default=True,
     callback=_bytes,
-    help="Index bytes the index plan must fit (e.g. 512MiB, 4GB).",
+    help="Index bytes the index plan must fit, and the RAM budget of sealed shards "
+    "(the rest is memory-mapped from disk), e.g. 512MiB, 4GB.",
 )
 @click.option("--embedder", default=None, help="sentence-transformers model name or path.")
 @click.option("--device", default=None, help="torch device [default: a GPU if there is one].")

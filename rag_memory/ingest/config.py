@@ -27,7 +27,7 @@ class BuildConfig:
     overlap: int = DEFAULT_OVERLAP  # tokens shared by neighbouring chunks
     batch_size: int | None = None  # encoder batch; None = 64 on CPU, 256 on a GPU
     block_batches: int = DEFAULT_BLOCK_BATCHES  # encoder batches per committed block
-    memory_budget: int = DEFAULT_MEMORY_BUDGET  # index bytes the plan must fit
+    memory_budget: int = DEFAULT_MEMORY_BUDGET  # plan's index bytes; sealed shards' RAM
     embedder: str | None = None  # sentence-transformers name or path; None = MiniLM
     device: str | None = None  # torch device; None = a GPU when there is one
     strict: bool = False  # stop at the first bad record instead of skipping it

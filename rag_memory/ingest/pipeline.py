@@ -25,10 +25,10 @@ from .blocks import Block, Prefetcher, text_blocks
 from .checkpoint import Checkpoint, source_identity, write_checkpoint
 from .chunking import Chunker
 from .config import CPU_BATCH_SIZE, GPU_BATCH_SIZE, BuildConfig
-from .readers import open_records, resolve_source
+from .readers import Source, open_records, resolve_source
 from .records import ALREADY_STORED, Problem, ProblemLog
 from .report import BuildReport
-from .target import open_target, refuse_early
+from .target import create_memory, open_target, refuse_early
 
 logger = logging.getLogger(__name__)
 
@@ -208,6 +208,15 @@ def default_batch_size(embedder: Embedder) -> int:
     return GPU_BATCH_SIZE if str(embedder.model.device).startswith("cuda") else CPU_BATCH_SIZE
 
 
+def expected_vectors(source: Source, limit: int | None) -> int | None:
+    """Vectors the build will add at least, where the source says up front how many records it
+    holds (Parquet): one per document (chunking adds more); None where nothing says."""
+    documents = source.documents
+    if documents is None or limit is None:
+        return documents
+    return min(documents, limit)
+
+
 def run_build(config: BuildConfig, embedder: Embedder | None = None) -> BuildReport:
     """Build (or resume, or --append to) the memory `config.out` from `config.source`."""
     started = time.perf_counter()
@@ -246,7 +255,9 @@ def run_build(config: BuildConfig, embedder: Embedder | None = None) -> BuildRep
         config.out,
         command,
         config.append,
-        create=lambda p: Memory.create(p, embedder=embedder),
+        create=lambda p: create_memory(
+            p, embedder.dim, config.memory_budget, expected_vectors(source, config.limit), embedder
+        ),
         open_=lambda p: Memory.open(p, embedder=embedder),
     )
     problems = ProblemLog(strict=config.strict)

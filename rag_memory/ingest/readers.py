@@ -40,6 +40,11 @@ class Source:
     total: int  # progress total: bytes of the file, or rows for Parquet
     unit: str  # "B" or "rows"
 
+    @property
+    def documents(self) -> int | None:
+        """Records the source holds, where its format says so up front (Parquet), else None."""
+        return self.total if self.unit == "rows" else None
+
 
 def resolve_source(source: str | Path, fmt: str | None) -> Source:
     """The file and format for SOURCE; the format is auto-detected where unambiguous."""
