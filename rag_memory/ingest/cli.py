@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ..index.plan import parse_bytes
-from .config import DEFAULT_BLOCK_BATCHES, BuildConfig
+from .config import DEFAULT_BLOCK_BATCHES, DEFAULT_MEMORY_BUDGET_TEXT, BuildConfig
 from .pipeline import run_build
 from .readers import FORMATS
 from .records import FieldMap
@@ -73,7 +73,7 @@ def _bytes(ctx: click.Context, param: click.Parameter, value: str) -> int:
 )
 @click.option(
     "--memory-budget",
-    default="1GiB",
+    default=DEFAULT_MEMORY_BUDGET_TEXT,
     show_default=True,
     callback=_bytes,
     help="Index bytes the index plan must fit, and the RAM budget of sealed shards "

@@ -5,11 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..index.plan import parse_bytes
 from ..validation import check_int
 from .chunking import DEFAULT_OVERLAP
 from .records import FieldMap
 
-DEFAULT_MEMORY_BUDGET = 1 << 30
+DEFAULT_MEMORY_BUDGET_TEXT = "1GiB"  # --memory-budget; BuildConfig and SyntheticConfig alike
+DEFAULT_MEMORY_BUDGET = parse_bytes(DEFAULT_MEMORY_BUDGET_TEXT)
 CPU_BATCH_SIZE = 64  # past ~64 a CPU gains nothing and pads more (2-16 cores measured alike)
 GPU_BATCH_SIZE = 256
 DEFAULT_BLOCK_BATCHES = 16  # a block (commit, resume unit) = 16 encoder batches
