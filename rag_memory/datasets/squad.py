@@ -53,7 +53,7 @@ def _get(path: Path, where: str, obj: Any, key: str, kind: type) -> Any:
     if not isinstance(obj, dict):
         raise InvalidInputError(f"{path}: {where} must be a JSON object")
     value = obj.get(key)
-    if not isinstance(value, kind) or (kind is str and not value.strip()):
+    if not isinstance(value, kind) or (isinstance(value, str) and not value.strip()):
         what = "a non-empty string" if kind is str else f"a JSON {kind.__name__}"
         raise InvalidInputError(f"{path}: {where}.{key} must be {what}, got {value!r:.60}")
     return value
