@@ -8,7 +8,6 @@ of the texts' source and the model name; np.load runs with allow_pickle=False.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import sys
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from rag_memory.datasets.jsonl import read_jsonl
 from rag_memory.embed import Embedder
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -23,11 +23,6 @@ SCIFACT = SHARED_DATA / "scifact"
 CACHE_DIR = Path(
     os.environ.get("RAG_MEMORY_TEST_CACHE", Path.home() / ".cache" / "rag_memory" / "tests")
 )
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 def cached_encode(embedder: Embedder, texts: list[str], key: str) -> np.ndarray:

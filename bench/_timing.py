@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import resource
 import statistics
 import time
 from collections.abc import Callable
 
 import numpy as np
+
+from rag_memory.resources import peak_rss_bytes
 
 
 def interleaved_seconds(
@@ -85,13 +86,5 @@ def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
 
 
 def peak_rss_mib() -> float:
-    """This process's peak resident set (VmHWM). Not ru_maxrss: Linux carries that over from
-    the parent through fork and exec, so a child would report its parent's peak."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This process's peak resident set in MiB (rag_memory.resources.peak_rss_bytes: VmHWM)."""
+    return peak_rss_bytes() / 2**20

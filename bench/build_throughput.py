@@ -25,13 +25,13 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from rag_memory.build import BuildConfig, run_build  # noqa: E402
-from rag_memory.build.blocks import text_blocks  # noqa: E402
-from rag_memory.build.chunking import Chunker  # noqa: E402
-from rag_memory.build.pipeline import default_batch_size  # noqa: E402
-from rag_memory.build.readers import open_records, resolve_source  # noqa: E402
-from rag_memory.build.records import FieldMap, ProblemLog  # noqa: E402
 from rag_memory.embed import Embedder  # noqa: E402
+from rag_memory.ingest import BuildConfig, run_build  # noqa: E402
+from rag_memory.ingest.blocks import text_blocks  # noqa: E402
+from rag_memory.ingest.chunking import Chunker  # noqa: E402
+from rag_memory.ingest.pipeline import default_batch_size  # noqa: E402
+from rag_memory.ingest.readers import open_records, resolve_source  # noqa: E402
+from rag_memory.ingest.records import FieldMap, ProblemLog  # noqa: E402
 
 SCIFACT = Path(__file__).resolve().parents[2] / "shared" / "data" / "scifact"
 

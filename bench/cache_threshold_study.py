@@ -31,10 +31,11 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from _data import HARD_NEGATIVE_PAIRS, SCIFACT, read_jsonl, scifact_or_exit
+from _data import HARD_NEGATIVE_PAIRS, SCIFACT, scifact_or_exit
 
 from rag_memory import CacheConfig, Memory
 from rag_memory.cache.result_cache import SAME_VECTOR_SLACK
+from rag_memory.datasets.jsonl import read_jsonl
 from rag_memory.embed import Embedder
 
 SEED = 6

@@ -20,7 +20,7 @@ from pathlib import Path
 from _data import SHARED_DATA
 from _timing import peak_rss_mib
 
-from rag_memory.evaluation.squad import read_squad
+from rag_memory.datasets.squad import read_squad
 from rag_memory.generate import Generator, GeneratorConfig
 
 SQUAD = SHARED_DATA / "squad-v1.1" / "dev-v1.1.part-a.json"

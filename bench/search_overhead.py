@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _timing import alternating_times, median_qps, median_ratio  # noqa: E402
 
 from rag_memory import Memory  # noqa: E402
-from rag_memory.evaluation.synthetic import MixtureSpec, base_vectors, query_vectors  # noqa: E402
+from rag_memory.datasets.synthetic import MixtureSpec, base_vectors, query_vectors  # noqa: E402
 from rag_memory.index.config import IndexConfig  # noqa: E402
 
 K = 10

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _timing import alternating_qps, peak_rss_mib, recall_at_k  # noqa: E402
 
 from rag_memory import Memory  # noqa: E402
-from rag_memory.evaluation.synthetic import MixtureSpec, iter_base, query_vectors  # noqa: E402
+from rag_memory.datasets.synthetic import MixtureSpec, iter_base, query_vectors  # noqa: E402
 from rag_memory.index.config import IndexConfig  # noqa: E402
 
 K = 10

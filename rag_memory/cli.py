@@ -9,10 +9,10 @@ import sys
 import click
 
 from . import Memory, RagMemoryError
-from .build.cli import build_command
 from .evaluation.cli import eval_group
 from .generate.config import FUSIONS
 from .generate.stream import drain
+from .ingest.cli import build_command
 
 
 class _Group(click.Group):

@@ -16,11 +16,14 @@ import pytest
 from click.testing import CliRunner
 
 from rag_memory import Memory
-from rag_memory.build import BuildConfig, FieldMap, SyntheticConfig, run_build, run_synthetic
-from rag_memory.build.checkpoint import CHECKPOINT_NAME, read_checkpoint
 from rag_memory.cli import main
+from rag_memory.datasets.synthetic import MixtureSpec
 from rag_memory.errors import BuildInputError, BuildStateError, CorruptFileError, MemoryExistsError
-from rag_memory.evaluation.synthetic import MixtureSpec
+from rag_memory.ingest import BuildConfig, FieldMap, SyntheticConfig, run_build, run_synthetic
+from rag_memory.ingest.checkpoint import CHECKPOINT_NAME, read_checkpoint
+from rag_memory.ingest.pipeline import expected_vectors
+from rag_memory.ingest.readers import resolve_source
+from rag_memory.ingest.target import create_memory
 from rag_memory.manifest import read_manifest
 from rag_memory.store.slot_table import TABLE_FILE, SlotTable
 
@@ -342,6 +345,26 @@ def test_synthetic_build_streams_blocks_and_plans_ivf(tmp_path: Path) -> None:
     assert np.isclose(np.linalg.norm(vectors), 1.0, atol=1e-5)
     with pytest.raises(MemoryExistsError):
         run_synthetic(config)
+
+
+def test_text_and_synthetic_builds_create_memories_alike(tmp_path: Path) -> None:
+    # both paths: the budget is the RAM budget, the plan is applied where the size is known
+    with create_memory(tmp_path / "known", 16, 1 << 20, 12_000) as mem:
+        index = mem.manifest.index
+        assert index["kind"] == "ivf_flat" and index["expected_vectors"] == 12_000
+        assert index["nlist"] == 256
+    with create_memory(tmp_path / "unknown", 16, 1 << 20, None) as mem:
+        assert mem.manifest.index["kind"] == "auto"
+        assert mem.manifest.index["expected_vectors"] is None
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    rows = {"id": [str(i) for i in range(30)], "text": [f"doc {i}" for i in range(30)]}
+    pq.write_table(pa.table(rows), tmp_path / "c.parquet")
+    parquet = resolve_source(tmp_path / "c.parquet", None)
+    assert expected_vectors(parquet, None) == 30 and expected_vectors(parquet, 10) == 10
+    jsonl = write_jsonl(tmp_path / "c.jsonl", [{"_id": "a", "text": "x"}])
+    assert expected_vectors(resolve_source(jsonl, None), 10) is None
 
 
 def test_cli_build_prints_the_report_and_errors_cleanly(tmp_path: Path) -> None:

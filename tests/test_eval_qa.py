@@ -19,6 +19,7 @@ from conftest import SHARED_DATA
 
 from rag_memory import InvalidInputError, Memory, generate
 from rag_memory.cli import main
+from rag_memory.datasets.squad import read_squad
 from rag_memory.evaluation import TASKS, run_task
 from rag_memory.evaluation.cli import qa as qa_command
 from rag_memory.evaluation.measure import NA
@@ -35,7 +36,6 @@ from rag_memory.evaluation.squad import (
     exact_match,
     f1_score,
     normalize_answer,
-    read_squad,
 )
 
 SQUAD_A = SHARED_DATA / "squad-v1.1" / "dev-v1.1.part-a.json"

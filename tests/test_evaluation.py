@@ -14,8 +14,8 @@ from click.testing import CliRunner
 
 from rag_memory import Hit, InvalidInputError, Memory
 from rag_memory.cli import main
+from rag_memory.datasets.beir import load_split
 from rag_memory.evaluation import TASKS, SystemsConfig, run_task
-from rag_memory.evaluation.beir import load_split
 from rag_memory.evaluation.measure import NA, memory_figures
 from rag_memory.evaluation.metrics import METRICS, evaluate_run, hits_to_run
 

@@ -9,11 +9,11 @@ Rerunning it reuses the memory: upsert replaces each document by id.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from pathlib import Path
 
 from rag_memory import Memory, NotAMemoryError
+from rag_memory.datasets.jsonl import read_jsonl
 
 HERE = Path(__file__).resolve().parent
 QUESTIONS = [
@@ -33,7 +33,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     logging.getLogger("rag_memory").setLevel(logging.INFO)
 
-    docs = [json.loads(line) for line in open(HERE / "corpus.jsonl", encoding="utf-8")]
+    docs = read_jsonl(HERE / "corpus.jsonl")
     try:
         mem = Memory.open(args.out)
     except NotAMemoryError:

@@ -4,7 +4,7 @@
     python indexes/synthetic/build.py --n 2000000 --memory-budget 512MiB
 
 Vectors are generated block by block (never all in RAM) from a seeded Gaussian mixture
-(rag_memory.evaluation.synthetic), committed, and checkpointed: rerun to resume. The report
+(rag_memory.datasets.synthetic), committed, and checkpointed: rerun to resume. The report
 (printed, and saved as build_report.json in the memory) gives the index plan and peak RSS.
 """
 
@@ -14,9 +14,9 @@ import argparse
 import logging
 from pathlib import Path
 
-from rag_memory.build import SyntheticConfig, run_synthetic
-from rag_memory.evaluation.synthetic import MixtureSpec
+from rag_memory.datasets.synthetic import MixtureSpec
 from rag_memory.index.plan import parse_bytes
+from rag_memory.ingest import SyntheticConfig, run_synthetic
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -10,14 +10,14 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import platform
-import resource
-import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
+
+from ..resources import peak_rss_bytes as peak_rss_bytes  # the eval reports' peak RSS
 
 NA = "n/a"
 PERCENTILES = (50, 95, 99)
@@ -63,12 +63,6 @@ def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
     start = time.perf_counter()
     result = fn()
     return result, time.perf_counter() - start
-
-
-def peak_rss_bytes() -> int:
-    """Peak resident set size of this process so far (ru_maxrss is KiB on Linux, bytes on macOS)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(peak if sys.platform == "darwin" else peak * 1024)
 
 
 def memory_figures(stats: dict[str, Any]) -> dict[str, Any]:

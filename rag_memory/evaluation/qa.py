@@ -37,6 +37,7 @@ from typing import Any, Protocol
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..datasets.squad import Paragraph, Question, SquadFile, read_squad
 from ..errors import InvalidInputError, UnknownIdError
 from ..generate import weights_from_scores
 from ..generate.config import DEFAULT_TEMPERATURE
@@ -44,7 +45,7 @@ from ..generate.config import FUSIONS as GENERATOR_FUSIONS
 from ..memory import Memory
 from ..types import Slot
 from . import measure
-from .squad import Paragraph, Question, SquadFile, answer_match, exact_match, f1_score, read_squad
+from .squad import answer_match, exact_match, f1_score
 
 logger = logging.getLogger(__name__)
 

@@ -15,11 +15,12 @@ from typing import Any
 
 import numpy as np
 
+from ..datasets.beir import load_split
 from ..embed import Embedder
 from ..memory import Memory
 from . import measure
 from .anchor import anchor_from_memory
-from .beir import build_memory, load_split
+from .beir import build_memory
 from .metrics import METRICS, PRIMARY_METRIC, evaluate_run, hits_to_run, mean_difference
 
 logger = logging.getLogger(__name__)

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..datasets.synthetic import MixtureSpec, base_vectors, query_vectors
 from ..errors import InvalidInputError
 from ..index.config import IndexConfig
 from ..memory import Memory
@@ -31,7 +32,6 @@ from .sweep import (
     knee,
     sweep,
 )
-from .synthetic import MixtureSpec, base_vectors, query_vectors
 
 logger = logging.getLogger(__name__)
 

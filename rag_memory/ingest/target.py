@@ -19,7 +19,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..embed import Embedder
 from ..errors import BuildStateError, MemoryExistsError
+from ..index.config import IndexConfig
+from ..index.plan import choose_index
 from ..index.shard_files import SHARDS_DIR
 from ..locks import LOCK_NAME
 from ..manifest import MANIFEST_NAME
@@ -50,6 +53,30 @@ def _half_created(out: Path) -> bool:
     names = {p.name for p in out.iterdir()}
     shards = out / SHARDS_DIR
     return names <= _CREATE_FILES and (not shards.exists() or not any(shards.iterdir()))
+
+
+def create_memory(
+    path: Path,
+    dim: int,
+    budget: int,
+    expected_vectors: int | None,
+    embedder: Embedder | None = None,
+) -> Memory:
+    """The new memory of a build: `budget` is its RAM budget for sealed shards (the rest is
+    memory-mapped from disk) and, when the number of vectors to come is known, its sealed
+    shards follow the index plan for that number under that budget."""
+    index = None
+    if expected_vectors:
+        plan = choose_index(expected_vectors, dim, budget)
+        if plan.kind != "flat":
+            index = IndexConfig(
+                kind=plan.kind,
+                nlist=plan.nlist,
+                nprobe=plan.nprobe,
+                pq_m=plan.pq_m or None,
+                expected_vectors=expected_vectors,
+            )
+    return Memory.create(path, embedder=embedder, dim=dim, index=index, ram_bytes=budget)
 
 
 def refuse_early(out: Path, append: bool) -> None:

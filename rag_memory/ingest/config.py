@@ -5,11 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import InvalidInputError
+from ..index.plan import parse_bytes
+from ..validation import check_int
 from .chunking import DEFAULT_OVERLAP
 from .records import FieldMap
 
-DEFAULT_MEMORY_BUDGET = 1 << 30
+DEFAULT_MEMORY_BUDGET_TEXT = "1GiB"  # --memory-budget; BuildConfig and SyntheticConfig alike
+DEFAULT_MEMORY_BUDGET = parse_bytes(DEFAULT_MEMORY_BUDGET_TEXT)
 CPU_BATCH_SIZE = 64  # past ~64 a CPU gains nothing and pads more (2-16 cores measured alike)
 GPU_BATCH_SIZE = 256
 DEFAULT_BLOCK_BATCHES = 16  # a block (commit, resume unit) = 16 encoder batches
@@ -27,7 +29,7 @@ class BuildConfig:
     overlap: int = DEFAULT_OVERLAP  # tokens shared by neighbouring chunks
     batch_size: int | None = None  # encoder batch; None = 64 on CPU, 256 on a GPU
     block_batches: int = DEFAULT_BLOCK_BATCHES  # encoder batches per committed block
-    memory_budget: int = DEFAULT_MEMORY_BUDGET  # index bytes the plan must fit
+    memory_budget: int = DEFAULT_MEMORY_BUDGET  # plan's index bytes; sealed shards' RAM
     embedder: str | None = None  # sentence-transformers name or path; None = MiniLM
     device: str | None = None  # torch device; None = a GPU when there is one
     strict: bool = False  # stop at the first bad record instead of skipping it
@@ -37,14 +39,9 @@ class BuildConfig:
 
     def __post_init__(self) -> None:
         for name in ("max_tokens", "batch_size", "limit"):
-            value = getattr(self, name)
-            if value is not None and (
-                isinstance(value, bool) or not isinstance(value, int) or value <= 0
-            ):
-                raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
-        if self.block_batches <= 0 or self.memory_budget <= 0 or self.overlap < 0:
-            raise InvalidInputError(
-                "block_batches and memory_budget must be positive, overlap not negative"
-            )
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, check_int(getattr(self, name), name))
+        for name, minimum in (("block_batches", 1), ("memory_budget", 1), ("overlap", 0)):
+            object.__setattr__(self, name, check_int(getattr(self, name), name, minimum))
         object.__setattr__(self, "source", Path(self.source))
         object.__setattr__(self, "out", Path(self.out))

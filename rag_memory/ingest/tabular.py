@@ -10,6 +10,7 @@ import csv
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from ..errors import BuildInputError
 from .records import MALFORMED, FieldMap, RawRecord
@@ -31,7 +32,7 @@ def _check_columns(path: Path, columns: list[str], fields: FieldMap) -> None:
 class _Lines:
     """Decoded lines for csv.reader, counting physical lines and bytes as they are consumed."""
 
-    def __init__(self, f) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, f: Iterator[bytes]) -> None:
         self._f = f
         self.line = 0
         self.position = 0
@@ -96,7 +97,7 @@ def parquet_rows(path: Path) -> int:
         raise BuildInputError(f"{path}: not a readable Parquet file ({exc})") from None
 
 
-def _pyarrow_parquet():  # type: ignore[no-untyped-def]
+def _pyarrow_parquet() -> Any:
     try:
         import pyarrow.parquet as pq
     except ImportError:

@@ -7,8 +7,6 @@ and printed as a short summary by the CLI.
 from __future__ import annotations
 
 import json
-import resource
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,12 +16,6 @@ from ..fsutil import atomic_write_bytes
 REPORT_NAME = "build_report.json"
 PLAN_NAME = "index_plan.json"
 _SUMMARY_EXAMPLES = 10
-
-
-def peak_rss_bytes() -> int:
-    """Peak resident set size of this process (ru_maxrss is KiB on Linux, bytes on macOS)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(peak if sys.platform == "darwin" else peak * 1024)
 
 
 @dataclass

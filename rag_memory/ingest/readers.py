@@ -8,11 +8,11 @@ Formats: `beir` (a folder with corpus.jsonl), `jsonl`, `csv` (and .tsv), `parque
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..datasets.jsonl import scan_jsonl
 from ..errors import BuildInputError
 from .records import MALFORMED, UNDECODABLE, FieldMap, RawRecord
 
@@ -39,6 +39,11 @@ class Source:
     format: str
     total: int  # progress total: bytes of the file, or rows for Parquet
     unit: str  # "B" or "rows"
+
+    @property
+    def documents(self) -> int | None:
+        """Records the source holds, where its format says so up front (Parquet), else None."""
+        return self.total if self.unit == "rows" else None
 
 
 def resolve_source(source: str | Path, fmt: str | None) -> Source:
@@ -70,37 +75,13 @@ def resolve_source(source: str | Path, fmt: str | None) -> Source:
 
 
 def read_jsonl(path: Path, fields: FieldMap) -> Iterator[RawRecord]:
-    """One JSON object per line; blank lines are not records."""
-    position = 0
-    with open(path, "rb") as f:
-        for line_no, raw in enumerate(f, 1):
-            position += len(raw)
-            if not raw.strip():
-                continue
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                yield RawRecord(
-                    line_no,
-                    position,
-                    None,
-                    (UNDECODABLE, f"not UTF-8 at byte {exc.start} of the line"),
-                )
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                yield RawRecord(line_no, position, None, (MALFORMED, f"not JSON ({exc.msg})"))
-                continue
-            if not isinstance(obj, dict):
-                yield RawRecord(
-                    line_no,
-                    position,
-                    None,
-                    (MALFORMED, f"a JSON {type(obj).__name__}, not an object"),
-                )
-                continue
-            yield RawRecord(line_no, position, obj)
+    """One JSON object per line; blank lines are not records (see datasets.jsonl)."""
+    for line in scan_jsonl(path):
+        if line.value is None:
+            kind = UNDECODABLE if line.undecodable else MALFORMED
+            yield RawRecord(line.number, line.end, None, (kind, line.problem))
+        else:
+            yield RawRecord(line.number, line.end, line.value)
 
 
 def read_text(path: Path, fields: FieldMap) -> Iterator[RawRecord]:

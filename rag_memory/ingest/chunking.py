@@ -77,7 +77,7 @@ class Chunker:
         # a long title keeps at least half the window for text (the model truncates the rest)
         window = max(self.max_tokens - title_tokens, self.max_tokens // 2)
         step = max(1, window - min(self.overlap, window // 2))
-        chunks = []
+        chunks: list[Chunk] = []
         start = 0
         while True:
             end = min(start + window, len(offsets))

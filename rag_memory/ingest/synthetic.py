@@ -1,6 +1,6 @@
 """Synthetic builds: N clustered unit vectors, for scale tests without the cost of embedding.
 
-The vectors come from `rag_memory.evaluation.synthetic` (a seeded Gaussian mixture on the
+The vectors come from `rag_memory.datasets.synthetic` (a seeded Gaussian mixture on the
 sphere, generated in chunks), so the same (n, dim, clusters, seed) is the same data set on any
 machine and is never held in RAM whole: blocks are generated, committed and dropped. Everything
 else (checkpoint, resume, report, index plan) is the text pipeline's.
@@ -16,16 +16,14 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..evaluation.synthetic import MixtureSpec, iter_base
-from ..index.config import IndexConfig
-from ..index.plan import choose_index
+from ..datasets.synthetic import MixtureSpec, iter_base
 from ..memory import Memory
 from .blocks import Block, Prefetcher
 from .config import DEFAULT_MEMORY_BUDGET
 from .pipeline import commit_blocks, finish_report
 from .records import ProblemLog
 from .report import BuildReport
-from .target import open_target
+from .target import create_memory, open_target
 
 DEFAULT_BLOCK = 20_000
 
@@ -93,7 +91,7 @@ def run_synthetic(config: SyntheticConfig) -> BuildReport:
         config.out,
         inputs,
         config.append,
-        create=lambda p: _create(p, config),
+        create=lambda p: create_memory(p, spec.dim, config.memory_budget, config.n),
         open_=lambda p: Memory.open(p),
     )
     problems = ProblemLog()
@@ -121,22 +119,6 @@ def run_synthetic(config: SyntheticConfig) -> BuildReport:
             config.memory_budget,
             prefetch.busy_s,
         )
-
-
-def _create(path: Path, config: SyntheticConfig) -> Memory:
-    """A memory whose sealed shards follow the plan for the n vectors to come, with the
-    budget as their RAM budget (the rest is memory-mapped from disk)."""
-    plan = choose_index(config.n, config.spec.dim, config.memory_budget)
-    index = None
-    if plan.kind != "flat":
-        index = IndexConfig(
-            kind=plan.kind,
-            nlist=plan.nlist,
-            nprobe=plan.nprobe,
-            pq_m=plan.pq_m or None,
-            expected_vectors=config.n,
-        )
-    return Memory.create(path, dim=config.spec.dim, index=index, ram_bytes=config.memory_budget)
 
 
 def _no_encoder(texts: list[str]) -> np.ndarray:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import BuildInputError
+from ..validation import is_int
 
 logger = logging.getLogger(__name__)
 
@@ -144,7 +145,7 @@ def to_document(record: RawRecord, fields_: FieldMap) -> Document | Problem:
     if id_name is None:
         return Problem(line, MISSING_FIELD, f"no id field ({' or '.join(fields_.id_candidates())})")
     doc_id = row[id_name]
-    if isinstance(doc_id, int) and not isinstance(doc_id, bool):
+    if is_int(doc_id):
         doc_id = str(doc_id)
     if not isinstance(doc_id, str) or not doc_id.strip():
         return Problem(line, MALFORMED, f"id {doc_id!r} is not a non-empty string or integer")

@@ -18,17 +18,17 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..embed import Embedder
-from ..errors import UnknownIdError
 from ..index.plan import choose_index
 from ..memory import Memory
+from ..resources import peak_rss_bytes
 from .blocks import Block, Prefetcher, text_blocks
 from .checkpoint import Checkpoint, source_identity, write_checkpoint
 from .chunking import Chunker
 from .config import CPU_BATCH_SIZE, GPU_BATCH_SIZE, BuildConfig
-from .readers import open_records, resolve_source
+from .readers import Source, open_records, resolve_source
 from .records import ALREADY_STORED, Problem, ProblemLog
-from .report import BuildReport, peak_rss_bytes
-from .target import open_target, refuse_early
+from .report import BuildReport
+from .target import create_memory, open_target, refuse_early
 
 logger = logging.getLogger(__name__)
 
@@ -48,27 +48,9 @@ class _Run:
     seconds: dict[str, float] = field(default_factory=lambda: {"encode": 0.0, "write": 0.0})
 
 
-def _all_stored(mem: Memory, ids: list[str]) -> bool:
-    """Whether the memory holds every one of `ids` (one query)."""
-    try:
-        mem.get(ids)
-        return True
-    except UnknownIdError:
-        return False
-
-
 def _stored(mem: Memory, ids: list[str]) -> set[str]:
-    """Which of `ids` the memory already holds (one query when all are, else one per id)."""
-    if _all_stored(mem, ids):
-        return set(ids)
-    found = set()
-    for id_ in ids:
-        try:
-            mem.get([id_])
-            found.add(id_)
-        except UnknownIdError:
-            continue
-    return found
+    """Which of `ids` the memory already holds (one query)."""
+    return {id_ for id_, found in zip(ids, mem.contains(ids), strict=True) if found}
 
 
 def _commit(
@@ -118,7 +100,7 @@ def commit_blocks(
         run.chunks += len(block.ids)
         run.documents = block.documents
         # a kill between commit and checkpoint leaves the next block committed already
-        done = block.index < checkpoint.blocks_done or (resumed and _all_stored(mem, block.ids))
+        done = block.index < checkpoint.blocks_done or (resumed and all(mem.contains(block.ids)))
         if done:
             run.resumed += 1
         else:
@@ -226,6 +208,15 @@ def default_batch_size(embedder: Embedder) -> int:
     return GPU_BATCH_SIZE if str(embedder.model.device).startswith("cuda") else CPU_BATCH_SIZE
 
 
+def expected_vectors(source: Source, limit: int | None) -> int | None:
+    """Vectors the build will add at least, where the source says up front how many records it
+    holds (Parquet): one per document (chunking adds more); None where nothing says."""
+    documents = source.documents
+    if documents is None or limit is None:
+        return documents
+    return min(documents, limit)
+
+
 def run_build(config: BuildConfig, embedder: Embedder | None = None) -> BuildReport:
     """Build (or resume, or --append to) the memory `config.out` from `config.source`."""
     started = time.perf_counter()
@@ -264,7 +255,9 @@ def run_build(config: BuildConfig, embedder: Embedder | None = None) -> BuildRep
         config.out,
         command,
         config.append,
-        create=lambda p: Memory.create(p, embedder=embedder),
+        create=lambda p: create_memory(
+            p, embedder.dim, config.memory_budget, expected_vectors(source, config.limit), embedder
+        ),
         open_=lambda p: Memory.open(p, embedder=embedder),
     )
     problems = ProblemLog(strict=config.strict)

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ..index.plan import parse_bytes
-from .config import DEFAULT_BLOCK_BATCHES, BuildConfig
+from .config import DEFAULT_BLOCK_BATCHES, DEFAULT_MEMORY_BUDGET_TEXT, BuildConfig
 from .pipeline import run_build
 from .readers import FORMATS
 from .records import FieldMap
@@ -73,10 +73,11 @@ def _bytes(ctx: click.Context, param: click.Parameter, value: str) -> int:
 )
 @click.option(
     "--memory-budget",
-    default="1GiB",
+    default=DEFAULT_MEMORY_BUDGET_TEXT,
     show_default=True,
     callback=_bytes,
-    help="Index bytes the index plan must fit (e.g. 512MiB, 4GB).",
+    help="Index bytes the index plan must fit, and the RAM budget of sealed shards "
+    "(the rest is memory-mapped from disk), e.g. 512MiB, 4GB.",
 )
 @click.option("--embedder", default=None, help="sentence-transformers model name or path.")
 @click.option("--device", default=None, help="torch device [default: a GPU if there is one].")

@@ -11,16 +11,26 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from ..errors import CorruptFileError
 from ..fsutil import atomic_write_bytes
+from ..validation import json_object_problem
 
 CHECKPOINT_NAME = "build_checkpoint.json"
 FORMAT = "rag_memory.build_checkpoint"
 VERSION = 1
+_TYPES = {  # every field of Checkpoint, as read back from JSON
+    "fingerprint": str,
+    "command": dict,
+    "blocks_done": int,
+    "slots_before": int,
+    "done": bool,
+    "format": str,
+    "version": int,
+}
 
 
 @dataclass(frozen=True)
@@ -64,21 +74,9 @@ def read_checkpoint(directory: Path) -> Checkpoint | None:
         data = json.loads(path.read_bytes().decode("utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CorruptFileError(path, f"unreadable checkpoint ({exc})") from None
-    types = {
-        "fingerprint": str,
-        "command": dict,
-        "blocks_done": int,
-        "slots_before": int,
-        "done": bool,
-        "format": str,
-        "version": int,
-    }
-    if not isinstance(data, dict) or set(data) != {f.name for f in fields(Checkpoint)}:
-        raise CorruptFileError(path, f"a checkpoint needs exactly the keys {sorted(types)}")
-    for key, kind in types.items():
-        value = data[key]
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise CorruptFileError(path, f"{key} must be a {kind.__name__}, got {value!r}")
+    problem = json_object_problem(data, _TYPES, "a checkpoint")
+    if problem is not None:
+        raise CorruptFileError(path, problem)
     if data["format"] != FORMAT or data["version"] != VERSION:
         raise CorruptFileError(path, f"not a version-{VERSION} build checkpoint")
     if data["blocks_done"] < 0 or data["slots_before"] < 0:
