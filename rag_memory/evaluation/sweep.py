@@ -75,7 +75,8 @@ def default_nprobes(nlist: int) -> list[int]:
 class FlatSystem:
     """Exact search (IndexFlatIP): the ground truth and the speed anchor."""
 
-    name, knob = "exact_faiss", None
+    name = "exact_faiss"
+    knob: str | None = None
 
     def __init__(self, vectors: np.ndarray) -> None:
         self.index = faiss.IndexFlatIP(vectors.shape[1])
@@ -95,7 +96,8 @@ class FlatSystem:
 class IvfFlatSystem:
     """Plain FAISS IVF-Flat, the comparison curve: `nprobe` trades recall for speed."""
 
-    name, knob = "faiss_ivf_flat", "nprobe"
+    name = "faiss_ivf_flat"
+    knob: str | None = "nprobe"
 
     def __init__(self, vectors: np.ndarray, nlist: int, nprobes: Sequence[int], seed: int) -> None:
         d = vectors.shape[1]
@@ -116,7 +118,8 @@ class IvfFlatSystem:
         return [p for p in self.nprobes if p <= self.nlist]
 
     def search(self, queries: np.ndarray, k: int, value: Any = 1) -> np.ndarray:
-        params = faiss.SearchParametersIVF(nprobe=int(value))
+        params = faiss.SearchParametersIVF()
+        params.nprobe = int(value)
         return self.index.search(queries, k, params=params)[1]
 
     @property
