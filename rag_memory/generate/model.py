@@ -126,11 +126,10 @@ def _load(name: str | None, device: torch.device, dtype: str) -> LoadedModel:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    gguf = default_gguf() if name is None else (Path(name) if name.endswith(".gguf") else None)
-    if gguf is not None:
-        source, key = _converted(gguf)
-    else:
+    if name is not None and not name.endswith(".gguf"):
         source, key = name, _plain_key(name)
+    else:
+        source, key = _converted(default_gguf() if name is None else Path(name))
     logger.info("loading generator model %s from %s", name or DEFAULT_MODEL, source)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
@@ -141,7 +140,8 @@ def _load(name: str | None, device: torch.device, dtype: str) -> LoadedModel:
         raise RagMemoryError(
             f"cannot load generator model {name or DEFAULT_MODEL!r} from {source}: {exc}"
         ) from exc
-    model.to(device).eval()
+    # transformers types `to` through a decorator whose signature drops the device argument
+    model.to(device).eval()  # type: ignore[arg-type]
     params = inspect.signature(model.forward).parameters
     cache_arg = "cache" if "cache" in params else "past_key_values"
     return LoadedModel(model, tokenizer, f"{key}/{dtype}", device, getattr(torch, dtype), cache_arg)
@@ -199,8 +199,10 @@ def _convert(gguf: Path, target: Path, stamp: str) -> None:
     )
     # Saved weights are plain float32 now; a leftover GGUF quantization config would make
     # the next load look for a .gguf file again.
-    model.hf_quantizer = None
-    model.is_quantized = False
+    # Neither attribute is declared on PreTrainedModel (nn.Module types unknown ones as
+    # Tensor | Module), though from_pretrained sets both.
+    model.hf_quantizer = None  # type: ignore[assignment]
+    model.is_quantized = False  # type: ignore[assignment]
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     target.parent.mkdir(parents=True, exist_ok=True)
