@@ -29,12 +29,14 @@ from rag_memory.errors import (
     GenerationInputError,
     InvalidInputError,
     InvalidWeightsError,
+    ModelLoadError,
+    RagMemoryError,
     UnknownFusionError,
     UnsupportedModelError,
 )
 from rag_memory.generate import Generator, GeneratorConfig, weights_from_scores
 from rag_memory.generate.kv import KV, encode_slots
-from rag_memory.generate.model import check_layered_attention
+from rag_memory.generate.model import check_layered_attention, load
 from rag_memory.generate.prompt import PromptLayout
 from rag_memory.generate.sampling import TokenChooser
 from rag_memory.generate.slot_cache import SlotCache, decode, encode, text_digest
@@ -148,6 +150,20 @@ def test_sliding_window_models_are_refused_for_xattn(
     monkeypatch.setattr(gen.lm.model.config, "sliding_window", 4096, raising=False)
     with pytest.raises(UnsupportedModelError, match="sliding-window"):
         check_layered_attention(gen.lm.model, "xattn")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"dtype": "float8"}, "unknown model dtype"),
+        ({"device": "no-such-device"}, "unknown torch device"),
+        ({"name": "/no/such/model.gguf"}, "does not exist"),
+    ],
+)
+def test_unloadable_models_raise_model_load_error(kwargs: dict, message: str) -> None:
+    with pytest.raises(ModelLoadError, match=message) as caught:
+        load(**kwargs)
+    assert isinstance(caught.value, RagMemoryError)
 
 
 # -- the slot KV cache -----------------------------------------------------------------------
