@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import InvalidInputError
-from ..validation import config_from_dict
+from ..validation import check_int, config_from_dict, is_number
 
 MIB = 1 << 20
 GIB = 1 << 30
@@ -108,21 +108,18 @@ class GeneratorConfig:
             *((name, m) for name, m in optional if getattr(self, name) is not None),
         ]
         for name, minimum in sizes:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise InvalidInputError(
-                    f"GeneratorConfig.{name} must be an int >= {minimum}, got {value!r}"
-                )
+            size = check_int(getattr(self, name), f"GeneratorConfig.{name}", minimum)
+            object.__setattr__(self, name, size)  # a numpy int is stored as a plain int
         t = self.temperature
-        if isinstance(t, bool) or not isinstance(t, (int, float)) or not t > 0:
+        if not is_number(t) or not t > 0:
             raise InvalidInputError(f"GeneratorConfig.temperature must be > 0, got {t!r}")
         t = self.sample_temperature
-        if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 <= t < math.inf:
+        if not is_number(t) or not 0 <= t < math.inf:
             raise InvalidInputError(
                 f"GeneratorConfig.sample_temperature must be >= 0 (0 = greedy), got {t!r}"
             )
         p = self.top_p
-        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 < p <= 1:
+        if not is_number(p) or not 0 < p <= 1:
             raise InvalidInputError(f"GeneratorConfig.top_p must be in (0, 1], got {p!r}")
         if isinstance(self.stop, str) or not all(isinstance(s, str) and s for s in self.stop):
             raise InvalidInputError(

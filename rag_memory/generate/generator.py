@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import GenerationInputError, UnknownFusionError
+from ..validation import check_int
 from . import model as model_loader
 from .config import FUSIONS, GeneratorConfig
 from .fusion import BUILDERS, NEEDS_SLOT_KV, Decoder, FusionInput
@@ -313,8 +314,7 @@ class Generator:
             if len(keys) != len(slots):
                 raise GenerationInputError(f"got {len(keys)} slot_keys for {len(slots)} slots")
         n = self.config.max_new_tokens if max_new_tokens is None else max_new_tokens
-        if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
-            raise GenerationInputError(f"max_new_tokens must be an int > 0, got {n!r}")
+        n = check_int(n, "max_new_tokens", error=GenerationInputError)
         stops = self.config.stop if stop is None else tuple(_strings(stop, "stop"))
         return _Call(question, slots, w, fusion, keys, n, stops)
 
