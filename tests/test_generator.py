@@ -65,7 +65,7 @@ def gen() -> Generator:
 def plain_logprobs(gen: Generator, slots: list[str], question: str = QUESTION) -> np.ndarray:
     """First-token log-probs of plain prompting: prefix + slots + question in one sequence."""
     lm = gen.lm
-    layout, _ = gen._prompt()
+    layout, _ = gen.prompt()
     ids = list(layout.prefix_ids) + [t for s in slots for t in layout.slot_ids(lm.tokenizer, s)]
     ids += layout.question_ids(lm.tokenizer, question)
     with torch.inference_mode():
@@ -229,7 +229,7 @@ def test_byte_budget_evicts_least_recently_used() -> None:
 
 @pytest.mark.parametrize("per", ["channel", "token"])
 def test_int8_round_trip_error_is_bounded(gen: Generator, per: str) -> None:
-    layout, prefix = gen._prompt()
+    layout, prefix = gen.prompt()
     kv = encode_slots(gen.lm, prefix, [layout.slot_ids(gen.lm.tokenizer, OTHER)])[0]
     stored = encode(kv, "d", "int8", per)
     assert stored.keys.dtype == torch.int8 and stored.nbytes < kv.nbytes / 3

@@ -96,8 +96,11 @@ class Generator:
                 )
             return self._lm
 
-    def _prompt(self) -> tuple[PromptLayout, KV]:
-        """The prompt layout and the shared prefix's KV, made once."""
+    def prompt(self) -> tuple[PromptLayout, KV]:
+        """The prompt layout (prefix, slot and question blocks, for this model's tokenizer) and
+        the shared prefix's KV, both made on first use and then reused: every fusion mode builds
+        its input from them, and code that assembles the same input by hand (plain prompting to
+        compare against, slot KVs to inspect) starts from them too."""
         lm = self.lm
         with self._lock:
             if self._layout is None or self._prefix is None:
@@ -184,7 +187,7 @@ class Generator:
         over the vocabulary (arguments as for `answer`): for scoring candidate answers and for
         checking one fusion against another."""
         call = self._check(question, slots, weights, fusion, scores, slot_keys, None, None)
-        decoder, question_ids = self._decoder(call, *self._prompt())
+        decoder, question_ids = self._decoder(call, *self.prompt())
         return decoder.prefill(question_ids).cpu().numpy()
 
     def stats(self) -> dict[str, Any]:
@@ -214,7 +217,7 @@ class Generator:
         return decoder, layout.question_ids(lm.tokenizer, call.question)
 
     def _generate(self, call: _Call) -> PieceStream:
-        layout, prefix = self._prompt()  # a first call's model load is not time to first token
+        layout, prefix = self.prompt()  # a first call's model load is not time to first token
         call.start = time.perf_counter()
         decoder, question_ids = self._decoder(call, layout, prefix)
         text = TextAssembler(self.lm.tokenizer, call.stop)
