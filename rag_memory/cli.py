@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from typing import Any
 
 import click
 
@@ -18,7 +19,7 @@ from .ingest.cli import build_command
 class _Group(click.Group):
     """Turns library errors into one clean line on stderr and exit code 2, never a traceback."""
 
-    def invoke(self, ctx: click.Context):  # type: ignore[no-untyped-def]
+    def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except RagMemoryError as exc:
@@ -98,7 +99,7 @@ def ask(
     as_json: bool,
 ) -> None:
     """Answer QUESTION from the top-k slots of DIRECTORY with the generator model."""
-    options = {} if max_new_tokens is None else {"max_new_tokens": max_new_tokens}
+    options: dict[str, Any] = {} if max_new_tokens is None else {"max_new_tokens": max_new_tokens}
     with Memory.open(directory, read_only=True) as mem:
         pieces = mem.generate_stream(question, k=k, fusion=fusion, **options)
         show = stream and not as_json

@@ -6,6 +6,7 @@ import hashlib
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -46,8 +47,9 @@ def _same(cached: list, fresh: list) -> bool:
     )
 
 
-def _memory(tmp_path: Path, n: int = 100, **cache) -> Memory:
-    mem = Memory.create(tmp_path / "m", embedder=HashEmbedder(), cache=CacheConfig(**cache))
+def _memory(tmp_path: Path, n: int = 100, embedder: Embedder | None = None, **cache: Any) -> Memory:
+    embedder = embedder or HashEmbedder()
+    mem = Memory.create(tmp_path / "m", embedder=embedder, cache=CacheConfig(**cache))
     mem.add(
         [f"slot {i}" for i in range(n)],
         ids=[f"s{i}" for i in range(n)],
@@ -125,8 +127,8 @@ def test_coherence_10000_random_operations(tmp_path: Path) -> None:
 
 
 def test_text_layer_skips_the_embedder(tmp_path: Path) -> None:
-    with _memory(tmp_path) as mem:
-        model = mem._embedder
+    model = HashEmbedder()
+    with _memory(tmp_path, embedder=model) as mem:
         first = mem.search("what is a slot?", k=3)
         calls = model.calls
         again = mem.search("  what is   a slot? ", k=3)  # whitespace differs only

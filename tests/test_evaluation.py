@@ -18,6 +18,8 @@ from rag_memory.datasets.beir import load_split
 from rag_memory.evaluation import TASKS, SystemsConfig, run_task
 from rag_memory.evaluation.measure import NA, memory_figures
 from rag_memory.evaluation.metrics import METRICS, evaluate_run, hits_to_run
+from rag_memory.evaluation.sweep import SWEEP_MAX_NLIST, sweep_nlist
+from rag_memory.index.plan import nlist_for
 
 SCIFACT = Path("/work/shared/data/scifact")
 needs_model = pytest.mark.skipif(
@@ -185,6 +187,13 @@ def test_eval_retrieval_end_to_end_with_chunked_memory(tmp_path: Path) -> None:
     assert (out / "latency_histogram.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report = (out / "report.md").read_text()
     assert "ndcg@10" in report and "n/a" in report and results["rerun"] in report
+
+
+def test_sweep_nlist_is_the_planners_choice_capped() -> None:
+    for n in (2000, 10_000, 50_000):
+        assert sweep_nlist(n) == nlist_for(n)  # below the cap: the memory's own choice
+    assert sweep_nlist(1_000_000) == SWEEP_MAX_NLIST == 1024  # the published 1M sweep
+    assert sweep_nlist(1_000_000, cap=4096) == 4096
 
 
 def test_eval_systems_tiny_run_and_rerun_reproduces(tmp_path: Path) -> None:

@@ -29,12 +29,14 @@ from rag_memory.errors import (
     GenerationInputError,
     InvalidInputError,
     InvalidWeightsError,
+    ModelLoadError,
+    RagMemoryError,
     UnknownFusionError,
     UnsupportedModelError,
 )
 from rag_memory.generate import Generator, GeneratorConfig, weights_from_scores
 from rag_memory.generate.kv import KV, encode_slots
-from rag_memory.generate.model import check_layered_attention
+from rag_memory.generate.model import check_layered_attention, load
 from rag_memory.generate.prompt import PromptLayout
 from rag_memory.generate.sampling import TokenChooser
 from rag_memory.generate.slot_cache import SlotCache, decode, encode, text_digest
@@ -63,7 +65,7 @@ def gen() -> Generator:
 def plain_logprobs(gen: Generator, slots: list[str], question: str = QUESTION) -> np.ndarray:
     """First-token log-probs of plain prompting: prefix + slots + question in one sequence."""
     lm = gen.lm
-    layout, _ = gen._prompt()
+    layout, _ = gen.prompt()
     ids = list(layout.prefix_ids) + [t for s in slots for t in layout.slot_ids(lm.tokenizer, s)]
     ids += layout.question_ids(lm.tokenizer, question)
     with torch.inference_mode():
@@ -150,6 +152,20 @@ def test_sliding_window_models_are_refused_for_xattn(
         check_layered_attention(gen.lm.model, "xattn")
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"dtype": "float8"}, "unknown model dtype"),
+        ({"device": "no-such-device"}, "unknown torch device"),
+        ({"name": "/no/such/model.gguf"}, "does not exist"),
+    ],
+)
+def test_unloadable_models_raise_model_load_error(kwargs: dict, message: str) -> None:
+    with pytest.raises(ModelLoadError, match=message) as caught:
+        load(**kwargs)
+    assert isinstance(caught.value, RagMemoryError)
+
+
 # -- the slot KV cache -----------------------------------------------------------------------
 def test_cache_reuse_gives_identical_answers(gen: Generator) -> None:
     slots = ["Mount Ferrow is 4,120 metres high.", "Lake Umbel freezes every winter."]
@@ -213,7 +229,7 @@ def test_byte_budget_evicts_least_recently_used() -> None:
 
 @pytest.mark.parametrize("per", ["channel", "token"])
 def test_int8_round_trip_error_is_bounded(gen: Generator, per: str) -> None:
-    layout, prefix = gen._prompt()
+    layout, prefix = gen.prompt()
     kv = encode_slots(gen.lm, prefix, [layout.slot_ids(gen.lm.tokenizer, OTHER)])[0]
     stored = encode(kv, "d", "int8", per)
     assert stored.keys.dtype == torch.int8 and stored.nbytes < kv.nbytes / 3

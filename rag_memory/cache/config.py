@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import InvalidInputError
-from ..validation import config_from_dict
+from ..validation import check_int, config_from_dict, is_number
 
 MIB = 1 << 20
 
@@ -48,16 +48,13 @@ class CacheConfig:
         if not isinstance(self.enabled, bool):
             raise InvalidInputError(f"CacheConfig.enabled must be a bool, got {self.enabled!r}")
         for name in ("max_bytes", "embedding_max_bytes"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise InvalidInputError(f"CacheConfig.{name} must be an int >= 0, got {value!r}")
+            size = check_int(getattr(self, name), f"CacheConfig.{name}", minimum=0)
+            object.__setattr__(self, name, size)  # a numpy int is stored as a plain int
         t = self.threshold
-        if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0.0 < t <= 1.0:
+        if not is_number(t) or not 0.0 < t <= 1.0:
             raise InvalidInputError(f"CacheConfig.threshold must be in (0, 1], got {t!r}")
         ttl = self.ttl_seconds
-        if ttl is not None and (
-            isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not ttl > 0
-        ):
+        if ttl is not None and (not is_number(ttl) or not ttl > 0):
             raise InvalidInputError(f"CacheConfig.ttl_seconds must be > 0 or None, got {ttl!r}")
 
     @classmethod

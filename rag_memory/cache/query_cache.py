@@ -1,4 +1,5 @@
-"""`QueryCache`: the two cache layers behind the few calls `Memory` makes (see DESIGN.md).
+"""`QueryCache`: the two cache layers behind the few calls `Memory` makes (DESIGN.md, "The
+query cache").
 
 Memory calls it at four points: `encode` before the embedder, `lookup` before the index,
 `store` after a search (under the read lock, so no write can slip in between the search and

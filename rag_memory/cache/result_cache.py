@@ -180,7 +180,7 @@ class ResultCache:
                 self.similarity_sum += similarity
                 self.similarity_min = min(self.similarity_min, similarity)
             return Entry(
-                group,
+                entry.group,
                 entry.vector,
                 list(entry.scores),
                 list(entry.addrs),

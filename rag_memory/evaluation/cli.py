@@ -118,7 +118,12 @@ def retrieval(**options: Any) -> None:
 )
 @click.option("-k", "--k", default=10, show_default=True, help="recall@k.")
 @click.option("--add-batch", default=20_000, show_default=True, help="Vectors per mem.add.")
-@click.option("--nlist", default=None, type=int, help="IVF lists (default ~sqrt(n)).")
+@click.option(
+    "--nlist",
+    default=None,
+    type=int,
+    help="IVF lists (default: the planner's ~4*sqrt(n), at most 1024).",
+)
 @click.option(
     "--nprobes",
     default=None,

@@ -1,8 +1,9 @@
 """Systems measurements shared by every eval task: latency percentiles, throughput, peak RSS,
 the memory's own tier/cache figures, and a description of the machine and package versions.
 
-A figure the memory cannot report yet (query cache, disk reads, fast-tier hit ratio) is
-recorded as NA ("n/a"), never as 0: a zero would read as a measured "no hits".
+A figure that was not measured in a run is recorded as NA ("n/a"), never as 0, which would
+read as a measured "no hits": the query-cache hit rate of a memory opened with the cache off,
+the fast-tier hit ratio when no query probed a sealed shard.
 """
 
 from __future__ import annotations
@@ -66,11 +67,9 @@ def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
 
 
 def memory_figures(stats: dict[str, Any]) -> dict[str, Any]:
-    """The memory's own systems figures from `mem.stats()`; NA where the part does not exist.
-
-    Reads `cache` (hit rate), `fast_tier_hit_ratio` and `disk_bytes_read` if a later version of
-    the memory reports them, so this harness needs no change when those parts arrive.
-    """
+    """The memory's own systems figures from `mem.stats()`: bytes per tier and on disk, bytes
+    read from disk shards, the query cache's hit rate (NA when the cache is off) and the
+    fast-tier hit ratio (NA before any query probed a sealed shard)."""
     cache = stats.get("cache")
     hit_rate: Any = NA
     if isinstance(cache, dict):

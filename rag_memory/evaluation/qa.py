@@ -237,10 +237,12 @@ def run_qa(
             int8_generator, _ = default_generator(config, kv_dtype="int8")
     else:
         settings = {"injected": type(generator).__name__}
-    if config.kv_int8 and int8_generator is None:
-        raise InvalidInputError("kv_int8 with an injected generator needs an int8_generator")
     modes = config.modes
-    answerers = {mode: int8_generator if mode == INT8 else generator for mode in modes}
+    answerers: dict[str, Answerer] = dict.fromkeys(modes, generator)
+    if config.kv_int8:
+        if int8_generator is None:
+            raise InvalidInputError("kv_int8 with an injected generator needs an int8_generator")
+        answerers[INT8] = int8_generator
     rows: dict[str, dict[str, dict[str, Any]]] = {m: {} for m in modes}
     search_s: list[float] = []
     mem, slots, build_s = open_paragraph_memory(Path(config.memory), squad)
@@ -312,7 +314,7 @@ def _results(
     ttft = {mode: timing(mode, "prefill_s") for mode in config.modes}  # time to first token
 
     recall = float(np.mean([r["gold_retrieved"] for r in rows[config.fusions[0]].values()]))
-    scores = {
+    scores: dict[str, dict[str, Any]] = {
         mode: {
             "em": score(mode, "em"),
             "f1": score(mode, "f1"),

@@ -82,7 +82,8 @@ def memory_section(results: Mapping[str, Any]) -> str:
     return (
         "## Memory figures\n\n"
         + table(["figure", "value", "note"], rows)
-        + "\n\nn/a = the part does not exist in this version of the memory (not zero)."
+        + "\n\nn/a = not measured in this run (the query cache is off, or no query probed a "
+        "sealed shard), never a zero."
     )
 
 

@@ -97,7 +97,7 @@ def run_retrieval(config: RetrievalConfig) -> tuple[dict[str, Any], dict[str, np
         manifest_embedder = mem.manifest.embedder
 
     nq = len(qids)
-    per_system = {
+    per_system: dict[str, dict[str, Any]] = {
         "memory": {
             "latency": measure.latency_summary(lat["memory"]),
             "batch_seconds": mem_batch_s,

@@ -10,7 +10,6 @@ memory becomes a curve in the same plot without other changes.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,9 +20,12 @@ import numpy as np
 from faiss.contrib.evaluation import knn_intersection_measure
 from tqdm.auto import tqdm
 
+from ..index.plan import nlist_for
 from ..memory import Memory
 
 logger = logging.getLogger(__name__)
+
+SWEEP_MAX_NLIST = 1024  # see sweep_nlist
 
 
 @dataclass(frozen=True)
@@ -53,14 +55,17 @@ class SweepSystem(Protocol):
     def nbytes(self) -> int: ...
 
 
-def choose_nlist(n: int) -> int:
-    """IVF list count: the power of two nearest sqrt(n), at least 1.
+def sweep_nlist(n: int, cap: int = SWEEP_MAX_NLIST) -> int:
+    """IVF list count of a sweep: the memory's own choice for n vectors (`plan.nlist_for`:
+    ~4 x sqrt(n), >= 39 training points per list), at most `cap`.
 
-    The FAISS wiki ("Guidelines to choose an index") suggests 4-16 x sqrt(n); we take the low
-    end because k-means training time grows with nlist and this runs on laptops too. Pass
-    `nlist` explicitly to sweep the recommended range.
+    The cap is the sweep's, not the planner's: the sweep trains k-means twice (the memory's
+    router and the comparison IVF), and its cost grows with nlist, so on 2 cores nlist_for's
+    16,384 lists at 1M vectors would take the better part of an hour where 1,024 take minutes.
+    The published 1M sweep ran at nlist 1,024 (`eval/systems.sh`); pass `nlist` explicitly
+    (`--nlist`) to sweep another value.
     """
-    return max(1, 2 ** round(math.log2(max(1.0, math.sqrt(n)))))
+    return min(nlist_for(n), cap)
 
 
 def default_nprobes(nlist: int) -> list[int]:
@@ -75,7 +80,8 @@ def default_nprobes(nlist: int) -> list[int]:
 class FlatSystem:
     """Exact search (IndexFlatIP): the ground truth and the speed anchor."""
 
-    name, knob = "exact_faiss", None
+    name = "exact_faiss"
+    knob: str | None = None
 
     def __init__(self, vectors: np.ndarray) -> None:
         self.index = faiss.IndexFlatIP(vectors.shape[1])
@@ -95,7 +101,8 @@ class FlatSystem:
 class IvfFlatSystem:
     """Plain FAISS IVF-Flat, the comparison curve: `nprobe` trades recall for speed."""
 
-    name, knob = "faiss_ivf_flat", "nprobe"
+    name = "faiss_ivf_flat"
+    knob: str | None = "nprobe"
 
     def __init__(self, vectors: np.ndarray, nlist: int, nprobes: Sequence[int], seed: int) -> None:
         d = vectors.shape[1]
@@ -116,7 +123,8 @@ class IvfFlatSystem:
         return [p for p in self.nprobes if p <= self.nlist]
 
     def search(self, queries: np.ndarray, k: int, value: Any = 1) -> np.ndarray:
-        params = faiss.SearchParametersIVF(nprobe=int(value))
+        params = faiss.SearchParametersIVF()
+        params.nprobe = int(value)
         return self.index.search(queries, k, params=params)[1]
 
     @property

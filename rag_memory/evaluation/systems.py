@@ -27,10 +27,10 @@ from .sweep import (
     FlatSystem,
     IvfFlatSystem,
     MemorySystem,
-    choose_nlist,
     default_nprobes,
     knee,
     sweep,
+    sweep_nlist,
 )
 
 logger = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ class SystemsConfig:
     latency_queries: int = 100  # queries timed one at a time, per system
     k: int = 10  # recall@k
     add_batch: int = 20_000  # vectors per mem.add call
-    nlist: int | None = None  # IVF lists; None = choose_nlist(n)
+    nlist: int | None = None  # IVF lists; None = sweep_nlist(n)
     nprobes: tuple[int, ...] = field(default_factory=tuple)  # () = default_nprobes(nlist)
     recall_target: float = 0.95  # the IVF point timed for latency: fastest at this recall
     memory: str | None = None  # keep the built memory here (reused if it holds n slots)
@@ -104,7 +104,7 @@ def run_systems(config: SystemsConfig) -> tuple[dict[str, Any], dict[str, np.nda
     spec = MixtureSpec(config.dim, config.clusters, config.spread, config.seed)
     vectors, gen_s = measure.timed(lambda: base_vectors(spec, config.n))
     queries = query_vectors(spec, config.queries)
-    nlist = config.nlist or choose_nlist(config.n)
+    nlist = config.nlist or sweep_nlist(config.n)
     nprobes = list(config.nprobes) or default_nprobes(nlist)
 
     scratch = None

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -25,13 +25,20 @@ from .systems import SystemsConfig, run_systems
 Latencies = Mapping[str, np.ndarray]
 
 
+class TaskConfig(Protocol):
+    """What every task's config dataclass has: the results folder it writes."""
+
+    @property
+    def out(self) -> str: ...
+
+
 @dataclass(frozen=True)
 class EvalTask:
     """One evaluation: how to run it, how to render its report, which plots it draws."""
 
     name: str
     summary: str
-    config_type: type
+    config_type: type[TaskConfig]
     run: Callable[..., tuple[dict[str, Any], Latencies]]  # (config, **dependencies)
     render: Callable[[dict], str]
     plots: Callable[[dict[str, Any], Latencies], dict[str, Callable[[Path], Path]]]

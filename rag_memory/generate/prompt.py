@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -55,8 +55,9 @@ class PromptLayout:
                 {"role": "system", "content": config.system_prompt},
                 {"role": "user", "content": _SENTINEL},
             ]
-            rendered = tokenizer.apply_chat_template(
-                messages, tokenize=False, add_generation_prompt=True
+            rendered = cast(  # tokenize=False returns the rendered text
+                str,
+                tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True),
             )
             head, tail = rendered.split(_SENTINEL)
         else:

@@ -7,7 +7,7 @@ trailing replacement character, and no tail that might grow into a stop string.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -32,7 +32,8 @@ class TextAssembler:
     def add(self, token: int) -> str:
         """Append one token; return the newly final text (possibly empty)."""
         self.ids.append(token)
-        self.text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
+        # one flat id list decodes to one string (a list comes back only for a batch)
+        self.text = cast(str, self.tokenizer.decode(self.ids, skip_special_tokens=True))
         cut = min((i for i in (self.text.find(s) for s in self.stop) if i >= 0), default=-1)
         if cut >= 0:
             self.text = self.text[:cut]

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..errors import InvalidWeightsError
+from ..validation import is_number
 
 
 def _as_vector(values: Sequence[float] | np.ndarray, what: str) -> np.ndarray:
@@ -34,12 +35,7 @@ def weights_from_scores(scores: Sequence[float] | np.ndarray, temperature: float
         scores: retrieval scores of the slots (cosines for a rag_memory memory).
         temperature: > 0; smaller sharpens the weights towards the best-scoring slot.
     """
-    if (
-        isinstance(temperature, bool)
-        or not isinstance(temperature, (int, float))
-        or not math.isfinite(temperature)
-        or temperature <= 0
-    ):
+    if not is_number(temperature) or not math.isfinite(temperature) or temperature <= 0:
         raise InvalidWeightsError(f"temperature must be a finite number > 0, got {temperature!r}")
     s = _as_vector(scores, "scores") / temperature
     if not len(s):
