@@ -4,7 +4,7 @@ PIP := $(PYTHON) -m pip
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install demo test test-slow bench
+.PHONY: install demo lint test test-slow bench
 
 # torch first, from the local CPU wheel: otherwise a dependency pulls a multi-GB CUDA build.
 install:
@@ -14,6 +14,12 @@ install:
 
 demo: install
 	$(PYTHON) indexes/demo/quickstart.py
+
+# The gates CI runs beside the tests: the declared style (pyproject [tool.ruff]) and types.
+lint: install
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m ruff format --check .
+	$(PYTHON) -m mypy
 
 test: install
 	$(PYTHON) -m pytest -q

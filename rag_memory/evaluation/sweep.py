@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import faiss
 import numpy as np
@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from ..index.plan import nlist_for
 from ..memory import Memory
+from ..types import Hit
 
 logger = logging.getLogger(__name__)
 
@@ -149,7 +150,8 @@ class MemorySystem:
         return self.nprobes
 
     def search(self, queries: np.ndarray, k: int, value: Any = None) -> np.ndarray:
-        hits = self.mem.search(queries, k=k, nprobe=value, cache=False)
+        # a 2-D batch: one hit list per query (the overloads cannot tell 1-D from 2-D arrays)
+        hits = cast("list[list[Hit]]", self.mem.search(queries, k=k, nprobe=value, cache=False))
         out = np.full((len(queries), k), -1, dtype=np.int64)
         for row, row_hits in enumerate(hits):
             out[row, : len(row_hits)] = [int(h.id) for h in row_hits]
