@@ -79,6 +79,13 @@ def _bytes(ctx: click.Context, param: click.Parameter, value: str) -> int:
     help="Index bytes the index plan must fit, and the RAM budget of sealed shards "
     "(the rest is memory-mapped from disk), e.g. 512MiB, 4GB.",
 )
+@click.option(
+    "--seal-threshold",
+    type=int,
+    default=None,
+    help="Slots in the exact growing shard before it is sealed into IVF shards "
+    "[default: IndexConfig's, 100,000].",
+)
 @click.option("--embedder", default=None, help="sentence-transformers model name or path.")
 @click.option("--device", default=None, help="torch device [default: a GPU if there is one].")
 @click.option("--limit", type=int, default=None, help="Stop after this many documents.")
@@ -99,6 +106,7 @@ def build_command(
     batch_size: int | None,
     block_batches: int,
     memory_budget: int,
+    seal_threshold: int | None,
     embedder: str | None,
     device: str | None,
     limit: int | None,
@@ -129,6 +137,7 @@ def build_command(
         batch_size=batch_size,
         block_batches=block_batches,
         memory_budget=memory_budget,
+        seal_threshold=seal_threshold,
         embedder=embedder,
         device=device,
         strict=strict,

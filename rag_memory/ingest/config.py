@@ -30,6 +30,7 @@ class BuildConfig:
     batch_size: int | None = None  # encoder batch; None = 64 on CPU, 256 on a GPU
     block_batches: int = DEFAULT_BLOCK_BATCHES  # encoder batches per committed block
     memory_budget: int = DEFAULT_MEMORY_BUDGET  # plan's index bytes; sealed shards' RAM
+    seal_threshold: int | None = None  # growing-shard size that seals; None = IndexConfig's
     embedder: str | None = None  # sentence-transformers name or path; None = MiniLM
     device: str | None = None  # torch device; None = a GPU when there is one
     strict: bool = False  # stop at the first bad record instead of skipping it
@@ -38,7 +39,7 @@ class BuildConfig:
     progress: bool = True  # show a tqdm progress bar
 
     def __post_init__(self) -> None:
-        for name in ("max_tokens", "batch_size", "limit"):
+        for name in ("max_tokens", "batch_size", "limit", "seal_threshold"):
             if getattr(self, name) is not None:
                 object.__setattr__(self, name, check_int(getattr(self, name), name))
         for name, minimum in (("block_batches", 1), ("memory_budget", 1), ("overlap", 0)):

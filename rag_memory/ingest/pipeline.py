@@ -246,6 +246,7 @@ def run_build(config: BuildConfig, embedder: Embedder | None = None) -> BuildRep
         "strict": config.strict,
         "append": config.append,
         "memory_budget_bytes": config.memory_budget,
+        "seal_threshold": config.seal_threshold,
     }
     command = {
         **{k: v for k, v in inputs.items() if k not in ("device", "strict")},
@@ -256,7 +257,12 @@ def run_build(config: BuildConfig, embedder: Embedder | None = None) -> BuildRep
         command,
         config.append,
         create=lambda p: create_memory(
-            p, embedder.dim, config.memory_budget, expected_vectors(source, config.limit), embedder
+            p,
+            embedder.dim,
+            config.memory_budget,
+            expected_vectors(source, config.limit),
+            embedder,
+            config.seal_threshold,
         ),
         open_=lambda p: Memory.open(p, embedder=embedder),
     )

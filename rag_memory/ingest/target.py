@@ -61,21 +61,26 @@ def create_memory(
     budget: int,
     expected_vectors: int | None,
     embedder: Embedder | None = None,
+    seal_threshold: int | None = None,
 ) -> Memory:
     """The new memory of a build: `budget` is its RAM budget for sealed shards (the rest is
-    memory-mapped from disk) and, when the number of vectors to come is known, its sealed
-    shards follow the index plan for that number under that budget."""
-    index = None
+    memory-mapped from disk, and later opens keep to it) and, when the number of vectors to
+    come is known, its sealed shards follow the index plan for that number under that budget.
+    `seal_threshold` (None: IndexConfig's default) sets when the growing shard seals."""
+    settings: dict[str, Any] = {}
+    if seal_threshold is not None:
+        settings["seal_threshold"] = seal_threshold
     if expected_vectors:
         plan = choose_index(expected_vectors, dim, budget)
         if plan.kind != "flat":
-            index = IndexConfig(
+            settings.update(
                 kind=plan.kind,
                 nlist=plan.nlist,
                 nprobe=plan.nprobe,
                 pq_m=plan.pq_m or None,
                 expected_vectors=expected_vectors,
             )
+    index = IndexConfig(**settings) if settings else None
     return Memory.create(path, embedder=embedder, dim=dim, index=index, ram_bytes=budget)
 
 
