@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from ..types import CachedHit, Hit
+from ..types import CachedHit, Hit, HitText
 from .config import CacheConfig
 from .embedding_cache import EmbeddingCache
-from .result_cache import GroupKey, Match, ResultCache, Row
+from .result_cache import GroupKey, Match, ResultCache
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ class QueryCache:
         removed: np.ndarray,
         addrs: np.ndarray,
         vectors: np.ndarray,
-        rows: list[Row],
+        rows: list[HitText],
         match: Match,
     ) -> None:
         """Patch entries for a committed write; on any failure forget everything instead."""

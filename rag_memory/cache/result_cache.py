@@ -31,6 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from ..types import HitText
+
 # Scores are cosines of float32 unit vectors; FAISS (SIMD or BLAS) and numpy round the same
 # dot product differently by a few ulps (~1e-7). Closer than this is treated as a tie.
 SCORE_EPS = 1e-5
@@ -41,7 +43,6 @@ SAME_VECTOR_SLACK = 1e-6
 _ENTRY_OVERHEAD = 600
 _HIT_OVERHEAD = 160
 
-Row = tuple[str, str, str]  # slot id, text, metadata JSON
 GroupKey = tuple[int, str]  # (k, canonical where JSON or "")
 Match = Callable[[Any, np.ndarray], set[int]]  # (compiled where, addrs) -> matching addrs
 
@@ -54,7 +55,7 @@ class Entry:
     vector: np.ndarray
     scores: list[float]
     addrs: list[int]
-    rows: list[Row]
+    rows: list[HitText]
     created: float
     pos: int = -1
     nbytes: int = 0
@@ -195,7 +196,7 @@ class ResultCache:
         where: Any,
         scores: list[float],
         addrs: list[int],
-        rows: list[Row],
+        rows: list[HitText],
         version: int,
     ) -> None:
         """Cache a fresh search result computed at `version` (ignored if the cache moved on)."""
@@ -250,7 +251,7 @@ class ResultCache:
         removed: np.ndarray,
         addrs: np.ndarray,
         vectors: np.ndarray,
-        rows: list[Row],
+        rows: list[HitText],
         match: Match,
     ) -> None:
         """Patch every entry for a committed write (tombstoned `removed`, then new slots)."""
@@ -293,7 +294,12 @@ class ResultCache:
         self.counts["updates"] += 1
 
     def _add_to_group(
-        self, group: _Group, addrs: np.ndarray, vectors: np.ndarray, rows: list[Row], match: Match
+        self,
+        group: _Group,
+        addrs: np.ndarray,
+        vectors: np.ndarray,
+        rows: list[HitText],
+        match: Match,
     ) -> None:
         if not group.entries:
             return
@@ -316,7 +322,7 @@ class ResultCache:
                 self._resize(entry)
                 self.counts["updates"] += 1
 
-    def _insert(self, entry: Entry, score: float, addr: int, row: Row) -> bool:
+    def _insert(self, entry: Entry, score: float, addr: int, row: HitText) -> bool:
         """Put one new hit in place; False when the entry was dropped as ambiguous."""
         s, k = entry.scores, entry.group.k
         # Equal scores keep the earlier slot first, as FAISS's flat search does; new slots

@@ -17,11 +17,12 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
-Row = tuple  # (id, text, metadata JSON, addr)
+from ..types import SlotRow
+
 _OVERHEAD = 200  # bytes per entry beyond its strings: tuple, dict slot, ints
 
 
-def _size(row: Row) -> int:
+def _size(row: SlotRow) -> int:
     return len(row[0]) + len(row[1]) + len(row[2]) + _OVERHEAD
 
 
@@ -30,14 +31,14 @@ class RowCache:
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
-        self._young: dict[int, Row] = {}
-        self._old: dict[int, Row] = {}
+        self._young: dict[int, SlotRow] = {}
+        self._old: dict[int, SlotRow] = {}
         self._young_bytes = 0
         self._lock = threading.Lock()
 
     def lookup(
-        self, addrs: Sequence[int], load: Callable[[list[int]], list[Row]]
-    ) -> Mapping[int, Row]:
+        self, addrs: Sequence[int], load: Callable[[list[int]], list[SlotRow]]
+    ) -> Mapping[int, SlotRow]:
         """addr -> row for those of `addrs` that exist: cached rows, and `load(addresses)` for
         the rest. Read-only to the caller: it may be the young generation itself."""
         with self._lock:
@@ -56,7 +57,7 @@ class RowCache:
         rows.update((r[3], r) for r in (*promoted, *loaded))
         return rows
 
-    def _put(self, rows: Iterable[Row]) -> None:
+    def _put(self, rows: Iterable[SlotRow]) -> None:
         if not self.max_bytes:
             return
         for row in rows:

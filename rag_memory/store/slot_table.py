@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import CorruptFileError, IdAlreadyStoredError, ReadOnlyError, UnknownIdError
-from ..types import Slot
+from ..types import Slot, SlotRow
 from .row_cache import RowCache
 
 TABLE_FILE = "slots.sqlite"
@@ -285,7 +285,7 @@ class SlotTable:
         """Drop the rows cached in RAM (another process may have deleted them)."""
         self._rows.clear()
 
-    def fetch(self, addrs: Sequence[int]) -> Mapping[int, tuple[str, str, str, int]]:
+    def fetch(self, addrs: Sequence[int]) -> Mapping[int, SlotRow]:
         """addr -> (id, text, metadata JSON, addr) for the live slots among `addrs` (read-only).
 
         The hot path of every search: hot rows come from the RowCache; for the others the
@@ -293,7 +293,7 @@ class SlotTable:
         literals, which skips encoding and parsing a JSON parameter."""
         return self._rows.lookup(addrs, self._load_rows)
 
-    def _load_rows(self, addrs: list[int]) -> list[tuple[str, str, str, int]]:
+    def _load_rows(self, addrs: list[int]) -> list[SlotRow]:
         if not addrs:
             return []
         literal = ",".join(map(str, map(int, addrs)))
@@ -379,7 +379,7 @@ class SlotTable:
         """Record in one transaction that `shards` (id -> addresses) now hold those slots:
         set their `shard`, drop their growing vectors, retire (RETIRED_SHARD) tombstones of shards
         that no longer exist, and stamp the manifest `generation`. Idempotent, so replaying it
-        after a crash (see TieredIndex._repair) is safe."""
+        after a crash (the index's open-time repair does) is safe."""
         conn = self._writer_connection()
         conn.execute("BEGIN IMMEDIATE")
         try:
