@@ -3,32 +3,26 @@
 SciFact vectors are cached on disk (RAG_MEMORY_TEST_CACHE, default ~/.cache/rag_memory/tests),
 keyed by the corpus file's checksum and the model, so the ~5 minute embedding runs once; the
 loader lives in bench/_data.py, shared with the benchmarks.
+
+Helper functions live in tests/helpers.py; this file holds fixtures only.
 """
 
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+from _data import load_scifact  # noqa: E402  (bench/ is on pytest's pythonpath)
+from helpers import unit_vectors  # noqa: E402
+
 from rag_memory import Memory  # noqa: E402
 from rag_memory.embed import Embedder  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-from _data import SCIFACT, SHARED_DATA, load_scifact  # noqa: E402,F401  (re-exported for tests)
-
-
-def unit_vectors(n: int, dim: int, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((n, dim)).astype(np.float32)
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
 @pytest.fixture(scope="session")

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from _data import SHARED_DATA
 from click.testing import CliRunner
-from conftest import SHARED_DATA
 
 from rag_memory import InvalidInputError, Memory, generate
 from rag_memory.cli import main
