@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import unit_vectors
+from helpers import unit_vectors
 
 from rag_memory import Memory, MemoryLockedError
 

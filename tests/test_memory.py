@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import unit_vectors
+from helpers import unit_vectors
 
 from rag_memory import Hit, Memory, MemoryClosedError, UnknownIdError
 

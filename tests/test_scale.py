@@ -8,8 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-BENCH = Path(__file__).resolve().parents[1] / "bench"
+from helpers import BENCH
 
 
 @pytest.mark.slow

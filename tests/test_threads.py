@@ -6,7 +6,7 @@ import threading
 from pathlib import Path
 
 import numpy as np
-from conftest import unit_vectors
+from helpers import unit_vectors
 
 from rag_memory import Memory
 

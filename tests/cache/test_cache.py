@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 from _data import HARD_NEGATIVE_PAIRS
-from conftest import unit_vectors
+from helpers import unit_vectors
 
 from rag_memory import CacheConfig, CachedHit, InvalidInputError, Memory
 from rag_memory.cache import DEFAULT_THRESHOLD, group_key

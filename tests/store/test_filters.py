@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import unit_vectors
+from helpers import unit_vectors
 
 from rag_memory import InvalidFilterError, Memory
 

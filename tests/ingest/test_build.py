@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from helpers import REPO_ROOT
 
 from rag_memory import Memory
 from rag_memory.cli import main
@@ -27,7 +28,6 @@ from rag_memory.ingest.target import create_memory
 from rag_memory.manifest import read_manifest
 from rag_memory.store.slot_table import TABLE_FILE, SlotTable
 
-ROOT = Path(__file__).resolve().parents[1]
 WORDS = (
     "alpha beta gamma delta protein cell membrane enzyme river mountain city harbour "
     "engine voltage circuit galaxy comet orbit grammar verb poem melody rhythm"
@@ -294,14 +294,14 @@ def test_sigkilled_build_resumes_to_the_same_memory(tmp_path: Path) -> None:
     src = write_jsonl(tmp_path / "corpus.jsonl", docs)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     ref, out = tmp_path / "ref", tmp_path / "out"
-    subprocess.run(_build_cmd(src, ref), check=True, env=env, capture_output=True, cwd=ROOT)
+    subprocess.run(_build_cmd(src, ref), check=True, env=env, capture_output=True, cwd=REPO_ROOT)
     total = read_checkpoint(ref).blocks_done
     kills = []
     for target in sorted(rng.sample(range(1, total - 1), 3)):
         proc = subprocess.Popen(
             _build_cmd(src, out),
             env=env,
-            cwd=ROOT,
+            cwd=REPO_ROOT,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -313,7 +313,9 @@ def test_sigkilled_build_resumes_to_the_same_memory(tmp_path: Path) -> None:
         proc.wait()
         kills.append(_blocks_done(out))
     assert kills[-1] < total, f"the build finished before the last kill: {kills}"
-    result = subprocess.run(_build_cmd(src, out), env=env, capture_output=True, text=True, cwd=ROOT)
+    result = subprocess.run(
+        _build_cmd(src, out), env=env, capture_output=True, text=True, cwd=REPO_ROOT
+    )
     assert result.returncode == 0, result.stderr
     report = json.loads((out / "build_report.json").read_text())
     assert report["blocks_resumed"] >= kills[-1] and report["blocks"] == total

