@@ -10,7 +10,7 @@ code deterministically (seed below):
       prepositional phrase moved to the front), one synonym from a small list;
   hard negatives (any hit is wrong): negation (insert / remove "not"), an antonym, swapped
       entities (subject and object around the verb: same words, other meaning), plus the
-      hand-written pairs of tests/test_cache.py;
+      hand-written pairs of tests/cache/test_cache.py;
   natural negatives (any hit is wrong): every other train claim (leave-one-out; SciFact holds
       many claims with their negation) and every SciFact claim outside the train split.
 Precision = right hits / all hits; recall = right hits / paraphrases. A probe "hits" when its
