@@ -23,6 +23,7 @@ from .errors import (
 )
 from .index.budgets import check_budget, resolve_budgets
 from .index.config import IndexConfig
+from .index.plan import check_trainable
 from .index.tiered import TieredIndex
 from .manifest import Manifest
 from .read_path import ReadPath
@@ -135,6 +136,7 @@ class Memory(AnswersFromMemory):
         }
         model = embedder if isinstance(embedder, Embedder) else Embedder(embedder, device=device)
         dim = model.dim if dim is None else check_int(dim, "dim")
+        check_trainable(config, dim)
         files = create_directory(directory, model, dim, config, budgets, lock_timeout)
         return cls(directory, files, cache, ram_bytes, gpu_bytes)
 
@@ -261,7 +263,7 @@ class Memory(AnswersFromMemory):
             self._index.apply_write(addrs, vecs, removed=replaced)
             self._reads.after_write(replaced, addrs, vecs, list(zip(ids, texts, meta, strict=True)))
         # heavy work outside the lock; a brief swap inside
-        if self._index.should_seal() and self._index.seal():
+        if self._index.seal_when_due():
             self._reads.after_seal()
         return ids
 

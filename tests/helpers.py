@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from rag_memory.index.config import IndexConfig
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BENCH = REPO_ROOT / "bench"
 
@@ -18,3 +20,16 @@ def unit_vectors(n: int, dim: int, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((n, dim)).astype(np.float32)
     return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+# A small exhaustively probed IVF-Flat memory that seals every 400 vectors into 4 group
+# shards and merges a group at 3 shards: crash and repair tests of 16-dimensional vectors.
+SMALL_IVF = IndexConfig(
+    kind="ivf_flat",
+    seal_threshold=400,
+    nlist=16,
+    nprobe=16,
+    shard_groups=4,
+    merge_threshold=3,
+    rebalance_every=0,
+)

@@ -71,29 +71,33 @@ class Shard(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class TableSnapshot:
+    """The slot table as the index reads it, at one instant (one read transaction)."""
+
+    version: int  # the memory-wide write counter
+    generation: int  # the manifest generation the table's shard column reflects
+    live: int  # live slots
+    growing_addrs: np.ndarray  # live growing-shard slots added after the version asked for
+    growing_vectors: np.ndarray
+    deleted: np.ndarray  # addresses deleted after it (a full load: all not yet retired)
+
+
 class ShardTable(Protocol):
     """The few calls the tiered index makes on the slot table (`store.SlotTable` answers
-    them): growing vectors to rebuild from, tombstones of sealed slots, and the seal record.
-    A test can build an index over any object that has them."""
+    them): consistent snapshots to load and catch up from, and the seal record. A test can
+    build an index over any object that has them."""
 
     def version(self) -> int:
         """The memory-wide write counter."""
         ...
 
-    def live_count(self) -> int: ...
-
-    def generation(self) -> int:
-        """The manifest generation the table's shard column reflects."""
+    def counters(self) -> tuple[int, int]:
+        """(version, generation) at one instant."""
         ...
 
-    def growing_vectors(self, since_version: int = -1) -> tuple[np.ndarray, np.ndarray, int]:
-        """(addresses, vectors, version) of live growing-shard slots added after a version."""
-        ...
-
-    def deleted_since(self, since_version: int) -> np.ndarray: ...
-
-    def sealed_tombstones(self) -> list[tuple[int, int]]:
-        """(address, shard) of deleted slots whose vectors still sit in a sealed shard."""
+    def snapshot(self, since_version: int = -1) -> TableSnapshot:
+        """Counters, growing vectors and deletions after `since_version`, at one instant."""
         ...
 
     def apply_sealing(

@@ -42,6 +42,7 @@ MIN_POINTS_PER_CENTROID = 39  # FAISS ClusteringParameters.min_points_per_centro
 MAX_POINTS_PER_CENTROID = 256  # FAISS subsamples the training set beyond this
 PQ_M_CANDIDATES = (256, 128, 64, 48, 32, 24, 16, 8, 4)  # autofaiss get_optimal_quantization
 PQ_NBITS = 8
+PQ_MIN_TRAIN_VECTORS = 1 << PQ_NBITS  # k-means needs a training point per PQ centroid
 ID_BYTES = 8  # an int64 id per vector in FAISS inverted lists
 UNLIMITED_BYTES = 1 << 60  # "no RAM budget"
 GROUPS_PER_PARTITION = 16  # default partition groups: nlist // 16 (a shard per group)
@@ -242,6 +243,38 @@ def choose_index(n_vectors: int, dim: int, memory_budget_bytes: int) -> IndexPla
     )
 
 
+def min_train_vectors(kind: str) -> int:
+    """Vectors the first seal needs to train a router of `kind`: FAISS k-means refuses fewer
+    training points than centroids, and a PQ codebook has 2**PQ_NBITS centroids per
+    sub-quantizer. IVF-Flat trains on any number (nlist is capped by `max_nlist`), and
+    "auto" picks IVF-Flat for a first seal smaller than that (`choose_router`)."""
+    return PQ_MIN_TRAIN_VECTORS if kind == "ivf_pq" else 1
+
+
+def default_pq_m(dim: int) -> int:
+    """Sub-quantizers when IndexConfig.pq_m is None: about dim // 8 (48 at dim 384), the
+    largest that divides dim (FAISS ProductQuantizer requires dim % M == 0)."""
+    return next(m for m in range(max(1, dim // 8), 0, -1) if dim % m == 0)
+
+
+def check_trainable(config: IndexConfig, dim: int) -> None:
+    """Refuse at create a config that FAISS could never train, rather than at the first seal
+    (where it would fail again at every retry)."""
+    if config.kind == "ivf_pq" or (config.kind == "auto" and config.pq_m is not None):
+        m = config.pq_m or default_pq_m(dim)
+        if m > dim or dim % m:
+            raise InvalidInputError(
+                f"IndexConfig.pq_m={m} must divide dim {dim} (a PQ sub-quantizer codes "
+                f"dim / pq_m dimensions); divisors: "
+                f"{[d for d in PQ_M_CANDIDATES if dim % d == 0 and d <= dim]}"
+            )
+    if config.kind == "ivf_pq" and config.seal_threshold < PQ_MIN_TRAIN_VECTORS:
+        raise InvalidInputError(
+            f"IndexConfig.seal_threshold={config.seal_threshold} is too small to train IVF-PQ "
+            f"(its codebook needs >= {PQ_MIN_TRAIN_VECTORS} vectors per seal)"
+        )
+
+
 def choose_router(
     n_sealing: int, dim: int, config: IndexConfig, ram_bytes: int | None
 ) -> RouterChoice:
@@ -252,7 +285,8 @@ def choose_router(
     expected = max(n_sealing, config.expected_vectors or 0)
     plan = choose_index(expected, dim, ram_bytes or UNLIMITED_BYTES)
     auto = config.kind == "auto"
-    kind = ("ivf_pq" if plan.kind == "ivf_pq" else "ivf_flat") if auto else config.kind
+    pq = plan.kind == "ivf_pq" and n_sealing >= PQ_MIN_TRAIN_VECTORS
+    kind = ("ivf_pq" if pq else "ivf_flat") if auto else config.kind
     nlist = min(config.nlist or plan.nlist or nlist_for(expected), max_nlist(n_sealing))
     train = train_points_for(n_sealing, nlist, kind)
     reason = (
@@ -262,7 +296,7 @@ def choose_router(
     return RouterChoice(
         kind=kind,
         nlist=nlist,
-        pq_m=config.pq_m or plan.pq_m or max(1, dim // 8),
+        pq_m=config.pq_m or plan.pq_m or default_pq_m(dim),
         groups=max(1, min(config.shard_groups or nlist // GROUPS_PER_PARTITION, nlist)),
         train_points=train,
         reason=reason,

@@ -7,7 +7,7 @@ and out (writing the manifest, the commit point of every seal and merge) and rep
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -34,12 +34,15 @@ class SealedSet:
         directory: Path,
         manifest: Manifest,
         heat_half_life: int,
-        tombstones: Iterable[tuple[int, int]],
+        deleted: np.ndarray,
         budgets: Budgets,
         growing_bytes: int,
     ) -> None:
-        """Open the manifest's shards with their `tombstones` ((address, shard) pairs),
-        placed by their recorded heat within `budgets` less the growing shard's RAM."""
+        """Open the manifest's shards, each with the `deleted` addresses it holds as its
+        tombstones (found by address: after a crash between the manifest and slot-table
+        commits the table's shard ids are the previous generation's), placed by their
+        recorded heat within `budgets` less the growing shard's RAM. A shard that fails to
+        open closes the ones opened before it."""
         self._directory = directory
         self._manifest = manifest
         self._budgets = budgets
@@ -53,16 +56,17 @@ class SealedSet:
             record.kind, record.nlist, record.groups, record.sha256, record.groups_sha256
         )
         self._router = Router.load(directory / SHARDS_DIR, info, manifest.dim)
-        by_shard: dict[int, list[int]] = {}
-        for addr, shard_id in tombstones:
-            by_shard.setdefault(shard_id, []).append(addr)
-        for s in manifest.shards:
-            shard = SealedShard(directory, s, self._router, manifest.dim)
-            shard.set_tombstones(np.array(by_shard.get(s.shard_id, []), dtype=np.int64))
-            self._shards[s.shard_id] = shard
-        placement = self._placement(self._shards, growing_bytes)
-        for shard_id, shard in self._shards.items():
-            shard.install(shard.open_index(placement[shard_id]), placement[shard_id])
+        try:
+            for s in manifest.shards:
+                shard = SealedShard(directory, s, self._router, manifest.dim)
+                self._shards[s.shard_id] = shard
+                shard.set_tombstones(shard.addrs[np.isin(shard.addrs, deleted)])
+            placement = self._placement(self._shards, growing_bytes)
+            for shard_id, shard in self._shards.items():
+                shard.install(shard.open_index(placement[shard_id]), placement[shard_id])
+        except BaseException:
+            self.close()
+            raise
 
     # -- reading -----------------------------------------------------------------------
     @property

@@ -21,7 +21,7 @@ import os
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +30,16 @@ import numpy as np
 
 from ..errors import CorruptFileError
 from ..locks import ReadWriteLock
-from ..manifest import Manifest, RouterRecord, read_manifest
-from .base import TIERS, ShardTable
+from ..manifest import MANIFEST_NAME, Manifest, RouterRecord, read_manifest
+from . import maintenance
+from .base import TIERS, ShardTable, TableSnapshot
 from .budgets import Budgets
 from .config import IndexConfig
 from .fanout import ProbeCounts, search_sealed
 from .growing import GrowingShard
+from .maintenance import DeferredMaintenance
 from .merge import merge_topk
+from .plan import min_train_vectors
 from .router import Router
 from .sealed import SealedShard
 from .sealed_set import SealedSet
@@ -46,6 +49,22 @@ from .shard_files import SHARDS_DIR, merge_shards, remove_shard_files
 logger = logging.getLogger(__name__)
 
 QUERY_CHUNK = 256  # queries per sealed search: bounds the candidates held at once
+# A reader beside a writer re-reads the manifest when the one it read was replaced (and its
+# retired files deleted) while it opened; this many times in a row is no longer a race.
+OPEN_ATTEMPTS = 20
+SEAL_RETRY_SECONDS = maintenance.RETRY_SECONDS  # after a failed automatic seal (then doubling)
+TABLE_FILE = "slots.sqlite"  # named in errors about the slot table's counts
+
+
+@dataclass
+class _Opened:
+    """One consistent view of a memory's vectors: a manifest's sealed shards and the growing
+    shard from the table snapshot taken with them."""
+
+    growing: GrowingShard
+    sealed: SealedSet
+    version: int
+    table_generation: int
 
 
 class TieredIndex:
@@ -76,59 +95,130 @@ class TieredIndex:
         self._counters_lock = threading.Lock()
         self._counters = ProbeCounts()
         self._last_rebalance = 0
+        self._maintenance = DeferredMaintenance()
+        # True when a seal or merge committed its manifest but the slot table's record of it
+        # failed: the next commit (or open) records every shard, not only its new ones.
+        self._table_behind = False
+        self.config = IndexConfig.from_dict(manifest.index)
         try:
-            self._load(manifest)
+            opened = self._open(manifest)
+            self._growing, self._sealed, self._version = (
+                opened.growing,
+                opened.sealed,
+                opened.version,
+            )
+            if not read_only:
+                self._repair(opened.table_generation)
         except BaseException:
             self.close()
             raise
 
     # -- opening -----------------------------------------------------------------------
-    def _load(self, manifest: Manifest) -> None:
-        """Open the manifest's shards placed by recorded heat within the budgets; a writer
-        repairs what an interrupted seal left; then fill the growing shard from the table."""
-        self.config = IndexConfig.from_dict(manifest.index)
-        self._growing = GrowingShard(manifest.dim)
-        self._sealed = SealedSet(
+    def _open(self, manifest: Manifest) -> _Opened:
+        """Open `manifest`'s shards and the growing shard from one table snapshot. A reader
+        whose manifest was replaced by the writer meanwhile (its shards retired, the table a
+        generation ahead) starts again from the newer manifest; a writer, or a manifest that
+        stays the same, raises."""
+        for _ in range(OPEN_ATTEMPTS):
+            try:
+                return self._open_once(manifest)
+            except (CorruptFileError, FileNotFoundError):
+                if not self.read_only:
+                    raise
+                newer = read_manifest(self._directory)
+                if newer.generation == manifest.generation:
+                    raise
+                manifest = newer
+        raise CorruptFileError(
+            self._directory / MANIFEST_NAME,
+            f"replaced {OPEN_ATTEMPTS} times in a row while this reader opened it",
+        )
+
+    def _open_once(self, manifest: Manifest) -> _Opened:
+        snapshot = self._table.snapshot()
+        self._check_generations(manifest, snapshot)
+        growing = GrowingShard(manifest.dim)
+        sealed = SealedSet(
             self._directory,
             manifest,
             self.config.heat_half_life,
-            self._table.sealed_tombstones(),
+            snapshot.deleted,
             self.budgets,
-            self._growing.held_bytes,
+            growing.bytes_for(len(snapshot.growing_addrs)),
         )
-        if not self.read_only:
-            self._repair()
-        addrs, vectors, self._version = self._table.growing_vectors()
-        if len(self._sealed):  # the table lags the manifest after a crash in a seal
-            fresh = ~np.isin(addrs, self._sealed.all_addrs())
-            addrs, vectors = addrs[fresh], vectors[fresh]
-        self._growing.add(addrs, vectors)
-        live = self._table.live_count()
-        if live != self.live_count():
+        try:
+            addrs, vectors = snapshot.growing_addrs, snapshot.growing_vectors
+            if len(sealed):  # the table lags the manifest after a crash between the commits
+                fresh = ~np.isin(addrs, sealed.all_addrs())
+                addrs, vectors = addrs[fresh], vectors[fresh]
+            growing.add(addrs, vectors)
+            stored = growing.live_count + sum(s.live_count for s in sealed.shards)
+            if stored != snapshot.live:
+                raise CorruptFileError(
+                    self._directory / TABLE_FILE,
+                    f"slot count {snapshot.live} does not match the {stored} vectors stored",
+                )
+        except BaseException:
+            sealed.close()
+            raise
+        return _Opened(growing, sealed, snapshot.version, snapshot.generation)
+
+    def _check_generations(self, manifest: Manifest, snapshot: TableSnapshot) -> None:
+        """The manifest is the commit point and the table follows it, so the table's
+        generation is the manifest's, or one less after a crash between the two commits.
+        Anything else is a file restored from another time: refused before anything is
+        opened, repaired or deleted."""
+        path = self._directory / MANIFEST_NAME
+        if snapshot.generation > manifest.generation:
             raise CorruptFileError(
-                self._directory / "slots.sqlite",
-                f"slot count {live} does not match the {self.live_count()} vectors stored",
+                path,
+                f"the slot table is ahead of this manifest (generation {snapshot.generation} "
+                f"> {manifest.generation}): manifest.json is older than {TABLE_FILE} (restored "
+                "from an older copy?). Nothing was changed; put back the manifest.json "
+                f"written with this {TABLE_FILE}",
+            )
+        if snapshot.generation < manifest.generation - 1:
+            raise CorruptFileError(
+                path,
+                f"this manifest is {manifest.generation - snapshot.generation} generations "
+                f"ahead of the slot table (a crash leaves at most one): {TABLE_FILE} is older "
+                "than manifest.json (restored from an older copy?). Nothing was changed",
             )
 
-    def _repair(self) -> None:
-        """Writer only: delete files no manifest names, and bring the slot table up to the
-        manifest's generation if a crash came between the two commits."""
+    def _repair(self, table_generation: int) -> None:
+        """Writer only, once the open succeeded (every check passed): complete a commit a
+        crash interrupted (the table records the manifest's shards), then delete the files
+        no manifest names (written by a seal or merge that never committed, or retired by
+        one that did)."""
         manifest = self._sealed.manifest
-        for path in orphan_files(self._shard_dir, manifest):
-            logger.warning("removing orphan file %s (left by an interrupted seal)", path)
-            path.unlink()
-        if self._table.generation() != manifest.generation:
+        if table_generation != manifest.generation:
             logger.warning(
-                "slot table is behind the manifest (generation %d < %d): reconciling",
-                self._table.generation(),
+                "completing an interrupted commit: the slot table is one generation behind "
+                "the manifest (%d < %d)",
+                table_generation,
                 manifest.generation,
             )
-            shards = self._sealed.shards
-            self._table.apply_sealing(
-                manifest.generation,
-                {s.shard_id: s.addrs for s in shards},
-                [s.shard_id for s in shards],
-            )
+            try:
+                self._record_all_shards()
+            except Exception as exc:  # searches are right without it; the next commit retries
+                self._table_behind = True
+                self._maintenance.failed("recording a seal in the slot table", exc, 0.0)
+        self._remove_orphans()
+
+    def _record_all_shards(self) -> None:
+        """Bring the table's shard column up to the manifest: every shard, by address."""
+        shards = self._sealed.shards
+        self._table.apply_sealing(
+            self._sealed.manifest.generation,
+            {s.shard_id: s.addrs for s in shards},
+            [s.shard_id for s in shards],
+        )
+        self._table_behind = False
+
+    def _remove_orphans(self) -> None:
+        for path in orphan_files(self._shard_dir, self._sealed.manifest):
+            logger.warning("removing %s: no manifest names it (an unfinished seal)", path)
+            path.unlink()
 
     # -- what callers may read ---------------------------------------------------------
     @property
@@ -235,29 +325,52 @@ class TieredIndex:
                 yield shard.addrs[start:stop][keep], shard.all_vectors(start, stop)[keep]
 
     # -- sealing and compaction --------------------------------------------------------
+    def seal_when_due(self) -> int:
+        """After a write: seal if the growing shard is full. A failure is deferred maintenance
+        (logged, in `stats()["maintenance"]`, retried after a backoff), never the failure
+        of the write, which is already committed. Returns vectors sealed."""
+        if not self.should_seal() or not self._maintenance.due():
+            return 0
+        try:
+            return self.seal()
+        except Exception as exc:  # any cause: disk full, I/O error, FAISS, memory
+            self._maintenance.failed("sealing the growing shard", exc, SEAL_RETRY_SECONDS)
+            return 0
+
     def seal(self, force: bool = False) -> int:
         """Seal the growing shard into IVF shards if it reached the threshold (or `force`),
         then merge groups that have `merge_threshold` shards. Returns vectors sealed. The
-        heavy work runs outside the lock; only the swap holds it for writing."""
+        heavy work runs outside the lock; only the swap holds it for writing. If it fails
+        before its commit, the files it wrote are removed and the memory is as before."""
         with self._maintenance_lock:
             with self.lock.read():
                 addrs, vectors = self._growing.snapshot()
             if not len(addrs) or (not force and len(addrs) < self.config.seal_threshold):
                 return 0
             router, record = self._sealed.router, None
-            if router is None:
-                router, record = train_router(
-                    vectors, self.config, self.budgets.ram_bytes, self._shard_dir
-                )
-            first = self._sealed.next_shard_id()
-            infos = write_group_shards(self._shard_dir, first, router, addrs, vectors)
-            # placed beside what stays in the growing shard once these vectors leave it
-            staying = self._growing.bytes_for(max(0, len(self._growing) - len(addrs)))
-            new = self._sealed.open_new(infos, router, staying)
+            if router is None and len(addrs) < min_train_vectors(self.config.kind):
+                logger.info("%d vectors are too few to train the router: kept exact", len(addrs))
+                return 0
+            self._require_table_current()
+            try:
+                if router is None:
+                    router, record = train_router(
+                        vectors, self.config, self.budgets.ram_bytes, self._shard_dir
+                    )
+                first = self._sealed.next_shard_id()
+                infos = write_group_shards(self._shard_dir, first, router, addrs, vectors)
+                # placed beside what stays in the growing shard once these vectors leave it
+                staying = self._growing.bytes_for(max(0, len(self._growing) - len(addrs)))
+                new = self._sealed.open_new(infos, router, staying)
+            except BaseException:
+                self._remove_orphans()
+                raise
             with self.lock.write():
                 self._commit(new, [], router, record)
             logger.info("sealed %d vectors into %d shards", len(addrs), len(new))
             self._merge_groups(self.config.merge_threshold, 1.0)
+            if not self._table_behind:
+                self._maintenance.succeeded()
             return len(addrs)
 
     def compact(self) -> dict[str, int]:
@@ -276,12 +389,26 @@ class TieredIndex:
         shards = {s.shard_id: s for s in self._sealed.shards}
         chosen = groups_to_merge(shards, min_shards, min_tombstone_ratio)
         for group, shard_ids in chosen.items():
+            self._require_table_current()
             parts = [shards[i] for i in shard_ids]
-            info = merge_shards(self._shard_dir, self._sealed.next_shard_id(), router, group, parts)
-            new = self._sealed.open_new([info], router, self._growing.held_bytes)
+            try:
+                info = merge_shards(
+                    self._shard_dir, self._sealed.next_shard_id(), router, group, parts
+                )
+                new = self._sealed.open_new([info], router, self._growing.held_bytes)
+            except BaseException:
+                self._remove_orphans()
+                raise
             with self.lock.write():
                 self._commit(new, shard_ids, router, None)
         return len(chosen)
+
+    def _require_table_current(self) -> None:
+        """Before a new commit: if the table missed the last one, record it now (raising if
+        it still cannot), so the table never lags the manifest by more than a generation."""
+        if self._table_behind:
+            with self.lock.write():
+                self._record_all_shards()
 
     def _commit(
         self,
@@ -292,7 +419,9 @@ class TieredIndex:
     ) -> None:
         """Swap new shards in and retired ones out: the manifest first (the commit point),
         then the slot table, then the retired files (the caller holds the write lock).
-        Slots deleted while the new shards were being built become their tombstones."""
+        Slots deleted while the new shards were being built become their tombstones. A
+        failure to record the commit in the table is deferred (the manifest has committed;
+        searches are right, the next commit or open records it) and never loses a file."""
         for shard in new:
             if retired:  # a merge: deletions since its snapshot sit on the retired shards
                 tombs = np.concatenate([self._sealed[i].tombstones for i in retired])
@@ -302,11 +431,18 @@ class TieredIndex:
                 self._growing.remove(shard.addrs)
             shard.set_tombstones(gone)
         closing = self._sealed.swap(new, retired, router, record)
-        self._table.apply_sealing(
-            self._sealed.manifest.generation,
-            {s.shard_id: s.addrs for s in new},
-            [s.shard_id for s in self._sealed.shards],
-        )
+        try:
+            if self._table_behind:
+                self._record_all_shards()
+            else:
+                self._table.apply_sealing(
+                    self._sealed.manifest.generation,
+                    {s.shard_id: s.addrs for s in new},
+                    [s.shard_id for s in self._sealed.shards],
+                )
+        except Exception as exc:
+            self._table_behind = True
+            self._maintenance.failed("recording a seal in the slot table", exc, SEAL_RETRY_SECONDS)
         for shard in closing:
             shard.close()
             remove_shard_files(self._shard_dir, shard.shard_id)
@@ -329,7 +465,15 @@ class TieredIndex:
         records the new tiers and heat in the manifest. Returns the moves."""
         with self._maintenance_lock:
             self._last_rebalance = self._sealed.queries_seen
-            moved = self._sealed.rebalance(self.lock, self._growing.held_bytes)
+            try:
+                moved = self._sealed.rebalance(self.lock, self._growing.held_bytes)
+            except (CorruptFileError, FileNotFoundError):
+                if not self.read_only:
+                    raise
+                # the writer retired a shard this replica still serves: its next catch-up
+                # reloads the new generation, whose shards the next rebalance places
+                logger.info("rebalance skipped: the writer replaced shards meanwhile")
+                return {}
             if not self.read_only:
                 with self.lock.write():
                     self._sealed.write_manifest(new_generation=False)
@@ -338,25 +482,35 @@ class TieredIndex:
     # -- read-only replicas ------------------------------------------------------------
     def catch_up(self, on_change: Callable[[], None]) -> None:
         """A read-only replica applies the writer's commits since it last looked: new and
-        deleted slots, or after a seal or compaction (a new generation) the new shards.
-        `on_change` runs when something changed, under the same write lock (caches of the
-        caller's that the change made stale are dropped before any search sees it)."""
-        if not self.read_only or (
-            self._table.version() == self._version
-            and self._table.generation() == self.manifest.generation
-        ):
+        deleted slots, or after a seal or compaction (a new generation in the table) the
+        new shards. Every step reads one table snapshot, and a reload that fails leaves the
+        replica as it was. `on_change` runs when something changed, under the same write
+        lock (caches of the caller's that the change made stale are dropped before any
+        search sees it)."""
+        if not self.read_only:
+            return
+        version, generation = self._table.counters()
+        # The manifest commits before the table: a replica that read a manifest a generation
+        # ahead of the table (between the writer's two commits) is not behind.
+        if version == self._version and generation <= self.manifest.generation:
             return
         with self.lock.write():
-            if self._table.generation() != self.manifest.generation:
+            changes = self._table.snapshot(self._version)
+            if changes.generation > self.manifest.generation:
+                opened = self._open(read_manifest(self._directory))
                 old = self._sealed
-                self._load(read_manifest(self._directory))
+                self._growing, self._sealed, self._version = (
+                    opened.growing,
+                    opened.sealed,
+                    opened.version,
+                )
                 old.close()
             else:
-                addrs, vectors, version = self._table.growing_vectors(self._version)
-                removed = self._table.deleted_since(self._version)
-                self._growing.remove(addrs)  # a slot seen before is never added twice
-                self.apply_write(addrs, vectors, removed)
-                self._version = version
+                self._growing.remove(changes.growing_addrs)  # a slot is never added twice
+                self._growing.add(changes.growing_addrs, changes.growing_vectors)
+                self._growing.remove(changes.deleted)
+                self._sealed.tombstone(changes.deleted)
+                self._version = changes.version
             on_change()
 
     # -- reporting and closing ---------------------------------------------------------
@@ -378,6 +532,10 @@ class TieredIndex:
             "fast_tier_hit_ratio": counts.fast / counts.total if counts.total else None,
             "disk_bytes_read": counts.disk_bytes,
             "probes": counts.total,
+            "maintenance": {
+                **self._maintenance.stats(),
+                "slot_table_behind_manifest": self._table_behind,
+            },
             "index": {
                 **self.config.to_dict(),
                 "kind_chosen": record.kind if record else None,

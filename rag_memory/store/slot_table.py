@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import CorruptFileError, IdAlreadyStoredError, ReadOnlyError, UnknownIdError
+from ..index.base import TableSnapshot
 from ..types import Slot, SlotRow
 from .row_cache import RowCache
 
@@ -327,8 +328,10 @@ class SlotTable:
         CorruptFileError naming the file and the address.
         """
         conn = self._reader()
+        own = not conn.in_transaction  # inside `snapshot`, its transaction is the snapshot
         try:
-            conn.execute("BEGIN")  # one snapshot for the rows and the version number
+            if own:
+                conn.execute("BEGIN")  # one snapshot for the rows and the version number
             version = conn.execute("SELECT value FROM meta WHERE key = 'version'").fetchone()[0]
             rows = conn.execute(
                 "SELECT s.addr, v.vector FROM slots s LEFT JOIN vectors v ON v.addr = s.addr "
@@ -336,9 +339,10 @@ class SlotTable:
                 "ORDER BY s.addr",
                 (GROWING_SHARD, since_version),
             ).fetchall()
-            conn.execute("COMMIT")
+            if own:
+                conn.execute("COMMIT")
         except sqlite3.DatabaseError as exc:
-            if conn.in_transaction:
+            if own and conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise CorruptFileError(self.path, f"read failed ({exc})") from None
         nbytes = 4 * self.dim
@@ -356,21 +360,51 @@ class SlotTable:
             raise CorruptFileError(self.path, "a stored vector holds NaN or inf")
         return addrs, vectors.astype(np.float32, copy=False), version
 
-    def deleted_since(self, since_version: int) -> np.ndarray:
-        """Addresses tombstoned after `since_version` (for a reader catching up)."""
-        rows = self._query("SELECT addr FROM slots WHERE deleted_version > ?", (since_version,))
-        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+    def counters(self) -> tuple[int, int]:
+        """(version, generation), read in one statement: a reader's cheap "anything new?"."""
+        meta = dict(
+            self._query("SELECT key, value FROM meta WHERE key IN ('version', 'generation')")
+        )
+        return meta["version"], meta["generation"]
 
-    # -- sealed shards -------------------------------------------------------------------
-    def generation(self) -> int:
-        """The manifest generation whose sealed shards the `shard` column reflects."""
-        return self._query("SELECT value FROM meta WHERE key = 'generation'")[0][0]
-
-    def sealed_tombstones(self) -> list[tuple[int, int]]:
-        """(address, shard) of deleted slots whose vectors still sit in a sealed shard."""
-        return self._query(
-            "SELECT addr, shard FROM slots WHERE deleted_version IS NOT NULL "
-            f"AND shard > {GROWING_SHARD}"
+    def snapshot(self, since_version: int = -1) -> TableSnapshot:
+        """What the index needs of the table at one instant, read in one transaction (a
+        reader beside a writer must never pair rows of one commit with counts of another):
+        the counters, the live growing vectors added after `since_version`, and the
+        addresses deleted after it. With `since_version` < 0 (a full load) the deleted
+        addresses are those whose vectors may still sit in a sealed shard (not yet
+        RETIRED_SHARD); the index finds their shards by address, never by the `shard`
+        column, which lags the manifest after a crash between the two commits."""
+        conn = self._reader()
+        try:
+            conn.execute("BEGIN")
+            addrs, vectors, version = self.growing_vectors(since_version)
+            meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+            if since_version < 0:
+                deleted = conn.execute(
+                    "SELECT addr FROM slots WHERE deleted_version IS NOT NULL "
+                    f"AND shard != {RETIRED_SHARD}"
+                ).fetchall()
+            else:
+                deleted = conn.execute(
+                    "SELECT addr FROM slots WHERE deleted_version > ?", (since_version,)
+                ).fetchall()
+            conn.execute("COMMIT")
+        except sqlite3.DatabaseError as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise CorruptFileError(self.path, f"read failed ({exc})") from None
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return TableSnapshot(
+            version=version,
+            generation=meta["generation"],
+            live=meta["live"],
+            growing_addrs=addrs,
+            growing_vectors=vectors,
+            deleted=np.fromiter((r[0] for r in deleted), dtype=np.int64, count=len(deleted)),
         )
 
     def apply_sealing(
@@ -397,6 +431,11 @@ class SlotTable:
                 "AND shard NOT IN "
                 "(SELECT value FROM json_each(?))",
                 (_in_list(list(live_shards)),),
+            )
+            # Deleted while growing and in no shard sealed since: no file holds their vectors.
+            conn.execute(
+                f"UPDATE slots SET shard = {RETIRED_SHARD} WHERE shard = {GROWING_SHARD} "
+                "AND deleted_version IS NOT NULL"
             )
             conn.execute("INSERT OR REPLACE INTO meta VALUES ('generation', ?)", (generation,))
             conn.execute("COMMIT")

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 from helpers import unit_vectors
 
+from rag_memory.index.base import TableSnapshot
 from rag_memory.index.budgets import resolve_budgets
 from rag_memory.index.config import IndexConfig
 from rag_memory.index.shard_files import SHARDS_DIR
@@ -25,6 +26,7 @@ class DictTable:
         self.vectors: dict[int, np.ndarray] = {}
         self.shard: dict[int, int] = {}
         self.deleted: dict[int, int] = {}
+        self.added_version: dict[int, int] = {}
         self._version = 0
         self._generation = 0
 
@@ -34,6 +36,7 @@ class DictTable:
         self._version += 1
         for addr, vector in zip(addrs.tolist(), vectors, strict=True):
             self.vectors[addr], self.shard[addr] = vector, 0
+            self.added_version[addr] = self._version
         return addrs
 
     def delete(self, addrs: np.ndarray) -> None:
@@ -48,19 +51,25 @@ class DictTable:
     def live_count(self) -> int:
         return len(self.shard) - len(self.deleted)
 
-    def generation(self) -> int:
-        return self._generation
+    def counters(self) -> tuple[int, int]:
+        return self._version, self._generation
 
-    def growing_vectors(self, since_version: int = -1) -> tuple[np.ndarray, np.ndarray, int]:
-        addrs = sorted(a for a, s in self.shard.items() if s == 0 and a in self.vectors)
+    def snapshot(self, since_version: int = -1) -> TableSnapshot:
+        addrs = sorted(
+            a
+            for a, s in self.shard.items()
+            if s == 0 and a in self.vectors and self.added_version[a] > since_version
+        )
         vectors = np.array([self.vectors[a] for a in addrs], np.float32).reshape(-1, DIM)
-        return np.array(addrs, np.int64), vectors, self._version
-
-    def deleted_since(self, since_version: int) -> np.ndarray:
-        return np.array([a for a, v in self.deleted.items() if v > since_version], np.int64)
-
-    def sealed_tombstones(self) -> list[tuple[int, int]]:
-        return [(a, self.shard[a]) for a in self.deleted if self.shard[a] > 0]
+        deleted = [a for a, v in self.deleted.items() if v > since_version]
+        return TableSnapshot(
+            self._version,
+            self._generation,
+            self.live_count(),
+            np.array(addrs, np.int64),
+            vectors,
+            np.array(deleted, np.int64),
+        )
 
     def apply_sealing(
         self, generation: int, shards: dict[int, np.ndarray], live_shards: Sequence[int]
@@ -88,7 +97,7 @@ def test_an_index_seals_and_searches_over_the_protocol_alone(tmp_path: Path) -> 
     assert before[:, 0].tolist() == addrs[:5].tolist()  # each vector finds itself
     assert index.seal(force=True) == 2000
     assert len(index.growing) == 0 and len(index.sealed_shards) == 2
-    assert table.generation() == index.manifest.generation == 1
+    assert table.counters()[1] == index.manifest.generation == 1
     assert index.search(queries, 3)[1][:, 0].tolist() == addrs[:5].tolist()  # all probed
     with index.lock.write():
         table.delete(addrs[:1])

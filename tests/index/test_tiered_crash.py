@@ -15,21 +15,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import SMALL_IVF
 
 from rag_memory import Memory
 from rag_memory.errors import UnknownIdError
-from rag_memory.index.config import IndexConfig
 
 DIM = 16
-CONFIG = IndexConfig(
-    kind="ivf_flat",
-    seal_threshold=400,
-    nlist=16,
-    nprobe=16,
-    shard_groups=4,
-    merge_threshold=3,
-    rebalance_every=0,
-)
+CONFIG = SMALL_IVF
 
 CHILD = textwrap.dedent("""
     import sys
