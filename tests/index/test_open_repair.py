@@ -65,7 +65,8 @@ def test_stale_manifest_is_refused_and_nothing_is_deleted(tmp_path: Path) -> Non
 # then the process dies right after the manifest commit, before the slot table's.
 CRASH_CHILD = textwrap.dedent("""
     import os, sys
-        from helpers import SMALL_IVF, unit_vectors
+    import numpy as np
+    from helpers import unit_vectors
     from rag_memory import Memory
     from rag_memory.index import tiered
     from rag_memory.store.slot_table import SlotTable
