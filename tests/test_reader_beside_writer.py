@@ -1,0 +1,149 @@
+"""A read-only process searching while a writer process adds, deletes, seals and compacts:
+no errors, no stale result (a slot whose delete was acknowledged before the search began), no
+missing one (a slot acknowledged before the search began and not being deleted), no wrong one.
+
+Both processes stamp events with time.monotonic(), one clock for every process on Linux
+(CLOCK_MONOTONIC), so the writer's acknowledgements and the reader's searches can be ordered.
+Bounded in time: RAG_MEMORY_SOAK_SECONDS (default 12) seconds of writing; longer runs:
+`RAG_MEMORY_SOAK_SECONDS=120 python -m pytest tests/test_reader_beside_writer.py`.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+
+from rag_memory import Memory
+
+SECONDS = float(os.environ.get("RAG_MEMORY_SOAK_SECONDS", "12"))
+DIM = 16
+BATCH = 20
+CONFIG = {
+    "kind": "ivf_flat",
+    "seal_threshold": 200,
+    "nlist": 16,
+    "nprobe": 16,  # every partition: a slot searched by its own vector is the top hit
+    "shard_groups": 4,
+    "merge_threshold": 3,
+    "rebalance_every": 50,
+}
+
+COMMON = """
+import sys, time
+import numpy as np
+from rag_memory import Memory
+
+def batch_vectors(b):
+    x = np.random.default_rng([7, b]).standard_normal((20, 16)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+"""
+
+WRITER = COMMON + textwrap.dedent("""
+    path, seconds = sys.argv[1], float(sys.argv[2])
+    mem = Memory.open(path)
+    end, b = time.monotonic() + seconds, 1  # batch 0 is stored before both start
+    while time.monotonic() < end:
+        ids = [f"b{b}-{j}" for j in range(20)]
+        mem.add(ids, ids=ids, vectors=batch_vectors(b))
+        print("added", b, time.monotonic(), flush=True)
+        if b % 2 and b >= 3:
+            print("deleting", b - 3, time.monotonic(), flush=True)
+            mem.delete([f"b{b - 3}-{j}" for j in range(20)])
+            print("deleted", b - 3, time.monotonic(), flush=True)
+        if b % 7 == 6:
+            mem.compact()
+        b += 1
+    mem.close()
+    print("batches", b, flush=True)
+""")
+
+READER = COMMON + textwrap.dedent("""
+    path, seconds = sys.argv[1], float(sys.argv[2])
+    rng = np.random.default_rng(0)
+    end, n, mem = time.monotonic() + seconds, 0, Memory.open(path, read_only=True)
+    while time.monotonic() < end:
+        try:
+            if n % 40 == 39:  # a fresh open beside the writer, too
+                mem.close()
+                mem = Memory.open(path, read_only=True)
+            b = int(rng.integers(0, 10 + n // 4))
+            query = batch_vectors(b)[0]
+            start = time.monotonic()
+            hits = mem.search(query, k=3)
+            stop = time.monotonic()
+            top = hits[0] if hits else None
+            print("search", b, start, stop, top.id if top else "-", top.score if top else 0,
+                  flush=True)
+        except Exception as exc:
+            print("error", type(exc).__name__, str(exc).replace(chr(10), " "), flush=True)
+        n += 1
+    mem.close()
+""")
+
+
+def _batch_vectors(b: int) -> np.ndarray:
+    x = np.random.default_rng([7, b]).standard_normal((BATCH, DIM)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_a_reader_beside_a_compacting_writer_sees_every_acknowledged_state(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "m"
+    with Memory.create(path, dim=DIM, index=CONFIG) as mem:
+        mem.add(
+            [f"b0-{j}" for j in range(BATCH)],
+            ids=[f"b0-{j}" for j in range(BATCH)],
+            vectors=_batch_vectors(0),
+        )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+
+    def run(script: str) -> subprocess.Popen:
+        return subprocess.Popen(
+            [sys.executable, "-c", script, str(path), str(SECONDS)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+
+    writer, reader = run(WRITER), run(READER)
+    w_out, w_err = writer.communicate(timeout=SECONDS * 10 + 120)
+    r_out, r_err = reader.communicate(timeout=SECONDS * 10 + 120)
+    assert writer.returncode == 0, w_err[-3000:]
+    assert reader.returncode == 0, r_err[-3000:]
+    added, deleting, deleted = {0: 0.0}, {}, {}
+    for line in w_out.splitlines():
+        event, *fields = line.split()
+        if event in ("added", "deleting", "deleted"):
+            {"added": added, "deleting": deleting, "deleted": deleted}[event][int(fields[0])] = (
+                float(fields[1])
+            )
+    errors = [line for line in r_out.splitlines() if line.startswith("error")]
+    searches = [line.split()[1:] for line in r_out.splitlines() if line.startswith("search")]
+    stale, missing, wrong = [], [], []
+    for b, start, stop, top, score in searches:
+        b, start, stop, score = int(b), float(start), float(stop), float(score)
+        found = top == f"b{b}-0"
+        if found and not np.isclose(score, 1.0, atol=1e-4):
+            wrong.append((b, top, score))
+        if top != "-" and not found:  # any other hit must score what its own vector scores
+            other, j = (int(x) for x in top[1:].split("-"))
+            expected = float(_batch_vectors(other)[j] @ _batch_vectors(b)[0])
+            if not np.isclose(score, expected, atol=1e-4):
+                wrong.append((b, top, score, expected))
+        if b in deleted and deleted[b] < start:
+            if found:
+                stale.append((b, start))
+        elif b in added and added[b] < start and deleting.get(b, np.inf) > stop:
+            if not found:
+                missing.append((b, start, top))
+    assert len(added) > 20 and len(deleted) > 5, w_out[-2000:]
+    assert len(searches) > 100
+    assert errors == []
+    assert stale == [] and missing == [] and wrong == []
