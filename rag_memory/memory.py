@@ -382,7 +382,7 @@ class Memory(AnswersFromMemory):
                 "metric": self.manifest.metric,
                 "read_only": self.read_only,
                 **self._index.stats(),
-                "disk_bytes": sum(f.stat().st_size for f in self.path.rglob("*") if f.is_file()),
+                "disk_bytes": _directory_bytes(self.path),
                 "cache": self._reads.cache.stats() if self._reads.cache else {"enabled": False},
                 **({"generator": self._generator.stats()} if self._generator else {}),
             }
@@ -402,3 +402,14 @@ class Memory(AnswersFromMemory):
             self._embedder.check_dim(self.manifest.dim)
             self._embedder_checked = True
         return self._embedder.encode(texts)
+
+
+def _directory_bytes(directory: Path) -> int:
+    """Bytes of the files under `directory`; one a writer deletes meanwhile counts zero."""
+    total = 0
+    for path in directory.rglob("*"):
+        try:
+            total += path.stat().st_size if path.is_file() else 0
+        except FileNotFoundError:
+            continue
+    return total

@@ -147,3 +147,22 @@ def test_a_reader_beside_a_compacting_writer_sees_every_acknowledged_state(
     assert len(searches) > 100
     assert errors == []
     assert stale == [] and missing == [] and wrong == []
+
+
+def test_a_reader_whose_shards_the_writer_retired_still_reports_and_rebalances(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "m"
+    vectors = np.concatenate([_batch_vectors(b) for b in range(30)])
+    ids = [f"b{b}-{j}" for b in range(30) for j in range(BATCH)]
+    with Memory.create(path, dim=DIM, index=CONFIG) as writer:
+        writer.add(ids, ids=ids, vectors=vectors)  # sealed
+        with Memory.open(path, read_only=True) as reader:
+            assert reader.search(vectors[0], k=1)[0].id == ids[0]
+            writer.delete(ids[:BATCH])
+            writer.compact()  # retires (deletes) every shard file the reader has open
+            assert reader.stats()["slots"] == len(ids) - BATCH
+            reader.rebalance()
+            assert reader.search(vectors[0], k=1)[0].id != ids[0]
+            assert reader.search(vectors[BATCH], k=1)[0].id == ids[BATCH]
+            assert reader.stats()["slots"] == len(ids) - BATCH

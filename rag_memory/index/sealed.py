@@ -60,6 +60,9 @@ class SealedShard:
         if info.count > 1 and not (np.diff(self.addrs) > 0).all():
             raise CorruptFileError(self.paths["addr"], "addresses are not strictly increasing")
         self._vec_file = open(self.paths["vec"], "rb")
+        # Sizes as opened: a writer may retire (delete) these files while a reader still
+        # serves them from its open descriptors and maps.
+        self.file_bytes = {ext: path.stat().st_size for ext, path in self.paths.items()}
         self._vec_map = (
             mmap.mmap(self._vec_file.fileno(), 0, prot=mmap.PROT_READ) if info.count else None
         )
@@ -79,7 +82,7 @@ class SealedShard:
 
     @property
     def held_bytes(self) -> int:
-        return self.index_bytes if self.tier != "disk" else self.paths["faiss"].stat().st_size
+        return self.index_bytes if self.tier != "disk" else self.file_bytes["faiss"]
 
     # -- tiers -------------------------------------------------------------------------
     def open_index(self, tier: str) -> tuple[faiss.Index, faiss.IndexIVF]:
@@ -118,7 +121,7 @@ class SealedShard:
     @property
     def index_bytes(self) -> int:
         """Bytes the index occupies when held in RAM or on the GPU."""
-        return self.paths["faiss"].stat().st_size + self.addrs.nbytes
+        return self.file_bytes["faiss"] + self.addrs.nbytes
 
     # -- search ------------------------------------------------------------------------
     def set_tombstones(self, tombstones: np.ndarray) -> None:
