@@ -6,6 +6,8 @@ bench/_data.py) import the same way from every test folder; conftest.py keeps on
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -33,3 +35,24 @@ SMALL_IVF = IndexConfig(
     merge_threshold=3,
     rebalance_every=0,
 )
+
+
+def probe_size(variable: str, default: int) -> int:
+    """The size of a reliability probe: `default` in CI, larger when `variable` is set in the
+    environment (bench/reliability.py sets them all)."""
+    return int(os.environ.get(variable, default))
+
+
+def report_probe(
+    probe: str, cases: int, clean_errors: int = 0, crashes: int = 0, lost: int = 0, wrong: int = 0
+) -> None:
+    """Append a probe's counts to $RAG_MEMORY_PROBE_LOG (JSON lines), when set, for the table
+    bench/reliability.py prints: cases tried, clean errors (a RagMemoryError naming the
+    fault), crashes or hangs, acknowledged data lost, wrong results. Call it before asserting,
+    so a failing probe is counted too."""
+    log = os.environ.get("RAG_MEMORY_PROBE_LOG")
+    if log:
+        line = {"probe": probe, "cases": cases, "clean_errors": clean_errors}
+        line.update(crashes=crashes, lost=lost, wrong=wrong)
+        with open(log, "a") as f:
+            f.write(json.dumps(line) + "\n")

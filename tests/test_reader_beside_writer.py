@@ -17,6 +17,7 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+from helpers import report_probe
 
 from rag_memory import Memory
 
@@ -143,6 +144,13 @@ def test_a_reader_beside_a_compacting_writer_sees_every_acknowledged_state(
         elif b in added and added[b] < start and deleting.get(b, np.inf) > stop:
             if not found:
                 missing.append((b, start, top))
+    report_probe(
+        f"reader beside a compacting writer ({SECONDS:.0f} s, searches)",
+        len(searches),
+        crashes=len(errors),
+        lost=len(missing),
+        wrong=len(stale) + len(wrong),
+    )
     assert len(added) > 20 and len(deleted) > 5, w_out[-2000:]
     assert len(searches) > 100
     assert errors == []

@@ -14,7 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from helpers import SMALL_IVF, unit_vectors
+from helpers import SMALL_IVF, report_probe, unit_vectors
 
 from rag_memory import CorruptFileError, InvalidInputError, Memory
 from rag_memory.index import tiered
@@ -56,6 +56,7 @@ def test_stale_manifest_is_refused_and_nothing_is_deleted(tmp_path: Path) -> Non
             Memory.open(path, cache=None, read_only=read_only)
         assert info.value.path.name == "manifest.json"
         assert _shard_files(path) == files
+    report_probe("stale manifest restored (writer and reader open)", 2, clean_errors=2)
     (path / "manifest.json").write_bytes(latest)
     with Memory.open(path, cache=None) as mem:
         _assert_holds(mem, list(range(1200)))
@@ -116,6 +117,7 @@ def test_first_reopen_after_a_crash_between_the_commits_succeeds(tmp_path: Path,
     stored = 1300 if step == "seal" else 1200
     with Memory.open(path, cache=None) as mem:  # the first reopen
         _assert_holds(mem, [i for i in range(stored) if i not in gone])
+        report_probe(f"kill -9 between the manifest and table commits ({step})", 1)
         mem.compact()
         _assert_holds(mem, [i for i in range(stored) if i not in gone])
     with Memory.open(path, cache=None) as mem:

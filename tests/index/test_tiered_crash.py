@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import SMALL_IVF
+from helpers import SMALL_IVF, probe_size, report_probe
 
 from rag_memory import Memory
 from rag_memory.errors import UnknownIdError
@@ -72,7 +72,8 @@ def test_kill9_during_maintenance(tmp_path: Path, phase: str) -> None:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     rng = random.Random(phase)
     acked, deleted, in_doubt = [], set(), []
-    for run in range(20):
+    runs = probe_size("RAG_MEMORY_KILL_RUNS", 20)
+    for run in range(runs):
         proc = subprocess.Popen(
             [sys.executable, "-c", CHILD, str(path), str(run), phase],
             stdout=subprocess.PIPE,
@@ -105,12 +106,19 @@ def test_kill9_during_maintenance(tmp_path: Path, phase: str) -> None:
     live = [i for i in acked if i not in deleted and i not in doubtful]
     assert len(live) > 100
     with Memory.open(path, cache=None) as mem:
-        assert [s.id for s in mem.get(live)] == live
-        for batch in in_doubt:
-            assert len({present(mem, i) for i in batch}) == 1, f"a delete landed in part: {batch}"
+        kept = mem.contains(live)
+        torn = [batch for batch in in_doubt if len({present(mem, i) for i in batch}) != 1]
         queries = np.stack([vectors_of(i) for i in live])
-        found = mem.search(queries, k=1)
-        assert [hits[0].id for hits in found] == live
+        found = [hits[0].id if hits else None for hits in mem.search(queries, k=1)]
+        report_probe(
+            f"kill -9 during {phase}",
+            runs,
+            lost=kept.count(False),
+            wrong=len(torn) + sum(f != i for f, i in zip(found, live, strict=True)),
+        )
+        assert all(kept), "an acknowledged slot was lost"
+        assert torn == [], f"a delete landed in part: {torn}"
+        assert found == live
         stats = mem.stats()
         sealed = [s for s in stats["shards"] if s["sealed"]]
         assert sealed, "no shard was ever sealed"
