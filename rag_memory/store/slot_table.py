@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import CorruptFileError, IdAlreadyStoredError, ReadOnlyError, UnknownIdError
+from ..integrity import unit_rows_problem
 from ..types import Slot, SlotRow
 from .row_cache import RowCache
 
@@ -323,8 +324,9 @@ class SlotTable:
     def growing_vectors(self, since_version: int = -1) -> tuple[np.ndarray, np.ndarray, int]:
         """(addrs, vectors, version) of live growing-shard slots added after `since_version`.
 
-        Every blob is checked to hold exactly `dim` float32 values; a bad one is a
-        CorruptFileError naming the file and the address.
+        Every blob is checked to hold exactly `dim` float32 values making a finite unit
+        vector (integrity.STORED_NORM_TOLERANCE); a bad one is a CorruptFileError naming the
+        file and the address.
         """
         conn = self._reader()
         try:
@@ -352,8 +354,10 @@ class SlotTable:
                 )
         addrs = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
         vectors = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(-1, self.dim)
-        if not np.isfinite(vectors).all():
-            raise CorruptFileError(self.path, "a stored vector holds NaN or inf")
+        problem = unit_rows_problem(vectors)
+        if problem is not None:
+            row, what = problem
+            raise CorruptFileError(self.path, f"slot address {addrs[row]}: vector {what}")
         return addrs, vectors.astype(np.float32, copy=False), version
 
     def deleted_since(self, since_version: int) -> np.ndarray:
