@@ -120,10 +120,19 @@ def test_failed_open_releases_the_writer_lock(stored: Path) -> None:
 # -- sealed shards: every file a memory reads is verified (issue #12, defects 3, 4, 8, 11) ----
 
 
+@pytest.fixture(scope="module")
+def sealed_clean(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One clean sealed memory of each kind, built once: tests damage copies."""
+    root = tmp_path_factory.mktemp("sealed")
+    for kind in ("ivf_flat", "ivf_pq"):
+        build_sealed_memory(root / kind, kind)
+    return root
+
+
 @pytest.fixture(params=["ivf_flat", "ivf_pq"])
-def sealed(request, tmp_path: Path) -> Path:
+def sealed(request, sealed_clean: Path, tmp_path: Path) -> Path:
     path = tmp_path / request.param
-    build_sealed_memory(path, request.param)
+    shutil.copytree(sealed_clean / request.param, path)
     return path
 
 
@@ -212,13 +221,12 @@ def test_faiss_missing(sealed: Path) -> None:
         Memory.open(sealed, read_only=True)
 
 
-def test_faiss_of_another_kind(tmp_path: Path) -> None:
+def test_faiss_of_another_kind(sealed_clean: Path, tmp_path: Path) -> None:
     """A shard file copied from a memory of the other kind (same dim, same partitions) is
     refused, not searched with wrong scores."""
-    flat, pq = tmp_path / "flat", tmp_path / "pq"
-    build_sealed_memory(flat, "ivf_flat")
-    build_sealed_memory(pq, "ivf_pq")
-    shutil.copyfile(_shard(pq, 1), _shard(flat, 1))
+    flat = tmp_path / "flat"
+    shutil.copytree(sealed_clean / "ivf_flat", flat)
+    shutil.copyfile(_shard(sealed_clean / "ivf_pq", 1), _shard(flat, 1))
     with pytest.raises(CorruptFileError) as info:
         _open_and_read(flat)
     assert info.value.path == _shard(flat, 1)
@@ -228,58 +236,60 @@ _BOUNDED_OPEN = """
 import resource, sys
 resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
 from rag_memory import CorruptFileError, Memory
-try:
-    Memory.open(sys.argv[1], read_only=True).close()
-    print("opened")
-except CorruptFileError as exc:
-    print("CorruptFileError", exc.path.name)
-except BaseException as exc:
-    print("raw", type(exc).__name__)
+for path in sys.argv[1:]:
+    try:
+        Memory.open(path, read_only=True).close()
+        print("opened")
+    except CorruptFileError as exc:
+        print("CorruptFileError", exc.path.name)
+    except BaseException as exc:
+        print("raw", type(exc).__name__)
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss >> 10)
 """
 
 
-def _open_bounded(path: Path) -> str:
-    """Open `path` in a child under a 3 GiB address-space limit: what it raised, once its
-    peak RSS is checked to stay under 1 GiB."""
+def _craft_length(path: Path, target: str) -> str:
+    """Write one huge length into a file of the memory at `path`; the file's name."""
+    faiss_file = _shard(path, 3)
+    data = faiss_file.read_bytes()
+    ilar = data.find(b"ilar")
+    if target == "size_vector":  # the list-size vector's length
+        _patch(faiss_file, ilar + 24, struct.pack("<Q", 1 << 31))
+    elif target == "list_size":  # one list's size
+        _patch(faiss_file, ilar + 32, struct.pack("<Q", 1 << 28))
+    elif target == "quantizer":  # the shard quantizer's float count
+        _patch(faiss_file, data.find(b"IxFI") + 4 + 33, struct.pack("<Q", 1 << 29))
+    else:  # the router's, its checksum rewritten to match: read bounded all the same
+        faiss_file = path / "shards" / "codec.faiss"
+        _patch(faiss_file, faiss_file.read_bytes().find(b"IxFI") + 37, struct.pack("<Q", 1 << 29))
+        manifest = json.loads((path / "manifest.json").read_text())
+        manifest["codec"]["sha256"] = hashlib.sha256(faiss_file.read_bytes()).hexdigest()
+        manifest.pop("checksum", None)
+        (path / "manifest.json").write_text(json.dumps(manifest))
+    return faiss_file.name
+
+
+def test_allocation_is_bounded_by_the_file(sealed_clean: Path, tmp_path: Path) -> None:
+    """One crafted length must not make FAISS allocate gigabytes (RSS grew past 3 GiB, or a
+    raw MemoryError): each open, in one child under a 3 GiB address-space limit, raises a
+    CorruptFileError naming the file, and the child's peak RSS stays under 1 GiB."""
+    paths, expected = [], []
+    for target in ("size_vector", "list_size", "quantizer", "router"):
+        for kind in ("ivf_flat", "ivf_pq"):
+            copy = tmp_path / f"{kind}-{target}"
+            shutil.copytree(sealed_clean / kind, copy)
+            expected.append(f"CorruptFileError {_craft_length(copy, target)}")
+            paths.append(str(copy))
     out = subprocess.run(
-        [sys.executable, "-c", _BOUNDED_OPEN, str(path)],
+        [sys.executable, "-c", _BOUNDED_OPEN, *paths],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=300,
         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
     )
     lines = out.stdout.split("\n")
-    assert len(lines) > 2 and int(lines[1]) < 1024, out.stdout + out.stderr  # MiB
-    return lines[0]
-
-
-@pytest.mark.parametrize("target", ["size_vector", "list_size", "quantizer"])
-def test_allocation_is_bounded_by_the_file(sealed: Path, target: str) -> None:
-    """One crafted length (the list-size vector's, one list's size, the quantizer's code
-    count) must not make FAISS allocate gigabytes: a CorruptFileError, RSS bounded."""
-    faiss_file = _shard(sealed, 3)
-    data = faiss_file.read_bytes()
-    ilar = data.find(b"ilar")
-    if target == "size_vector":
-        _patch(faiss_file, ilar + 24, struct.pack("<Q", 1 << 31))
-    elif target == "list_size":
-        _patch(faiss_file, ilar + 32, struct.pack("<Q", 1 << 28))
-    else:
-        _patch(faiss_file, data.find(b"IxFI") + 4 + 33, struct.pack("<Q", 1 << 29))
-    assert _open_bounded(sealed) == f"CorruptFileError {faiss_file.name}"
-
-
-def test_router_read_is_bounded(sealed: Path) -> None:
-    """codec.faiss is checksummed; even a crafted one whose checksum was rewritten to match is
-    read within what the file holds."""
-    codec = sealed / "shards" / "codec.faiss"
-    _patch(codec, codec.read_bytes().find(b"IxFI") + 4 + 33, struct.pack("<Q", 1 << 29))
-    data = json.loads((sealed / "manifest.json").read_text())
-    data["codec"]["sha256"] = hashlib.sha256(codec.read_bytes()).hexdigest()
-    data.pop("checksum", None)
-    (sealed / "manifest.json").write_text(json.dumps(data))
-    assert _open_bounded(sealed) == "CorruptFileError codec.faiss"
+    assert lines[: len(paths)] == expected, out.stdout + out.stderr
+    assert int(lines[len(paths)]) < 1024  # MiB
 
 
 def _vec_rows(path: Path, shard_id: int) -> np.ndarray:
@@ -354,10 +364,10 @@ def test_growing_blob_off_unit_norm(stored: Path) -> None:
         Memory.open(stored)
 
 
-def test_reranking_an_unknown_address_is_a_clean_error(tmp_path: Path) -> None:
+def test_reranking_an_unknown_address_is_a_clean_error(sealed_clean: Path, tmp_path: Path) -> None:
     """IVF-PQ re-ranking asked for an address the shard does not hold: a CorruptFileError
     (not a raw IndexError), and the shard still closes (no BufferError from its mmap)."""
-    build_sealed_memory(tmp_path / "pq", "ivf_pq")
+    shutil.copytree(sealed_clean / "ivf_pq", tmp_path / "pq")
     mem = Memory.open(tmp_path / "pq")
     shard = mem.index.sealed_shards[0]
     with pytest.raises(CorruptFileError):
@@ -365,3 +375,65 @@ def test_reranking_an_unknown_address_is_a_clean_error(tmp_path: Path) -> None:
     mem.close()
     with Memory.open(tmp_path / "pq") as again:  # the writer lock was released
         assert len(again) == 1192
+
+
+# -- slots.sqlite rows carry checksums: a flipped byte in a cell is an error, not an answer --
+
+
+def _flip_in_file(file: Path, needle: bytes, at: int) -> None:
+    data = file.read_bytes()
+    offset = data.find(needle)
+    assert offset >= 0 and data.count(needle) == 1
+    _patch(file, offset + at, bytes([data[offset + at] ^ 0x01]))
+
+
+@pytest.mark.parametrize("needle, at", [(b"t137", 2), (b'{"n": 5}', 6), (b"s42t42", 1)])
+def test_sqlite_cell_flip_is_refused(tmp_path: Path, needle: bytes, at: int) -> None:
+    """A flipped byte inside a text, metadata or id cell of slots.sqlite."""
+    path = tmp_path / "m"
+    with Memory.create(path, dim=8) as mem:
+        mem.add(
+            [f"t{i}" for i in range(300)],
+            ids=[f"s{i}" for i in range(300)],
+            metadata=[{"n": i} for i in range(300)],
+            vectors=unit_vectors(300, 8),
+        )
+    _flip_in_file(path / "slots.sqlite", needle, at)
+    problem = r"slots.sqlite: (slot address \d+: .*checksum|integrity check failed)"
+    with pytest.raises(CorruptFileError, match=problem):
+        with Memory.open(path, read_only=True) as mem:
+            for _ in mem.iter_vectors():
+                pass
+
+
+def test_growing_vector_low_bit_flip_is_refused(stored: Path) -> None:
+    """A flip in a float's lowest mantissa bit keeps the norm: only the checksum sees it."""
+    conn = sqlite3.connect(stored / "slots.sqlite")
+    blob = bytearray(conn.execute("SELECT vector FROM vectors WHERE addr = 20").fetchone()[0])
+    conn.close()
+    _flip_in_file(stored / "slots.sqlite", bytes(blob), 0)
+    with pytest.raises(CorruptFileError, match="slot address 20: .*checksum"):
+        Memory.open(stored, read_only=True)
+
+
+def test_schema_v1_table_opens_and_is_upgraded(stored: Path) -> None:
+    """A slot table written before row checksums (schema 1) opens read-only and as writer;
+    the writer upgrades it, and rows written from then on are verified."""
+    with Memory.open(stored, read_only=True) as mem:
+        before = [(h.id, h.score) for h in mem.search(unit_vectors(1, 8, seed=5)[0], k=5)]
+    conn = sqlite3.connect(stored / "slots.sqlite")
+    conn.execute("ALTER TABLE slots DROP COLUMN checksum")
+    conn.execute("ALTER TABLE vectors DROP COLUMN checksum")
+    conn.execute("UPDATE meta SET value = 1 WHERE key = 'schema_version'")
+    conn.commit()
+    conn.close()
+    with Memory.open(stored, read_only=True) as mem:
+        assert [(h.id, h.score) for h in mem.search(unit_vectors(1, 8, seed=5)[0], k=5)] == before
+    with Memory.open(stored) as mem:
+        mem.add(["fresh"], ids=["fresh"], vectors=unit_vectors(1, 8, seed=6))
+    conn = sqlite3.connect(stored / "slots.sqlite")
+    assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == 2
+    assert conn.execute("SELECT checksum FROM slots WHERE id = 'fresh'").fetchone()[0] is not None
+    conn.close()
+    with Memory.open(stored, read_only=True) as mem:
+        assert len(mem) == 301 and mem.get(["fresh"])[0].text == "fresh"
