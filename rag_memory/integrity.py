@@ -44,11 +44,16 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def hashed_at_open(path: Path) -> bool:
+    """Whether `path` is small enough to be checked in full at every open."""
+    return path.stat().st_size <= VERIFY_AT_OPEN_BYTES
+
+
 def check_checksum(path: Path, expected: str | None, always: bool = False) -> None:
     """Compare `path`'s SHA-256 with the one recorded (None: not recorded, e.g. a manifest
     written before it was; nothing to compare). Files larger than VERIFY_AT_OPEN_BYTES are
     hashed only when `always` (the verify step)."""
-    if expected is None or not (always or path.stat().st_size <= VERIFY_AT_OPEN_BYTES):
+    if expected is None or not (always or hashed_at_open(path)):
         return
     if sha256_file(path) != expected:
         raise CorruptFileError(path, "checksum does not match the manifest")

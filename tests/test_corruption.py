@@ -14,9 +14,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 from helpers import build_sealed_memory, unit_vectors
 
-from rag_memory import CorruptFileError, Memory
+from rag_memory import CorruptFileError, Memory, integrity
+from rag_memory.cli import main
+from rag_memory.verify import verify_memory
 
 
 @pytest.fixture
@@ -157,6 +160,14 @@ def _id_offset(file: Path, addr: int) -> int:
     return offset
 
 
+def _first_code_offset(data: bytes) -> int:
+    """A byte of the first inverted list's codes: they follow the "full" list-size vector."""
+    ilar = data.find(b"ilar")
+    nlist = struct.unpack_from("<Q", data, ilar + 4)[0]
+    assert data[ilar + 20 : ilar + 24] == b"full"
+    return ilar + 24 + 8 + 8 * nlist + 2
+
+
 def _open_and_read(path: Path) -> None:
     with Memory.open(path, read_only=True) as mem:
         mem.search(unit_vectors(4, 16, seed=3), k=10)
@@ -200,10 +211,8 @@ def test_faiss_damage_is_refused(sealed: Path, where: str) -> None:
     elif where == "quantizer":  # one float of the shard's own centroids
         _patch(faiss_file, data.find(b"IxFI") + 4 + 33 + 8 + 21, b"\x5a")
     elif where == "code":  # a byte of the first inverted list's codes
-        nlist = struct.unpack_from("<Q", data, ilar + 4)[0]
-        assert data[ilar + 20 : ilar + 24] == b"full"
-        first_codes = ilar + 24 + 8 + 8 * nlist + 2  # after the list-size vector
-        _patch(faiss_file, first_codes, bytes([data[first_codes] ^ 0x10]))
+        code = _first_code_offset(data)
+        _patch(faiss_file, code, bytes([data[code] ^ 0x10]))
     elif where == "truncated":
         faiss_file.write_bytes(data[:-9])
     elif where == "extended":
@@ -437,3 +446,48 @@ def test_schema_v1_table_opens_and_is_upgraded(stored: Path) -> None:
     conn.close()
     with Memory.open(stored, read_only=True) as mem:
         assert len(mem) == 301 and mem.get(["fresh"])[0].text == "fresh"
+
+
+# -- rag-memory verify DIR: everything, whatever its size ---------------------------------
+
+
+def test_verify_clean_memory(sealed: Path) -> None:
+    result = CliRunner().invoke(main, ["verify", str(sealed)])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip().endswith(": ok")
+
+
+def test_verify_names_every_damaged_file(sealed: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files above the open-time hashing threshold (here: all of them) open on structural
+    checks alone; the verify step hashes them and names each damaged one."""
+    monkeypatch.setattr(integrity, "VERIFY_AT_OPEN_BYTES", 0)
+    vec = _shard(sealed, 2, "vec")
+    rows = _vec_rows(sealed, 2)
+    rows[[0, 1]] = rows[[1, 0]]  # two rows swapped: unit norms, right size
+    rows.tofile(vec)
+    faiss_file = _shard(sealed, 4)
+    data = faiss_file.read_bytes()
+    code = _first_code_offset(data)
+    _patch(faiss_file, code, bytes([data[code] ^ 0x04]))
+    _open_and_read(sealed)  # structurally sound: opens (answers may differ)
+    result = CliRunner().invoke(main, ["verify", str(sealed)])
+    assert result.exit_code == 1, result.output
+    damaged = [line for line in result.output.splitlines() if line.startswith("damaged: ")]
+    assert len(damaged) == 2 and str(vec) in result.output and str(faiss_file) in result.output
+    report = verify_memory(sealed)
+    assert sorted(report.damaged_files()) == sorted([faiss_file, vec])
+
+
+def test_verify_runs_sqlite_integrity_check(stored: Path) -> None:
+    """A slot table whose index disagrees with its rows (found by PRAGMA integrity_check)."""
+    conn = sqlite3.connect(stored / "slots.sqlite")
+    conn.execute("PRAGMA writable_schema = ON")
+    conn.execute(
+        "UPDATE sqlite_schema SET sql = replace(sql, 'slots(id)', 'slots(text)') "
+        "WHERE name = 'slots_live_id'"
+    )
+    conn.commit()
+    conn.close()
+    report = verify_memory(stored)
+    assert not report.ok and report.damaged_files() == [stored / "slots.sqlite"]
+    assert "integrity check failed" in str(report.problems[0])

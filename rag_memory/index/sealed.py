@@ -121,6 +121,14 @@ class SealedShard:
         return layout
 
     # -- tiers -------------------------------------------------------------------------
+    def verify_fully(self, batch: int = 65_536) -> None:
+        """The verify step's check, whatever the files' sizes: both recorded checksums, and
+        every .vec row a finite unit vector."""
+        check_checksum(self.paths["faiss"], self.info.faiss_sha256, always=True)
+        check_checksum(self.paths["vec"], self.info.vec_sha256, always=True)
+        for start in range(0, len(self), batch):
+            self.all_vectors(start, min(len(self), start + batch))
+
     def open_index(self, tier: str) -> tuple[faiss.Index, faiss.IndexIVF]:
         """Load the index for `tier` without touching the shard: (search index, CPU index).
         The file was verified when the shard was opened; FAISS reads it bounded by its size."""

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import CorruptFileError, IdAlreadyStoredError, ReadOnlyError, UnknownIdError
-from ..integrity import VERIFY_AT_OPEN_BYTES, unit_rows_problem
+from ..integrity import hashed_at_open, unit_rows_problem
 from ..types import Slot, SlotRow
 from .row_cache import RowCache
 
@@ -97,7 +97,7 @@ class SlotTable:
         if self._writer is not None and self._schema < ROW_CHECKSUMS_SINCE:
             self._add_checksum_columns(self._writer)
         self._rows = RowCache(ROW_CACHE_BYTES)
-        if path.stat().st_size <= VERIFY_AT_OPEN_BYTES:
+        if hashed_at_open(path):
             self.check_integrity()
 
     # -- connections -------------------------------------------------------------------
@@ -201,6 +201,21 @@ class SlotTable:
                 raise CorruptFileError(
                     self.path, f"slot address {addr}: the row does not match its checksum"
                 )
+
+    def verify_rows(self, batch: int = 10_000) -> int:
+        """Check every row's checksum, deleted rows included (the verify step; reads the
+        whole table in address order, `batch` rows at a time). Returns the rows checked."""
+        checked, last = 0, 0
+        while True:
+            rows = self._query(
+                f"SELECT id, text, metadata, addr, {self._checksum_column('checksum')} "
+                "FROM slots WHERE addr > ? ORDER BY addr LIMIT ?",
+                (last, batch),
+            )
+            if not rows:
+                return checked
+            self._verify_rows(rows)
+            checked, last = checked + len(rows), rows[-1][3]
 
     def check_integrity(self) -> None:
         """PRAGMA integrity_check (b-trees, and every index agrees with its table): a
