@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from pathlib import Path
 from typing import Any
 
 import click
@@ -14,6 +15,7 @@ from .evaluation.cli import eval_group
 from .generate.config import FUSIONS
 from .generate.stream import drain
 from .ingest.cli import build_command
+from .verify import verify_memory
 
 
 class _Group(click.Group):
@@ -137,6 +139,19 @@ def stats(directory: str) -> None:
     """Print the statistics of the memory in DIRECTORY as JSON."""
     with Memory.open(directory, read_only=True) as mem:
         click.echo(json.dumps(mem.stats(), indent=2))
+
+
+@main.command()
+@click.argument("directory", type=click.Path(file_okay=False))
+def verify(directory: str) -> None:
+    """Check every file of DIRECTORY in full (checksums, structure, SQLite integrity, every
+    row and vector); print each damaged file and exit 1 if any, 0 if all are sound."""
+    report = verify_memory(Path(directory))
+    for problem in report.problems:
+        click.echo(f"damaged: {problem}")
+    verdict = "ok" if report.ok else f"{len(report.problems)} problem(s)"
+    click.echo(f"checked {len(report.checked)} parts of {directory}: {verdict}")
+    sys.exit(0 if report.ok else 1)
 
 
 main.add_command(eval_group, name="eval")

@@ -3,10 +3,16 @@ sealed shards).
 
 It is replaced atomically and validated strictly on read: an unknown key, a wrong type or a
 format version from the future is a CorruptFileError naming the file, never a silent default.
+It also carries its own checksum (key "checksum": the SHA-256 of its canonical JSON without
+that key), so a damaged or hand-edited value that is still well formed (an nprobe, a count, a
+shard's group) is refused too rather than silently changing answers. Manifests written before
+the checksum (or a shard's .faiss / .vec checksums) was recorded still open: what is not
+recorded is not compared, and the structural checks still run.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,6 +28,7 @@ FORMAT_NAME = "rag_memory"
 FORMAT_VERSION = 1
 METRIC = "inner_product"
 BUDGET_KEYS = ("ram_bytes", "gpu_bytes")
+CHECKSUM_KEY = "checksum"
 
 
 @dataclass(frozen=True)
@@ -36,6 +43,10 @@ class ShardInfo:
     sha256: str  # checksum of the shard's address file, verified when it is opened
     group: int  # the partition group it holds
     heat: float  # decayed probe count when last rebalanced (restores placement on open)
+    # Checksums of the .faiss and .vec files (None: written before they were recorded),
+    # verified at open up to integrity.VERIFY_AT_OPEN_BYTES, and always by `rag-memory verify`.
+    faiss_sha256: str | None = None
+    vec_sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -71,7 +82,15 @@ class Manifest:
     def to_json(self) -> bytes:
         data = asdict(self)
         data["codec"] = data.pop("router")
+        data[CHECKSUM_KEY] = _content_checksum(data)
         return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()
+
+
+def _content_checksum(data: dict[str, Any]) -> str:
+    """SHA-256 of the manifest's content in one canonical JSON form (sorted keys, no spaces),
+    so the checksum does not depend on how the file is indented."""
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 _FIELD_TYPES: FieldTypes = {
@@ -95,7 +114,10 @@ _SHARD_TYPES: FieldTypes = {
     "sha256": str,
     "group": int,
     "heat": (int, float),
+    "faiss_sha256": (str, type(None)),
+    "vec_sha256": (str, type(None)),
 }
+_UNRECORDED_SHARD_KEYS = ("faiss_sha256", "vec_sha256")  # absent from older manifests
 _ROUTER_TYPES: FieldTypes = {
     "kind": str,
     "nlist": int,
@@ -121,6 +143,10 @@ def read_manifest(directory: Path) -> Manifest:
         data = json.loads(path.read_bytes().decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CorruptFileError(path, f"not valid JSON ({exc})") from None
+    if isinstance(data, dict) and CHECKSUM_KEY in data:
+        recorded = data.pop(CHECKSUM_KEY)
+        if recorded != _content_checksum(data):
+            raise CorruptFileError(path, "checksum does not match its contents")
     if isinstance(data, dict) and "budgets" not in data:
         data["budgets"] = dict.fromkeys(BUDGET_KEYS)  # written before budgets were recorded
     _check_fields(path, data, _FIELD_TYPES, "manifest")
@@ -138,6 +164,9 @@ def read_manifest(directory: Path) -> Manifest:
         raise CorruptFileError(path, f"dim must be positive, got {data['dim']}")
     shards = []
     for i, shard in enumerate(data["shards"]):
+        if isinstance(shard, dict):
+            for key in _UNRECORDED_SHARD_KEYS:
+                shard.setdefault(key, None)
         _check_fields(path, shard, _SHARD_TYPES, f"shards[{i}]")
         if shard["tier"] not in TIERS:
             raise CorruptFileError(path, f"shards[{i}] tier {shard['tier']!r} not in {TIERS}")

@@ -14,7 +14,6 @@ the same way); no shard carries a copy of all the centroids.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,8 @@ import numpy as np
 
 from ..errors import CorruptFileError
 from ..fsutil import atomic_write_bytes
+from ..integrity import check_checksum, sha256_file
+from .ivf_file import IvfLayout, parse_ivf, read_index
 from .plan import MAX_POINTS_PER_CENTROID, PQ_NBITS
 
 logger = logging.getLogger(__name__)
@@ -31,14 +32,7 @@ logger = logging.getLogger(__name__)
 ROUTER_FILE = "codec.faiss"
 GROUPS_FILE = "codec.groups.npy"
 TRAIN_SEED = 1234  # k-means and training samples are seeded: a rebuild trains the same router
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+_NPY_HEADER_MAX = 4096  # bytes: a .npy header of one int64 vector is 128
 
 
 def _serialize(index: faiss.Index) -> bytes:
@@ -202,26 +196,31 @@ class Router:
 
     @classmethod
     def load(cls, directory: Path, info: RouterInfo, dim: int) -> Router:
-        """Read and validate the codec files against the manifest's record."""
+        """Read and validate the router files against the manifest's record: checksums
+        first, then the structure (`ivf_file.parse_ivf`), so no read is larger than the file."""
         path, groups_path = directory / ROUTER_FILE, directory / GROUPS_FILE
         for p, expected in ((path, info.sha256), (groups_path, info.groups_sha256)):
             if not p.is_file():
                 raise CorruptFileError(p, "missing")
-            if sha256_file(p) != expected:
-                raise CorruptFileError(p, "checksum does not match the manifest")
-        try:
-            template = faiss.read_index(str(path))
-            groups = np.load(groups_path, allow_pickle=False)
-        except (RuntimeError, ValueError, OSError) as exc:
-            raise CorruptFileError(path, f"unreadable ({exc})") from None
-        if (
-            not isinstance(template, faiss.IndexIVF)
-            or template.d != dim
-            or template.nlist != info.nlist
+            check_checksum(p, expected, always=True)
+        layout = parse_ivf(path)
+        if (layout.kind, layout.dim, layout.nlist, layout.ntotal) != (
+            info.kind,
+            dim,
+            info.nlist,
+            0,
         ):
             raise CorruptFileError(
-                path, f"expected an IVF index of dim {dim} with {info.nlist} partitions"
+                path,
+                f"expected an empty {info.kind} index of dim {dim} with {info.nlist} partitions",
             )
+        template = read_index(path, layout)
+        if groups_path.stat().st_size > _NPY_HEADER_MAX + 8 * info.nlist:
+            raise CorruptFileError(groups_path, f"larger than {info.nlist} partition groups")
+        try:
+            groups = np.load(groups_path, allow_pickle=False)
+        except (ValueError, OSError) as exc:
+            raise CorruptFileError(groups_path, f"unreadable ({exc})") from None
         if (
             groups.shape != (info.nlist,)
             or groups.dtype != np.int64
@@ -230,3 +229,29 @@ class Router:
         ):
             raise CorruptFileError(groups_path, "partition groups do not match the codec")
         return cls(template, groups, info.kind)
+
+    def check_shard_layout(self, path: Path, layout: IvfLayout, group: int) -> None:
+        """A shard file of `group` must be cut from this router: same kind and dim, the
+        group's centroids bit for bit, and for IVF-PQ the memory's codebook. A shard from
+        another memory, or with a damaged quantizer, is refused before it is searched."""
+        centroids = self.centroids[self.groups == group]
+        if layout.kind != self.kind or layout.dim != self.template.d:
+            raise CorruptFileError(
+                path,
+                f"a {layout.kind} index of dim {layout.dim}; this memory's shards are "
+                f"{self.kind} of dim {self.template.d}",
+            )
+        if layout.centroids.shape != centroids.shape or not np.array_equal(
+            layout.centroids.view(np.uint32), centroids.view(np.uint32)
+        ):
+            raise CorruptFileError(
+                path,
+                f"its quantizer is not the router's {len(centroids)} centroids of group {group}",
+            )
+        if self.kind == "ivf_pq":
+            pq = self.template.pq
+            codebook = faiss.vector_to_array(pq.centroids)
+            if layout.pq is None or (layout.pq[0], layout.pq[1]) != (pq.M, pq.nbits):
+                raise CorruptFileError(path, f"PQ parameters differ from the router's M={pq.M}")
+            if not np.array_equal(layout.pq[2].view(np.uint32), codebook.view(np.uint32)):
+                raise CorruptFileError(path, "its PQ codebook is not the router's")

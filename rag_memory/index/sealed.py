@@ -9,10 +9,17 @@ A disk-tier shard is opened with IO_FLAG_MMAP: its inverted lists stay in the fi
 the probed lists are paged in (FAISS wiki, "Indexes that do not fit in RAM"). A RAM-tier shard
 is read whole; a GPU-tier shard is a copy on the GPU beside a memory-mapped CPU copy, which
 serves the searches the GPU index cannot (IDSelector filters).
+
+Opening a shard verifies its files (`integrity.py` says how deep, by size): each file's
+size, the .addr checksum, the .faiss structure (`ivf_file.parse_ivf`: the kind, dim, count
+and partitions the manifest and router say, the router's centroids and PQ codebook, every id
+of the inverted lists exactly once in .addr), and the recorded .faiss / .vec checksums of
+files up to VERIFY_AT_OPEN_BYTES. Rows read from .vec later are checked to be unit vectors.
 """
 
 from __future__ import annotations
 
+import logging
 import mmap
 import os
 import threading
@@ -23,10 +30,14 @@ import faiss
 import numpy as np
 
 from ..errors import CorruptFileError
+from ..integrity import check_checksum, check_unit_rows
 from ..manifest import ShardInfo
 from .base import Route, ShardHits
-from .router import Router, sha256_file
+from .ivf_file import IvfLayout, list_ids, parse_ivf, read_index
+from .router import Router
 from .shard_files import shard_paths
+
+logger = logging.getLogger(__name__)
 
 _gpu_local = threading.local()
 
@@ -54,15 +65,17 @@ class SealedShard:
                 raise CorruptFileError(path, "missing")
             if path.stat().st_size != size:
                 raise CorruptFileError(path, f"holds {path.stat().st_size} bytes, expected {size}")
-        if sha256_file(self.paths["addr"]) != info.sha256:
-            raise CorruptFileError(self.paths["addr"], "checksum does not match the manifest")
+        check_checksum(self.paths["addr"], info.sha256, always=True)
         self.addrs = np.fromfile(self.paths["addr"], dtype="<i8").astype(np.int64, copy=False)
         if info.count > 1 and not (np.diff(self.addrs) > 0).all():
             raise CorruptFileError(self.paths["addr"], "addresses are not strictly increasing")
-        self._vec_file = open(self.paths["vec"], "rb")
+        self._layout = self._check_index_file()
+        check_checksum(self.paths["vec"], info.vec_sha256)
         # Sizes as opened: a writer may retire (delete) these files while a reader still
         # serves them from its open descriptors and maps.
-        self.file_bytes = {ext: path.stat().st_size for ext, path in self.paths.items()}
+        self.faiss_bytes = self.paths["faiss"].stat().st_size
+        self.vec_bytes = 4 * dim * info.count
+        self._vec_file = open(self.paths["vec"], "rb")
         self._vec_map = (
             mmap.mmap(self._vec_file.fileno(), 0, prot=mmap.PROT_READ) if info.count else None
         )
@@ -82,27 +95,50 @@ class SealedShard:
 
     @property
     def held_bytes(self) -> int:
-        return self.index_bytes if self.tier != "disk" else self.file_bytes["faiss"]
+        return self.index_bytes if self.tier != "disk" else self.faiss_bytes
 
-    # -- tiers -------------------------------------------------------------------------
-    def open_index(self, tier: str) -> tuple[faiss.Index, faiss.IndexIVF]:
-        """Load the index for `tier` without touching the shard: (search index, CPU index)."""
-        path = str(self.paths["faiss"])
-        try:
-            cpu = faiss.read_index(path, faiss.IO_FLAG_MMAP if tier in ("disk", "gpu") else 0)
-        except RuntimeError as exc:
-            raise CorruptFileError(path, f"unreadable FAISS index ({exc})") from None
-        if (
-            not isinstance(cpu, faiss.IndexIVF)
-            or cpu.d != self.dim
-            or cpu.ntotal != self.info.count
-            or cpu.nlist != int((self._router.groups == self.group).sum())
+    def _check_index_file(self) -> IvfLayout:
+        """The .faiss file is this shard's index: the layout the manifest and the router say
+        (kind, dim, count, the group's partitions, centroids and codebook), every id of its
+        inverted lists in .addr exactly once, and its recorded checksum if small enough."""
+        path = self.paths["faiss"]
+        layout = parse_ivf(path)
+        self._router.check_shard_layout(path, layout, self.group)
+        nlist = int((self._router.groups == self.group).sum())
+        if self.kind != self._router.kind or (layout.ntotal, layout.nlist) != (
+            self.info.count,
+            nlist,
         ):
             raise CorruptFileError(
                 path,
-                f"expected an IVF index of dim {self.dim} holding "
-                f"{self.info.count} vectors of group {self.group}",
+                f"holds a {layout.kind} index of {layout.ntotal} vectors in {layout.nlist} "
+                f"partitions; the manifest says {self.kind}, {self.info.count} vectors of "
+                f"group {self.group} ({nlist} partitions)",
             )
+        if not np.array_equal(np.sort(list_ids(path, layout)), self.addrs):
+            raise CorruptFileError(
+                path,
+                f"the ids of its inverted lists are not the addresses of {self.paths['addr'].name}",
+            )
+        check_checksum(path, self.info.faiss_sha256)
+        return layout
+
+    # -- tiers -------------------------------------------------------------------------
+    def verify_fully(self, batch: int = 65_536) -> None:
+        """The verify step's check, whatever the files' sizes: both recorded checksums, and
+        every .vec row a finite unit vector."""
+        check_checksum(self.paths["faiss"], self.info.faiss_sha256, always=True)
+        check_checksum(self.paths["vec"], self.info.vec_sha256, always=True)
+        for start in range(0, len(self), batch):
+            self.all_vectors(start, min(len(self), start + batch))
+
+    def open_index(self, tier: str) -> tuple[faiss.Index, faiss.IndexIVF]:
+        """Load the index for `tier` without touching the shard: (search index, CPU index).
+        The file was verified when the shard was opened; FAISS reads it bounded by its size."""
+        flags = faiss.IO_FLAG_MMAP if tier in ("disk", "gpu") else 0
+        cpu = read_index(self.paths["faiss"], self._layout, flags)
+        if not isinstance(cpu, faiss.IndexIVF) or cpu.ntotal != self.info.count:
+            raise CorruptFileError(self.paths["faiss"], "changed since the shard was opened")
         if tier == "gpu":
             return faiss.index_cpu_to_gpu(gpu_resources(), 0, cpu), cpu
         return cpu, cpu
@@ -121,7 +157,7 @@ class SealedShard:
     @property
     def index_bytes(self) -> int:
         """Bytes the index occupies when held in RAM or on the GPU."""
-        return self.file_bytes["faiss"] + self.addrs.nbytes
+        return self.faiss_bytes + self.addrs.nbytes
 
     # -- search ------------------------------------------------------------------------
     def set_tombstones(self, tombstones: np.ndarray) -> None:
@@ -201,28 +237,47 @@ class SealedShard:
         """Full-precision vectors of `addrs` (all in this shard), read from the .vec file.
 
         The pages read are dropped from this process's resident set afterwards (they stay in
-        the kernel's page cache), so re-ranking never makes the file count against RSS.
+        the kernel's page cache), so re-ranking never makes the file count against RSS. No
+        view of the map outlives the call, so close() can always unmap it.
         """
         if self._vec_map is None:  # an empty shard holds no vector to read
             return np.empty((0, self.dim), dtype=np.float32)
         rows = np.searchsorted(self.addrs, addrs)
+        held = rows < len(self.addrs)
+        held[held] = self.addrs[rows[held]] == addrs[held]
+        if not held.all():
+            raise CorruptFileError(
+                self.paths["addr"],
+                f"does not hold address {int(addrs[np.argmin(held)])}, which its index returned",
+            )
         table = np.frombuffer(self._vec_map, dtype="<f4").reshape(-1, self.dim)
-        out = table[rows].astype(np.float32)
-        del table
+        try:
+            out = table[rows].astype(np.float32)
+        finally:
+            del table
         self._vec_map.madvise(mmap.MADV_DONTNEED)
+        check_unit_rows(out, self.paths["vec"], "rows read for re-ranking")
         return out
 
     def all_vectors(self, start: int, stop: int) -> np.ndarray:
-        """Rows [start, stop) of the .vec file (compaction streams through it)."""
-        data = os.pread(
-            self._vec_file.fileno(), 4 * self.dim * (stop - start), 4 * self.dim * start
-        )
-        return np.frombuffer(data, dtype="<f4").reshape(-1, self.dim).astype(np.float32)
+        """Rows [start, stop) of the .vec file (compaction streams through it), checked."""
+        nbytes = 4 * self.dim * (stop - start)
+        data = os.pread(self._vec_file.fileno(), nbytes, 4 * self.dim * start)
+        if len(data) != nbytes:
+            raise CorruptFileError(self.paths["vec"], f"short read of rows {start}-{stop - 1}")
+        out = np.frombuffer(data, dtype="<f4").reshape(-1, self.dim).astype(np.float32)
+        check_unit_rows(out, self.paths["vec"], "a row read for compaction or iteration", start)
+        return out
 
     def close(self) -> None:
+        """Release the index and the .vec file; safe to call twice, and never raises for a
+        view of the map someone still holds (the map is then freed with the view)."""
         self._index = self._cpu_index = None
         if self._vec_map is not None:
-            self._vec_map.close()
+            try:
+                self._vec_map.close()
+            except BufferError:
+                logger.warning("%s: a view of the map is still held", self.paths["vec"])
         self._vec_file.close()
 
 

@@ -202,7 +202,7 @@ class SealedSet:
 
     def vector_file_bytes(self) -> int:
         """Bytes of the full-precision copies on disk (re-ranking and compaction read them)."""
-        return sum(s.file_bytes["vec"] for s in self._shards.values())
+        return sum(s.vec_bytes for s in self._shards.values())
 
     def close(self) -> None:
         for shard in self._shards.values():

@@ -19,8 +19,9 @@ import faiss
 import numpy as np
 
 from ..fsutil import fsync_dir
+from ..integrity import sha256_file
 from ..manifest import ShardInfo
-from .router import Router, sha256_file
+from .router import Router
 
 if TYPE_CHECKING:
     from .sealed import SealedShard
@@ -112,6 +113,8 @@ def _write_files(
         sha256=sha256_file(paths["addr"]),
         group=group,
         heat=0.0,
+        faiss_sha256=sha256_file(paths["faiss"]),
+        vec_sha256=sha256_file(paths["vec"]),
     )
 
 

@@ -8,6 +8,13 @@ Vectors of the growing shard live in their own table `vectors` (float32 little-e
 a committed row is the durable copy the in-RAM growing index is rebuilt from on open. Keeping
 them out of `slots` keeps those rows small, so fetching the text of search hits reads a third
 of the pages it would otherwise.
+
+Each row carries a checksum (CRC-32, `row_checksum` / `vector_checksum`: of the address, id,
+text and metadata; of the address and vector blob), verified whenever a row is read, so a
+damaged cell is a CorruptFileError naming the file and the address, never a changed answer;
+a table of at most integrity.VERIFY_AT_OPEN_BYTES also passes `PRAGMA integrity_check` at
+open (indexes agree with their table), larger ones in `rag-memory verify`. Schema 1 tables
+(before checksums) still open: their rows are unverified, and a writer adds the columns.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,11 +31,13 @@ import numpy as np
 
 from ..errors import CorruptFileError, IdAlreadyStoredError, ReadOnlyError, UnknownIdError
 from ..index.base import TableSnapshot
+from ..integrity import hashed_at_open, unit_rows_problem
 from ..types import Slot, SlotRow
 from .row_cache import RowCache
 
 TABLE_FILE = "slots.sqlite"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+ROW_CHECKSUMS_SINCE = 2  # schema 1 tables have no checksum columns
 # The `shard` column: 0 while a slot's vector is in the growing shard (and its blob in
 # `vectors`), a sealed shard's id once sealed, RETIRED_SHARD once a deleted slot's shard is
 # gone (compacted away). Compare with these names, not by truthiness.
@@ -44,14 +54,27 @@ CREATE TABLE slots (
     metadata TEXT NOT NULL,
     shard INTEGER NOT NULL,
     added_version INTEGER NOT NULL,
-    deleted_version INTEGER
+    deleted_version INTEGER,
+    checksum INTEGER
 );
 CREATE UNIQUE INDEX slots_live_id ON slots(id) WHERE deleted_version IS NULL;
 CREATE INDEX slots_added ON slots(added_version);
 CREATE INDEX slots_deleted ON slots(deleted_version);
-CREATE TABLE vectors (addr INTEGER PRIMARY KEY, vector BLOB NOT NULL);
+CREATE TABLE vectors (addr INTEGER PRIMARY KEY, vector BLOB NOT NULL, checksum INTEGER);
 CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
+
+
+def row_checksum(addr: Any, slot_id: Any, text: Any, metadata: Any) -> int:
+    """CRC-32 of a slot row's immutable cells (any type a damaged cell may come back as)."""
+    cells = "\x00".join(map(str, (addr, slot_id, text, metadata)))
+    return zlib.crc32(cells.encode("utf-8", "surrogatepass"))
+
+
+def vector_checksum(addr: int, blob: Any) -> int:
+    """CRC-32 of a growing vector's blob, seeded with its address."""
+    data = blob if isinstance(blob, bytes) else str(blob).encode()
+    return zlib.crc32(data, zlib.crc32(int(addr).to_bytes(8, "little", signed=True)))
 
 
 def _in_list(values: Sequence[Any]) -> str:
@@ -70,8 +93,13 @@ class SlotTable:
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._connections_lock = threading.Lock()
+        self._schema = SCHEMA_VERSION  # of the table as last connected to
         self._writer = None if read_only else self._connect()
+        if self._writer is not None and self._schema < ROW_CHECKSUMS_SINCE:
+            self._add_checksum_columns(self._writer)
         self._rows = RowCache(ROW_CACHE_BYTES)
+        if hashed_at_open(path):
+            self.check_integrity()
 
     # -- connections -------------------------------------------------------------------
     @classmethod
@@ -109,10 +137,11 @@ class SlotTable:
             meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
         except sqlite3.DatabaseError as exc:
             raise CorruptFileError(self.path, f"unreadable SQLite database ({exc})") from None
-        if meta.get("schema_version") != SCHEMA_VERSION:
+        if meta.get("schema_version") not in range(1, SCHEMA_VERSION + 1):
             raise CorruptFileError(
                 self.path, f"schema_version {meta.get('schema_version')} is not {SCHEMA_VERSION}"
             )
+        self._schema = meta["schema_version"]
         if meta.get("dim") != self.dim:
             raise CorruptFileError(
                 self.path, f"dim {meta.get('dim')} does not match the manifest's {self.dim}"
@@ -144,6 +173,57 @@ class SlotTable:
             return self._reader().execute(sql, params).fetchall()
         except sqlite3.DatabaseError as exc:
             raise CorruptFileError(self.path, f"read failed ({exc})") from None
+
+    def _add_checksum_columns(self, conn: sqlite3.Connection) -> None:
+        """Schema 1 -> 2: checksum columns (NULL, unverified, for the rows already stored)."""
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("ALTER TABLE slots ADD COLUMN checksum INTEGER")
+            conn.execute("ALTER TABLE vectors ADD COLUMN checksum INTEGER")
+            conn.execute(
+                "UPDATE meta SET value = ? WHERE key = 'schema_version'", (SCHEMA_VERSION,)
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        self._schema = SCHEMA_VERSION
+
+    def _checksum_column(self, column: str) -> str:
+        """`column` where the table has checksums, else NULL (a schema 1 table)."""
+        self._reader()  # connected, so the schema is known
+        return column if self._schema >= ROW_CHECKSUMS_SINCE else "NULL"
+
+    def _verify_rows(self, rows: Sequence[tuple]) -> None:
+        """Rows (id, text, metadata, addr, checksum, ...): CorruptFileError for the first
+        whose checksum does not match its cells (NULL: written before checksums)."""
+        for slot_id, text, metadata, addr, checksum, *_ in rows:
+            if checksum is not None and checksum != row_checksum(addr, slot_id, text, metadata):
+                raise CorruptFileError(
+                    self.path, f"slot address {addr}: the row does not match its checksum"
+                )
+
+    def verify_rows(self, batch: int = 10_000) -> int:
+        """Check every row's checksum, deleted rows included (the verify step; reads the
+        whole table in address order, `batch` rows at a time). Returns the rows checked."""
+        checked, last = 0, 0
+        while True:
+            rows = self._query(
+                f"SELECT id, text, metadata, addr, {self._checksum_column('checksum')} "
+                "FROM slots WHERE addr > ? ORDER BY addr LIMIT ?",
+                (last, batch),
+            )
+            if not rows:
+                return checked
+            self._verify_rows(rows)
+            checked, last = checked + len(rows), rows[-1][3]
+
+    def check_integrity(self) -> None:
+        """PRAGMA integrity_check (b-trees, and every index agrees with its table): a
+        CorruptFileError listing what SQLite found."""
+        problems = [r[0] for r in self._query("PRAGMA integrity_check(20)")]
+        if problems != ["ok"]:
+            raise CorruptFileError(self.path, "integrity check failed: " + "; ".join(problems))
 
     # -- counters ----------------------------------------------------------------------
     def version(self) -> int:
@@ -184,12 +264,22 @@ class SlotTable:
             replaced = np.array([a for a, _ in existing], dtype=np.int64)
             if len(replaced):
                 self._retire(conn, replaced, version)
+            # AUTOINCREMENT hands out sqlite_sequence + 1 onwards; taking them explicitly
+            # lets each row's checksum cover its address
+            first = (
+                conn.execute(
+                    "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'slots'), 0)"
+                ).fetchone()[0]
+                + 1
+            )
             conn.executemany(
-                "INSERT INTO slots (id, text, metadata, shard, added_version) "
-                "VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO slots (addr, id, text, metadata, shard, added_version, checksum) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [
-                    (i, t, m, GROWING_SHARD, version)
-                    for i, t, m in zip(ids, texts, metadata, strict=True)
+                    (a, i, t, m, GROWING_SHARD, version, row_checksum(a, i, t, m))
+                    for a, i, t, m in zip(
+                        range(first, first + len(ids)), ids, texts, metadata, strict=True
+                    )
                 ],
             )
             addrs = np.array(
@@ -203,8 +293,11 @@ class SlotTable:
             )
             vecs = np.ascontiguousarray(vectors, dtype="<f4")
             conn.executemany(
-                "INSERT INTO vectors (addr, vector) VALUES (?, ?)",
-                zip(addrs.tolist(), (row.tobytes() for row in vecs), strict=True),
+                "INSERT INTO vectors (addr, vector, checksum) VALUES (?, ?, ?)",
+                [
+                    (a, blob, vector_checksum(a, blob))
+                    for a, blob in zip(addrs.tolist(), (row.tobytes() for row in vecs), strict=True)
+                ],
             )
             conn.execute("COMMIT")
         except BaseException:
@@ -259,10 +352,11 @@ class SlotTable:
     def get(self, ids: Sequence[str]) -> list[Slot]:
         """The live slots of `ids`, in the order asked; UnknownIdError if any is absent."""
         rows = self._query(
-            "SELECT id, text, metadata, addr FROM slots WHERE deleted_version IS NULL AND id IN "
-            "(SELECT value FROM json_each(?))",
+            f"SELECT id, text, metadata, addr, {self._checksum_column('checksum')} FROM slots "
+            "WHERE deleted_version IS NULL AND id IN (SELECT value FROM json_each(?))",
             (_in_list(ids),),
         )
+        self._verify_rows(rows)
         by_id = {r[0]: Slot(r[0], r[1], json.loads(r[2]), r[3]) for r in rows}
         missing = [i for i in ids if i not in by_id]
         if missing:
@@ -295,15 +389,20 @@ class SlotTable:
         return self._rows.lookup(addrs, self._load_rows)
 
     def _load_rows(self, addrs: list[int]) -> list[SlotRow]:
+        """The live rows of `addrs`, verified. Rows are never removed (a deleted slot keeps its
+        row), so an address the index holds without a row means the table is damaged."""
         if not addrs:
             return []
         literal = ",".join(map(str, map(int, addrs)))
-        # "+deleted_version": keeps SQLite on the primary key; otherwise its planner may
-        # pick the index on deleted_version, which every live row shares.
-        return self._query(
-            "SELECT id, text, metadata, addr FROM slots WHERE "
-            f"+deleted_version IS NULL AND addr IN ({literal})"
+        rows = self._query(
+            f"SELECT id, text, metadata, addr, {self._checksum_column('checksum')}, "
+            f"deleted_version FROM slots WHERE addr IN ({literal})"
         )
+        self._verify_rows(rows)
+        if len(rows) != len(set(addrs)):
+            missing = sorted(set(addrs) - {r[3] for r in rows})
+            raise CorruptFileError(self.path, f"slot address {missing[:1]} has no row")
+        return [(r[0], r[1], r[2], r[3]) for r in rows if r[5] is None]
 
     def matching_addrs(
         self, where_sql: str, params: Sequence[Any], among: Sequence[int] | None = None
@@ -324,8 +423,9 @@ class SlotTable:
     def growing_vectors(self, since_version: int = -1) -> tuple[np.ndarray, np.ndarray, int]:
         """(addrs, vectors, version) of live growing-shard slots added after `since_version`.
 
-        Every blob is checked to hold exactly `dim` float32 values; a bad one is a
-        CorruptFileError naming the file and the address.
+        Every blob is checked to hold exactly `dim` float32 values making a finite unit
+        vector (integrity.STORED_NORM_TOLERANCE); a bad one is a CorruptFileError naming the
+        file and the address.
         """
         conn = self._reader()
         own = not conn.in_transaction  # inside `snapshot`, its transaction is the snapshot
@@ -334,7 +434,8 @@ class SlotTable:
                 conn.execute("BEGIN")  # one snapshot for the rows and the version number
             version = conn.execute("SELECT value FROM meta WHERE key = 'version'").fetchone()[0]
             rows = conn.execute(
-                "SELECT s.addr, v.vector FROM slots s LEFT JOIN vectors v ON v.addr = s.addr "
+                f"SELECT s.addr, v.vector, {self._checksum_column('v.checksum')} "
+                "FROM slots s LEFT JOIN vectors v ON v.addr = s.addr "
                 "WHERE s.deleted_version IS NULL AND s.shard = ? AND s.added_version > ? "
                 "ORDER BY s.addr",
                 (GROWING_SHARD, since_version),
@@ -346,7 +447,7 @@ class SlotTable:
                 conn.execute("ROLLBACK")
             raise CorruptFileError(self.path, f"read failed ({exc})") from None
         nbytes = 4 * self.dim
-        for addr, blob in rows:
+        for addr, blob, _ in rows:
             if not isinstance(blob, bytes) or len(blob) != nbytes:
                 raise CorruptFileError(
                     self.path,
@@ -356,8 +457,15 @@ class SlotTable:
                 )
         addrs = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
         vectors = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4").reshape(-1, self.dim)
-        if not np.isfinite(vectors).all():
-            raise CorruptFileError(self.path, "a stored vector holds NaN or inf")
+        problem = unit_rows_problem(vectors)
+        if problem is not None:
+            row, what = problem
+            raise CorruptFileError(self.path, f"slot address {addrs[row]}: vector {what}")
+        for addr, blob, checksum in rows:
+            if checksum is not None and checksum != vector_checksum(addr, blob):
+                raise CorruptFileError(
+                    self.path, f"slot address {addr}: vector blob does not match its checksum"
+                )
         return addrs, vectors.astype(np.float32, copy=False), version
 
     def counters(self) -> tuple[int, int]:
