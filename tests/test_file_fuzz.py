@@ -211,6 +211,19 @@ def test_fuzzed_files_answer_right_or_raise_naming_the_file(
     print(f"\nfuzz: {len(cases)} cases, seed {SEED}: {dict(outcomes)}")
     print("per file kind:", dict(sorted(by_kind.items())))
     print("peak child RSS MiB:", max(r["rss"] for r in results))
+    from helpers import report_probe
+
+    for kind in KINDS:
+        mine = Counter(
+            r["outcome"] for c, r in zip(cases, results, strict=True) if c["kind"] == kind
+        )
+        report_probe(
+            f"damaged files of a sealed {kind} memory (flip, truncate, extend)",
+            sum(mine.values()),
+            clean_errors=mine["corrupt"],
+            crashes=mine["crash"] + mine["hang"] + mine["other"],
+            wrong=mine["wrong"] + mine["misnamed"],
+        )
     bad = [
         (cases[r["case"]], r["outcome"], r["detail"])
         for r in results
