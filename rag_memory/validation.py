@@ -19,6 +19,8 @@ from .errors import InvalidInputError, InvalidVectorError, RepeatedIdError
 # Rows whose norm is this close to 1 are left as they are, so vectors that are already unit
 # length (every embedder output) are stored bit-for-bit as given.
 _UNIT_TOLERANCE = 1e-5
+# numpy dtype kinds read as vectors: ints, floats, and objects that convert to float32.
+_REAL_KINDS = "iufO"
 # SQLite's INTEGER is an int64; a larger int would be bound as an OverflowError, or read back
 # from JSON as an inexact REAL.
 SQLITE_INT_MIN, SQLITE_INT_MAX = -(2**63), 2**63 - 1
@@ -188,9 +190,15 @@ def _json_problem(value: Any, where: str) -> str | None:
 def check_vectors(
     vectors: Any, dim: int, n: int | None = None, what: str = "vectors"
 ) -> np.ndarray:
-    """A (n, dim) float32 C-contiguous array of unit rows, or InvalidVectorError saying why."""
+    """A (n, dim) float32 C-contiguous array of unit rows, or InvalidVectorError saying why.
+
+    Real numbers only: complex values would lose their imaginary part and strings be parsed."""
     try:
-        arr = np.asarray(vectors, dtype=np.float32)
+        given = np.asarray(vectors)
+        if given.dtype.kind not in _REAL_KINDS:
+            raise TypeError(f"its values are {given.dtype}, not real numbers")
+        with np.errstate(over="ignore"):  # beyond float32's range: inf, reported below
+            arr = given.astype(np.float32, copy=False)
     except (TypeError, ValueError) as exc:
         raise InvalidVectorError(f"{what} cannot be read as float32: {exc}") from None
     if arr.ndim == 1:
@@ -207,7 +215,7 @@ def check_vectors(
     if not finite.all():
         row = int(np.argmin(finite))
         problem = (
-            "holds NaN or inf"
+            "holds NaN or inf (as float32)"
             if not np.isfinite(arr[row]).all()
             else "has values too large to normalise in float32"
         )

@@ -102,6 +102,31 @@ BAD_CALLS = {
     "inf vector": (lambda m: m.add(["x"], vectors=INF), InvalidVectorError, "NaN or inf"),
     "zero vector": (lambda m: m.add(["x"], vectors=np.zeros((1, 16))), InvalidVectorError, "zeros"),
     "string vector": (lambda m: m.add(["x"], vectors=[["a"] * 16]), InvalidVectorError, "float32"),
+    "numeric string vector": (
+        lambda m: m.add(["x"], vectors=[["0.5"] * 16]),
+        InvalidVectorError,
+        "not real numbers",
+    ),
+    "complex vector": (
+        lambda m: m.add(["x"], vectors=np.ones((1, 16), dtype=complex)),
+        InvalidVectorError,
+        "complex128",
+    ),
+    "complex query": (
+        lambda m: m.search(np.ones(16, dtype=np.complex64), k=1),
+        InvalidVectorError,
+        "complex64",
+    ),
+    "bool vector": (
+        lambda m: m.add(["x"], vectors=np.ones((1, 16), dtype=bool)),
+        InvalidVectorError,
+        "bool",
+    ),
+    "float64 beyond float32": (
+        lambda m: m.add(["x"], vectors=np.full((1, 16), 1e300)),
+        InvalidVectorError,
+        "inf (as float32)",
+    ),
     "existing id": (lambda m: m.add(["x"], ids=["s1"], vectors=V1), DuplicateIdError, "s1"),
     "repeated id": (
         lambda m: m.add(["x", "y"], ids=["n", "n"], vectors=unit_vectors(2, 16)),
