@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import CorruptFileError, InvalidInputError, MemoryLockedError
-from .validation import is_number
+from .validation import is_number, shown
 
 LOCK_NAME = "LOCK"
 _POLL_SECONDS = 0.05
@@ -69,7 +69,7 @@ def check_lock_timeout(timeout: Any) -> float | None:
     """Seconds to wait for another writer: a number >= 0, or None to wait forever."""
     if timeout is not None and (not is_number(timeout) or math.isnan(timeout) or timeout < 0):
         raise InvalidInputError(
-            f"lock_timeout must be seconds >= 0 or None (wait forever), got {timeout!r}"
+            f"lock_timeout must be seconds >= 0 or None (wait forever), got {shown(timeout)}"
         )
     return None if timeout is None else float(timeout)
 

@@ -4,7 +4,7 @@ the shards together. It holds no algorithm of its own; each part lives in its ow
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from types import TracebackType
@@ -50,6 +50,14 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _DEFAULT_CACHE = CacheConfig()
+
+
+def _close_all(*closers: Callable[[], None]) -> None:
+    """Call every closer in order, even after one raised (its error then propagates), so a
+    failing close never keeps the writer lock."""
+    with ExitStack() as stack:  # runs its callbacks last pushed first
+        for close in reversed(closers):
+            stack.callback(close)
 
 
 class Memory(AnswersFromMemory):
@@ -202,9 +210,8 @@ class Memory(AnswersFromMemory):
         try:
             return cls(directory, files, cache, ram_bytes, gpu_bytes)
         except BaseException:
-            files.table.close()
-            if files.writer_lock is not None:
-                files.writer_lock.release()
+            lock = files.writer_lock
+            _close_all(files.table.close, *([lock.release] if lock is not None else []))
             raise
 
     def close(self) -> None:
@@ -216,11 +223,12 @@ class Memory(AnswersFromMemory):
             if self._closed:
                 return
             self._closed = True
-            with ExitStack() as closing:  # runs every callback, last pushed first
-                if self._writer_lock is not None:
-                    closing.callback(self._writer_lock.release)
-                closing.callback(self._table.close)
-                closing.callback(self._index.close)
+            lock = self._writer_lock
+            _close_all(
+                self._index.close,
+                self._table.close,
+                *([lock.release] if lock is not None else []),
+            )
 
     def __enter__(self) -> Memory:
         return self

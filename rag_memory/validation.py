@@ -32,6 +32,18 @@ MAX_METADATA_DEPTH = 64
 MAX_DIM = 65_536
 
 
+_SHOWN = reprlib.Repr()  # nesting, long strings and long lists cut short
+
+
+def shown(value: Any) -> str:
+    """`value` for an error message: a bounded repr (deep or long values are cut short, and
+    no repr can fail, e.g. an int past Python's 4,300-digit str limit)."""
+    try:
+        return _SHOWN.repr(value)
+    except Exception:  # a message must not raise
+        return f"<{type(value).__name__} that cannot be shown>"
+
+
 def string_problem(value: str, allow_nul: bool = False) -> str | None:
     """Why SQLite cannot keep `value` as given, or None: a lone surrogate cannot be encoded
     as UTF-8, and NUL ends a string in SQLite's JSON functions (json_each, json_extract),
@@ -48,9 +60,7 @@ def check_path(path: Any) -> Path:
     """A memory directory given as a non-empty str or os.PathLike the OS can name."""
     name = os.fspath(path) if isinstance(path, os.PathLike) else path
     if not isinstance(name, str) or not name:
-        raise InvalidInputError(
-            f"path must be a non-empty str or os.PathLike, got {reprlib.repr(path)}"
-        )
+        raise InvalidInputError(f"path must be a non-empty str or os.PathLike, got {shown(path)}")
     problem = "holds NUL" if "\x00" in name else None
     try:
         os.fsencode(name)
@@ -63,7 +73,7 @@ def check_path(path: Any) -> Path:
 
 def check_bool(value: Any, name: str) -> bool:
     if not isinstance(value, bool):
-        raise InvalidInputError(f"{name} must be True or False, got {reprlib.repr(value)}")
+        raise InvalidInputError(f"{name} must be True or False, got {shown(value)}")
     return value
 
 
@@ -102,7 +112,7 @@ def check_ids(ids: Any, n: int) -> list[str]:
         raise InvalidInputError(f"got {len(ids)} ids for {n} texts")
     for i, id_ in enumerate(ids):
         if not isinstance(id_, str) or not id_:
-            raise InvalidInputError(f"ids[{i}] must be a non-empty string, got {id_!r}")
+            raise InvalidInputError(f"ids[{i}] must be a non-empty string, got {shown(id_)}")
         _check_id_string(id_, i)
     if len(set(ids)) != len(ids):
         seen: set[str] = set()
@@ -117,7 +127,7 @@ def check_lookup_ids(ids: Any) -> list[str]:
         raise InvalidInputError("ids is empty")
     for i, id_ in enumerate(ids):
         if not isinstance(id_, str):
-            raise InvalidInputError(f"ids[{i}] must be a string, got {id_!r}")
+            raise InvalidInputError(f"ids[{i}] must be a string, got {shown(id_)}")
         _check_id_string(id_, i)
     return ids
 
@@ -141,7 +151,7 @@ def encode_metadata(metadata: Any, n: int) -> list[str]:
         if meta is None:
             meta = {}
         if not isinstance(meta, dict):
-            raise InvalidInputError(f"metadata[{i}] must be a dict, got {reprlib.repr(meta)}")
+            raise InvalidInputError(f"metadata[{i}] must be a dict, got {shown(meta)}")
         problem = _json_problem(meta, f"metadata[{i}]")
         if problem:
             raise InvalidInputError(problem)
@@ -164,11 +174,11 @@ def _json_problem(value: Any, where: str) -> str | None:
         if isinstance(item, dict):
             for key, sub in item.items():
                 if not isinstance(key, str):
-                    return f"{path} has a key that is not a string: {reprlib.repr(key)}"
+                    return f"{path} has a key that is not a string: {shown(key)}"
                 problem = string_problem(key)
                 if problem:
                     return f"{path} key {key!r} {problem}"
-                todo.append((sub, f"{path}[{reprlib.repr(key)}]", depth + 1))
+                todo.append((sub, f"{path}[{shown(key)}]", depth + 1))
         elif isinstance(item, (list, tuple)):
             todo.extend((sub, f"{path}[{n}]", depth + 1) for n, sub in enumerate(item))
         elif isinstance(item, str):
@@ -179,7 +189,7 @@ def _json_problem(value: Any, where: str) -> str | None:
             continue
         elif isinstance(item, int):
             if not SQLITE_INT_MIN <= item <= SQLITE_INT_MAX:
-                return f"{path} is outside SQLite's int64 range: {item}"
+                return f"{path} is outside SQLite's int64 range (a {item.bit_length()}-bit int)"
         elif not isinstance(item, float):
             return f"{path} is not JSON-serialisable: {type(item).__name__}"
         elif not math.isfinite(item):
@@ -249,14 +259,14 @@ def check_int(
     """`value` as an int >= `minimum` (and <= `maximum`), or `error` naming the argument."""
     if not is_int(value) or value < minimum or (maximum is not None and value > maximum):
         bounds = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum:,}]"
-        raise error(f"{name} must be an int {bounds}, got {reprlib.repr(value)}")
+        raise error(f"{name} must be an int {bounds}, got {shown(value)}")
     return int(value)
 
 
 def check_k(k: Any, name: str = "k") -> int:
     """A positive int (k, nprobe, ...), or InvalidInputError naming the argument."""
     if not is_int(k) or k <= 0:
-        raise InvalidInputError(f"{name} must be a positive integer, got {k!r}")
+        raise InvalidInputError(f"{name} must be a positive integer, got {shown(k)}")
     return int(k)
 
 
@@ -277,7 +287,7 @@ def config_from_dict(cls: type[Config], values: dict[str, Any]) -> Config:
     """Build a frozen config dataclass from a dict; an unknown key is an error, not ignored."""
     if not isinstance(values, dict) or not all(isinstance(key, str) for key in values):
         raise InvalidInputError(
-            f"{cls.__name__} needs a dict of field names to values, got {reprlib.repr(values)}"
+            f"{cls.__name__} needs a dict of field names to values, got {shown(values)}"
         )
     known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(values) - known)
@@ -301,5 +311,5 @@ def json_object_problem(obj: Any, types: FieldTypes, what: str) -> str | None:
         wanted = typ if isinstance(typ, tuple) else (typ,)
         if not isinstance(value, wanted) or (bool not in wanted and isinstance(value, bool)):
             name = " or ".join(t.__name__ for t in wanted)
-            return f"{what} key {key!r} must be {name}, got {value!r}"
+            return f"{what} key {key!r} must be {name}, got {shown(value)}"
     return None

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import reprlib
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import EmbedderMismatchError, InvalidInputError, RagMemoryError
-from ..validation import check_int
+from ..validation import check_int, shown
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -47,7 +46,7 @@ def check_embedder_name(name: Any) -> str | None:
     if name is not None and (not isinstance(name, str) or not name.strip()):
         raise InvalidInputError(
             "embedder must be a model name or path (a non-empty str), an Embedder or None, "
-            f"got {reprlib.repr(name)}"
+            f"got {shown(name)}"
         )
     return name
 
@@ -60,7 +59,9 @@ class Embedder:
     ) -> None:
         self.name = check_embedder_name(name) or DEFAULT_EMBEDDER
         if device is not None and (not isinstance(device, str) or not device):
-            raise InvalidInputError(f"device must be a torch device name or None, got {device!r}")
+            raise InvalidInputError(
+                f"device must be a torch device name or None, got {shown(device)}"
+            )
         self.device = device
         self.batch_size = check_int(batch_size, "batch_size")
         self._model: SentenceTransformer | None = None

@@ -30,13 +30,12 @@ from __future__ import annotations
 import json
 import math
 import re
-import reprlib
 import sqlite3
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from ..errors import InvalidFilterError
-from ..validation import SQLITE_INT_MAX, SQLITE_INT_MIN, string_problem
+from ..validation import SQLITE_INT_MAX, SQLITE_INT_MIN, shown, string_problem
 
 _COMPARISONS = {"$eq": "=", "$ne": "!=", "$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
 _ORDERED = {"$gt", "$gte", "$lt", "$lte"}
@@ -110,12 +109,12 @@ def _check_value(field: str, op: str, value: Any) -> None:
     elif isinstance(value, int) and not isinstance(value, bool):
         if not SQLITE_INT_MIN <= value <= SQLITE_INT_MAX:
             raise InvalidFilterError(
-                f"where: value for {field!r} {op} is outside SQLite's int64 range: {value}"
+                f"where: value for {field!r} {op} is outside SQLite's int64 range "
+                f"(a {value.bit_length()}-bit int)"
             )
     elif not isinstance(value, bool) and not (isinstance(value, float) and math.isfinite(value)):
         raise InvalidFilterError(
-            f"where: value for {field!r} {op} must be str, int, float or bool, "
-            f"got {reprlib.repr(value)}"
+            f"where: value for {field!r} {op} must be str, int, float or bool, got {shown(value)}"
         )
     if op in _ORDERED and isinstance(value, bool):
         raise InvalidFilterError(f"where: {field!r} {op} needs a number or string, not a bool")
@@ -144,7 +143,7 @@ def _membership(field: str, op: str, values: Any) -> Clause:
     """One clause per kind of value, each binding its whole list as one JSON array."""
     if not isinstance(values, list) or not values:
         raise InvalidFilterError(
-            f"where: {op} for {field!r} needs a non-empty list, got {reprlib.repr(values)}"
+            f"where: {op} for {field!r} needs a non-empty list, got {shown(values)}"
         )
     by_kind: dict[str, list[Any]] = {}
     for value in values:
@@ -172,7 +171,7 @@ def _field(field: str, condition: Any) -> Clause:
         return _compare(field, "$eq", condition)
     if len(condition) != 1:
         raise InvalidFilterError(
-            f"where: {field!r} needs exactly one operator, got {reprlib.repr(list(condition))}"
+            f"where: {field!r} needs exactly one operator, got {shown(list(condition))}"
         )
     ((op, value),) = condition.items()
     if op in _COMPARISONS:
@@ -206,11 +205,11 @@ def _where(where: Any, depth: int) -> Clause:
     if depth > MAX_FILTER_DEPTH:
         raise InvalidFilterError(f"where nests deeper than {MAX_FILTER_DEPTH} objects")
     if not isinstance(where, dict) or not where:
-        raise InvalidFilterError(f"where must be a non-empty dict, got {reprlib.repr(where)}")
+        raise InvalidFilterError(f"where must be a non-empty dict, got {shown(where)}")
     clauses = []
     for key, value in where.items():
         if not isinstance(key, str):
-            raise InvalidFilterError(f"where: keys must be strings, got {reprlib.repr(key)}")
+            raise InvalidFilterError(f"where: keys must be strings, got {shown(key)}")
         if key in _LOGICAL:
             if not isinstance(value, list) or not value:
                 raise InvalidFilterError(f"where: {key} needs a non-empty list of filters")
