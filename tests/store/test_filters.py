@@ -7,6 +7,7 @@ import pytest
 from helpers import unit_vectors
 
 from rag_memory import InvalidFilterError, Memory
+from rag_memory.store import filters
 from rag_memory.store.filters import MAX_FILTER_DEPTH, MAX_FILTER_PARAMS
 
 QUERY = unit_vectors(1, 16, seed=42)[0]
@@ -299,3 +300,14 @@ def test_too_many_values_is_a_filter_error(vector_memory: Memory) -> None:
     with pytest.raises(InvalidFilterError, match=f"{MAX_FILTER_PARAMS:,}") as info:
         vector_memory.search(QUERY, k=3, where=where)
     assert "$in" in str(info.value)  # says what to use instead
+
+
+def test_a_filter_past_sqlite_limits_is_a_filter_error(
+    vector_memory: Memory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Were the depth bound lifted, SQLite's parser stack overflows: that is reported as an
+    InvalidFilterError naming the limit, never as a corrupt slot table."""
+    monkeypatch.setattr(filters, "MAX_FILTER_DEPTH", 10_000)
+    with pytest.raises(InvalidFilterError, match="parser stack overflow"):
+        vector_memory.search(QUERY, k=3, where=heaviest(60))
+    assert len(vector_memory.search(QUERY, k=3, where={"n": {"$lt": 3}})) == 3
