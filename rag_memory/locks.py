@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import fcntl
+import math
 import os
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-from .errors import MemoryLockedError
+from .errors import CorruptFileError, InvalidInputError, MemoryLockedError
+from .validation import is_number, shown
 
 LOCK_NAME = "LOCK"
 _POLL_SECONDS = 0.05
@@ -24,8 +27,22 @@ class WriterLock:
     """
 
     def __init__(self, directory: Path, timeout: float | None = 0.0) -> None:
+        timeout = check_lock_timeout(timeout)
         self.path = directory / LOCK_NAME
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except IsADirectoryError:
+            raise CorruptFileError(
+                self.path, "is a directory, not the writer's lock file"
+            ) from None
+        try:
+            self._acquire(directory, timeout)
+        except BaseException:  # an interrupted wait included: never leak the descriptor
+            os.close(self._fd)
+            self._fd = -1
+            raise
+
+    def _acquire(self, directory: Path, timeout: float | None) -> None:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             try:
@@ -33,7 +50,6 @@ class WriterLock:
                 return
             except BlockingIOError:
                 if deadline is not None and time.monotonic() >= deadline:
-                    os.close(self._fd)
                     raise MemoryLockedError(
                         f"{directory} is open for writing in another process; open it with "
                         f"read_only=True, or pass lock_timeout=<seconds> to wait"
@@ -42,9 +58,20 @@ class WriterLock:
 
     def release(self) -> None:
         if self._fd >= 0:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = -1
+            fd, self._fd = self._fd, -1
+            try:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            finally:  # closing the descriptor drops the flock too
+                os.close(fd)
+
+
+def check_lock_timeout(timeout: Any) -> float | None:
+    """Seconds to wait for another writer: a number >= 0, or None to wait forever."""
+    if timeout is not None and (not is_number(timeout) or math.isnan(timeout) or timeout < 0):
+        raise InvalidInputError(
+            f"lock_timeout must be seconds >= 0 or None (wait forever), got {shown(timeout)}"
+        )
+    return None if timeout is None else float(timeout)
 
 
 class ReadWriteLock:

@@ -4,7 +4,8 @@ the shards together. It holds no algorithm of its own; each part lives in its ow
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, overload
@@ -16,24 +17,29 @@ from .cache import CacheConfig
 from .cache import resolve as resolve_cache
 from .directory import MemoryFiles, create_directory, open_directory
 from .embed import Embedder
+from .embed.embedder import check_embedder_name
 from .errors import (
     InvalidInputError,
     MemoryClosedError,
     ReadOnlyError,
 )
-from .index.budgets import check_budget, resolve_budgets
+from .index.budgets import check_budget, check_gpu_budget, resolve_budgets
 from .index.config import IndexConfig
 from .index.plan import check_trainable
 from .index.tiered import TieredIndex
+from .locks import check_lock_timeout
 from .manifest import Manifest
 from .read_path import ReadPath
 from .store.filters import compile_where
 from .types import Hit, Slot
 from .validation import (
+    MAX_DIM,
+    check_bool,
     check_ids,
     check_int,
     check_k,
     check_lookup_ids,
+    check_path,
     check_texts,
     check_vectors,
     encode_metadata,
@@ -45,6 +51,14 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _DEFAULT_CACHE = CacheConfig()
+
+
+def _close_all(*closers: Callable[[], None]) -> None:
+    """Call every closer in order, even after one raised (its error then propagates), so a
+    failing close never keeps the writer lock."""
+    with ExitStack() as stack:  # runs its callbacks last pushed first
+        for close in reversed(closers):
+            stack.callback(close)
 
 
 class Memory(AnswersFromMemory):
@@ -126,19 +140,26 @@ class Memory(AnswersFromMemory):
                 Both are recorded in the manifest as the defaults of every later open.
             device: torch device for the embedder ("cpu", "cuda"); None lets it choose.
             lock_timeout: seconds to wait for another writer process; None waits forever.
+
+        Every argument is checked before anything is written: a refused call leaves no files.
         """
-        directory = Path(path)
+        directory = check_path(path)
         cache = resolve_cache(cache)
-        config = index if isinstance(index, IndexConfig) else IndexConfig.from_dict(index or {})
+        config = (
+            index
+            if isinstance(index, IndexConfig)
+            else IndexConfig.from_dict({} if index is None else index)
+        )
         budgets = {
             "ram_bytes": check_budget(ram_bytes, "ram_bytes"),
-            "gpu_bytes": check_budget(gpu_bytes, "gpu_bytes"),
+            "gpu_bytes": check_gpu_budget(gpu_bytes),
         }
+        check_lock_timeout(lock_timeout)
         model = embedder if isinstance(embedder, Embedder) else Embedder(embedder, device=device)
-        dim = model.dim if dim is None else check_int(dim, "dim")
+        dim = model.dim if dim is None else check_int(dim, "dim", maximum=MAX_DIM)
         check_trainable(config, dim)
         files = create_directory(directory, model, dim, config, budgets, lock_timeout)
-        return cls(directory, files, cache, ram_bytes, gpu_bytes)
+        return cls._from_files(directory, files, cache, ram_bytes, gpu_bytes)
 
     @classmethod
     def open(
@@ -167,26 +188,49 @@ class Memory(AnswersFromMemory):
             lock_timeout: seconds to wait if another process has it open for writing (0 = fail
                 at once, None = wait forever); ignored when read_only.
         """
-        directory = Path(path)
+        directory = check_path(path)
         cache = resolve_cache(cache)
+        if not isinstance(embedder, Embedder):
+            check_embedder_name(embedder)
+        check_bool(read_only, "read_only")
+        check_budget(ram_bytes, "ram_bytes")
+        check_gpu_budget(gpu_bytes)
+        check_lock_timeout(lock_timeout)
         files = open_directory(directory, embedder, device, read_only, lock_timeout)
+        return cls._from_files(directory, files, cache, ram_bytes, gpu_bytes)
+
+    @classmethod
+    def _from_files(
+        cls,
+        directory: Path,
+        files: MemoryFiles,
+        cache: CacheConfig | None,
+        ram_bytes: int | None,
+        gpu_bytes: int | None,
+    ) -> Memory:
+        """The memory over opened files; if building it fails, they are closed again."""
         try:
             return cls(directory, files, cache, ram_bytes, gpu_bytes)
         except BaseException:
-            if files.writer_lock is not None:
-                files.writer_lock.release()
+            lock = files.writer_lock
+            _close_all(files.table.close, *([lock.release] if lock is not None else []))
             raise
 
     def close(self) -> None:
-        """Release files and the writer lock. Every acknowledged write is already on disk."""
+        """Release files and the writer lock. Every acknowledged write is already on disk.
+
+        Whatever closing the index or the table raises, the other is still closed, the lock
+        released and the memory marked closed (then the error propagates)."""
         with self._index.lock.write():
             if self._closed:
                 return
             self._closed = True
-            self._index.close()
-            self._table.close()
-            if self._writer_lock is not None:
-                self._writer_lock.release()
+            lock = self._writer_lock
+            _close_all(
+                self._index.close,
+                self._table.close,
+                *([lock.release] if lock is not None else []),
+            )
 
     def __enter__(self) -> Memory:
         return self
@@ -362,11 +406,12 @@ class Memory(AnswersFromMemory):
         return self._reads.search(query, k, where, where_sql, cache, overrides)
 
     def iter_vectors(self, batch: int = 65_536) -> Iterator[tuple[list[Slot], np.ndarray]]:
-        """Yield (slots, their float32 unit vectors) for every live slot, in chunks, from every
-        shard (e.g. to build an exact-search anchor without re-embedding). A snapshot: it
-        holds the read lock, so writes wait until the iteration ends."""
+        """Yield (slots, their float32 unit vectors) for every live slot, in chunks of at most
+        `batch`, from every shard (e.g. to build an exact-search anchor without re-embedding).
+        A snapshot: it holds the read lock, so writes wait until the iteration ends. The
+        arguments are checked at the call, not at the first `next()`."""
         self._check_open()
-        yield from self._reads.iter_slots(batch)
+        return self._reads.iter_slots(check_k(batch, "batch"))
 
     def stats(self) -> dict[str, Any]:
         """Counts, shards per tier, bytes, the memory-wide version number, and the generator's

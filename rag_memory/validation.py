@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import math
+import os
+import reprlib
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import fields
+from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
@@ -15,6 +19,62 @@ from .errors import InvalidInputError, InvalidVectorError, RepeatedIdError
 # Rows whose norm is this close to 1 are left as they are, so vectors that are already unit
 # length (every embedder output) are stored bit-for-bit as given.
 _UNIT_TOLERANCE = 1e-5
+# numpy dtype kinds read as vectors: ints, floats, and objects that convert to float32.
+_REAL_KINDS = "iufO"
+# SQLite's INTEGER is an int64; a larger int would be bound as an OverflowError, or read back
+# from JSON as an inexact REAL.
+SQLITE_INT_MIN, SQLITE_INT_MAX = -(2**63), 2**63 - 1
+# Containers a metadata value may nest (the top dict is 1): far below what SQLite's JSON
+# functions parse (JSON_MAX_DEPTH: 2000 in 3.40, 1000 since 3.45) and Python's json recursion.
+MAX_METADATA_DEPTH = 64
+# The widest vectors accepted: 4x the widest embedders in use (LLM-based ones reach 16,384),
+# and far from overflowing FAISS's int dimensions and byte counts.
+MAX_DIM = 65_536
+
+
+_SHOWN = reprlib.Repr()  # nesting, long strings and long lists cut short
+
+
+def shown(value: Any) -> str:
+    """`value` for an error message: a bounded repr (deep or long values are cut short, and
+    no repr can fail, e.g. an int past Python's 4,300-digit str limit)."""
+    try:
+        return _SHOWN.repr(value)
+    except Exception:  # a message must not raise
+        return f"<{type(value).__name__} that cannot be shown>"
+
+
+def string_problem(value: str, allow_nul: bool = False) -> str | None:
+    """Why SQLite cannot keep `value` as given, or None: a lone surrogate cannot be encoded
+    as UTF-8, and NUL ends a string in SQLite's JSON functions (json_each, json_extract),
+    which every id lookup and metadata filter goes through (texts may hold NUL)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return f"holds a lone surrogate at position {exc.start}"
+    nul = -1 if allow_nul else value.find("\x00")
+    return f"holds NUL at position {nul}" if nul >= 0 else None
+
+
+def check_path(path: Any) -> Path:
+    """A memory directory given as a non-empty str or os.PathLike the OS can name."""
+    name = os.fspath(path) if isinstance(path, os.PathLike) else path
+    if not isinstance(name, str) or not name:
+        raise InvalidInputError(f"path must be a non-empty str or os.PathLike, got {shown(path)}")
+    problem = "holds NUL" if "\x00" in name else None
+    try:
+        os.fsencode(name)
+    except UnicodeEncodeError as exc:
+        problem = f"holds a lone surrogate at position {exc.start}"
+    if problem:
+        raise InvalidInputError(f"path {name!r} {problem}")
+    return Path(name)
+
+
+def check_bool(value: Any, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidInputError(f"{name} must be True or False, got {shown(value)}")
+    return value
 
 
 def as_list(value: Any, what: str) -> list[Any]:
@@ -37,6 +97,9 @@ def check_texts(texts: Any) -> list[str]:
             raise InvalidInputError(f"texts[{n}] must be a string, got {type(text).__name__}")
         if not text.strip():
             raise InvalidInputError(f"texts[{n}] is empty or only whitespace")
+        problem = string_problem(text, allow_nul=True)
+        if problem:
+            raise InvalidInputError(f"texts[{n}] {problem}")
     return texts
 
 
@@ -49,7 +112,8 @@ def check_ids(ids: Any, n: int) -> list[str]:
         raise InvalidInputError(f"got {len(ids)} ids for {n} texts")
     for i, id_ in enumerate(ids):
         if not isinstance(id_, str) or not id_:
-            raise InvalidInputError(f"ids[{i}] must be a non-empty string, got {id_!r}")
+            raise InvalidInputError(f"ids[{i}] must be a non-empty string, got {shown(id_)}")
+        _check_id_string(id_, i)
     if len(set(ids)) != len(ids):
         seen: set[str] = set()
         dups = sorted({i for i in ids if i in seen or seen.add(i)})  # type: ignore[func-returns-value]
@@ -63,8 +127,15 @@ def check_lookup_ids(ids: Any) -> list[str]:
         raise InvalidInputError("ids is empty")
     for i, id_ in enumerate(ids):
         if not isinstance(id_, str):
-            raise InvalidInputError(f"ids[{i}] must be a string, got {id_!r}")
+            raise InvalidInputError(f"ids[{i}] must be a string, got {shown(id_)}")
+        _check_id_string(id_, i)
     return ids
+
+
+def _check_id_string(id_: str, i: int) -> None:
+    problem = string_problem(id_)
+    if problem:
+        raise InvalidInputError(f"ids[{i}] {id_!r} {problem}")
 
 
 def encode_metadata(metadata: Any, n: int) -> list[str]:
@@ -79,8 +150,11 @@ def encode_metadata(metadata: Any, n: int) -> list[str]:
     for i, meta in enumerate(metadata):
         if meta is None:
             meta = {}
-        if not isinstance(meta, dict) or not all(isinstance(k, str) for k in meta):
-            raise InvalidInputError(f"metadata[{i}] must be a dict with string keys, got {meta!r}")
+        if not isinstance(meta, dict):
+            raise InvalidInputError(f"metadata[{i}] must be a dict, got {shown(meta)}")
+        problem = _json_problem(meta, f"metadata[{i}]")
+        if problem:
+            raise InvalidInputError(problem)
         try:
             out.append(json.dumps(meta, allow_nan=False, ensure_ascii=False))
         except (TypeError, ValueError) as exc:
@@ -88,12 +162,53 @@ def encode_metadata(metadata: Any, n: int) -> list[str]:
     return out
 
 
+def _json_problem(value: Any, where: str) -> str | None:
+    """Why `value` is not a JSON object SQLite keeps faithfully, or None: string keys, values
+    str (see `string_problem`), int64, finite float, bool, None, list or dict, nested at most
+    MAX_METADATA_DEPTH deep. Walked with a stack, so no depth raises RecursionError."""
+    todo = [(value, where, 1)]
+    while todo:
+        item, path, depth = todo.pop()
+        if isinstance(item, (dict, list, tuple)) and depth > MAX_METADATA_DEPTH:
+            return f"{path} nests deeper than {MAX_METADATA_DEPTH} levels"
+        if isinstance(item, dict):
+            for key, sub in item.items():
+                if not isinstance(key, str):
+                    return f"{path} has a key that is not a string: {shown(key)}"
+                problem = string_problem(key)
+                if problem:
+                    return f"{path} key {key!r} {problem}"
+                todo.append((sub, f"{path}[{shown(key)}]", depth + 1))
+        elif isinstance(item, (list, tuple)):
+            todo.extend((sub, f"{path}[{n}]", depth + 1) for n, sub in enumerate(item))
+        elif isinstance(item, str):
+            problem = string_problem(item)
+            if problem:
+                return f"{path} {problem}"
+        elif isinstance(item, bool) or item is None:
+            continue
+        elif isinstance(item, int):
+            if not SQLITE_INT_MIN <= item <= SQLITE_INT_MAX:
+                return f"{path} is outside SQLite's int64 range (a {item.bit_length()}-bit int)"
+        elif not isinstance(item, float):
+            return f"{path} is not JSON-serialisable: {type(item).__name__}"
+        elif not math.isfinite(item):
+            return f"{path} is not a finite number: {item}"
+    return None
+
+
 def check_vectors(
     vectors: Any, dim: int, n: int | None = None, what: str = "vectors"
 ) -> np.ndarray:
-    """A (n, dim) float32 C-contiguous array of unit rows, or InvalidVectorError saying why."""
+    """A (n, dim) float32 C-contiguous array of unit rows, or InvalidVectorError saying why.
+
+    Real numbers only: complex values would lose their imaginary part and strings be parsed."""
     try:
-        arr = np.asarray(vectors, dtype=np.float32)
+        given = np.asarray(vectors)
+        if given.dtype.kind not in _REAL_KINDS:
+            raise TypeError(f"its values are {given.dtype}, not real numbers")
+        with np.errstate(over="ignore"):  # beyond float32's range: inf, reported below
+            arr = given.astype(np.float32, copy=False)
     except (TypeError, ValueError) as exc:
         raise InvalidVectorError(f"{what} cannot be read as float32: {exc}") from None
     if arr.ndim == 1:
@@ -110,7 +225,7 @@ def check_vectors(
     if not finite.all():
         row = int(np.argmin(finite))
         problem = (
-            "holds NaN or inf"
+            "holds NaN or inf (as float32)"
             if not np.isfinite(arr[row]).all()
             else "has values too large to normalise in float32"
         )
@@ -135,18 +250,23 @@ def is_number(value: Any) -> bool:
 
 
 def check_int(
-    value: Any, name: str, minimum: int = 1, error: type[Exception] = InvalidInputError
+    value: Any,
+    name: str,
+    minimum: int = 1,
+    error: type[Exception] = InvalidInputError,
+    maximum: int | None = None,
 ) -> int:
-    """`value` as an int >= `minimum`, or `error` naming the argument."""
-    if not is_int(value) or value < minimum:
-        raise error(f"{name} must be an int >= {minimum}, got {value!r}")
+    """`value` as an int >= `minimum` (and <= `maximum`), or `error` naming the argument."""
+    if not is_int(value) or value < minimum or (maximum is not None and value > maximum):
+        bounds = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum:,}]"
+        raise error(f"{name} must be an int {bounds}, got {shown(value)}")
     return int(value)
 
 
 def check_k(k: Any, name: str = "k") -> int:
     """A positive int (k, nprobe, ...), or InvalidInputError naming the argument."""
     if not is_int(k) or k <= 0:
-        raise InvalidInputError(f"{name} must be a positive integer, got {k!r}")
+        raise InvalidInputError(f"{name} must be a positive integer, got {shown(k)}")
     return int(k)
 
 
@@ -165,6 +285,10 @@ FieldTypes = Mapping[str, "type | tuple[type, ...]"]
 
 def config_from_dict(cls: type[Config], values: dict[str, Any]) -> Config:
     """Build a frozen config dataclass from a dict; an unknown key is an error, not ignored."""
+    if not isinstance(values, dict) or not all(isinstance(key, str) for key in values):
+        raise InvalidInputError(
+            f"{cls.__name__} needs a dict of field names to values, got {shown(values)}"
+        )
     known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(values) - known)
     if unknown:
@@ -187,5 +311,5 @@ def json_object_problem(obj: Any, types: FieldTypes, what: str) -> str | None:
         wanted = typ if isinstance(typ, tuple) else (typ,)
         if not isinstance(value, wanted) or (bool not in wanted and isinstance(value, bool)):
             name = " or ".join(t.__name__ for t in wanted)
-            return f"{what} key {key!r} must be {name}, got {value!r}"
+            return f"{what} key {key!r} must be {name}, got {shown(value)}"
     return None

@@ -11,11 +11,12 @@ import importlib.util
 import logging
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import EmbedderMismatchError, RagMemoryError
+from ..errors import EmbedderMismatchError, InvalidInputError, RagMemoryError
+from ..validation import check_int, shown
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -39,15 +40,30 @@ def default_model_path() -> Path:
     return Path(spec.origin).parent / "model"
 
 
+def check_embedder_name(name: Any) -> str | None:
+    """A model name or path (a non-empty str), or None for the default model; checked before
+    a memory records it, so no manifest names an embedder that can never load."""
+    if name is not None and (not isinstance(name, str) or not name.strip()):
+        raise InvalidInputError(
+            "embedder must be a model name or path (a non-empty str), an Embedder or None, "
+            f"got {shown(name)}"
+        )
+    return name
+
+
 class Embedder:
     """A sentence-transformers model by name or local path; `None` means the default model."""
 
     def __init__(
         self, name: str | None = None, device: str | None = None, batch_size: int = 64
     ) -> None:
-        self.name = name or DEFAULT_EMBEDDER
+        self.name = check_embedder_name(name) or DEFAULT_EMBEDDER
+        if device is not None and (not isinstance(device, str) or not device):
+            raise InvalidInputError(
+                f"device must be a torch device name or None, got {shown(device)}"
+            )
         self.device = device
-        self.batch_size = batch_size
+        self.batch_size = check_int(batch_size, "batch_size")
         self._model: SentenceTransformer | None = None
         self._load_lock = threading.Lock()
 
@@ -88,9 +104,12 @@ class Embedder:
 
     def encode(self, texts: list[str], batch_size: int | None = None) -> np.ndarray:
         """Embed `texts` into an (n, dim) float32 array of L2-normalised rows."""
+        if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+            raise InvalidInputError("Embedder.encode needs a list of strings")
+        size = self.batch_size if batch_size is None else check_int(batch_size, "batch_size")
         vectors = self.model.encode(
             texts,
-            batch_size=batch_size or self.batch_size,
+            batch_size=size,
             convert_to_numpy=True,
             normalize_embeddings=True,
             show_progress_bar=len(texts) >= _PROGRESS_MIN_TEXTS,

@@ -55,7 +55,9 @@ def search_sealed(
     groups = np.unique(router.groups[lists])
     targets = [s for s in shards if s.group in groups]
     refine = router.kind == "ivf_pq"
-    kk = k * refine_factor if refine else k
+    # Candidates per query: never more than the routed shards hold (each shard allocates
+    # nq x kk results, so an unbounded refine_factor would allocate without bound).
+    kk = min(k * refine_factor, max(k, sum(len(s) for s in targets))) if refine else k
     run = map_shards if len(targets) > 1 else map
     results = run(lambda s: s.search(queries, kk, allowed, route), targets)
     pending: list[tuple[np.ndarray, ...]] = []

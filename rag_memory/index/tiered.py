@@ -275,6 +275,8 @@ class TieredIndex:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k (scores, addresses) over the growing shard (exact) merged with the routed
         sealed shards' top-k; `allowed` restricts the answer to those live addresses."""
+        # No more hits than slots that can answer: results are allocated k wide per query.
+        k = min(k, max(1, self.live_count() if allowed is None else len(allowed)))
         router = self._sealed.router
         if router is None or not len(self._sealed):
             hits = self._growing.search(queries, k, allowed)

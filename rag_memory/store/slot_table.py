@@ -33,6 +33,7 @@ from ..errors import CorruptFileError, IdAlreadyStoredError, ReadOnlyError, Unkn
 from ..index.base import TableSnapshot
 from ..integrity import hashed_at_open, unit_rows_problem
 from ..types import Slot, SlotRow
+from .filters import limit_error
 from .row_cache import RowCache
 
 TABLE_FILE = "slots.sqlite"
@@ -415,9 +416,14 @@ class SlotTable:
         if among is not None:
             where_sql = f"addr IN (SELECT value FROM json_each(?)) AND ({where_sql})"
             params = [_in_list(among), *params]
-        rows = self._query(
-            f"SELECT addr FROM slots WHERE deleted_version IS NULL AND {where_sql}", params
-        )
+        sql = f"SELECT addr FROM slots WHERE deleted_version IS NULL AND {where_sql}"
+        try:
+            rows = self._reader().execute(sql, params).fetchall()
+        except sqlite3.DatabaseError as exc:  # a filter past SQLite's limits is not damage
+            too_large = limit_error(exc)
+            if too_large is None:
+                raise CorruptFileError(self.path, f"read failed ({exc})") from None
+            raise too_large from None
         return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
 
     def growing_vectors(self, since_version: int = -1) -> tuple[np.ndarray, np.ndarray, int]:
