@@ -29,8 +29,11 @@ import random
 import resource
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
+import tempfile
+import textwrap
 import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -40,7 +43,7 @@ import numpy as np
 import pytest
 
 from rag_memory import Memory, RagMemoryError
-from rag_memory.errors import StorageError
+from rag_memory.errors import DiskFullError, NotWritableError, StorageError
 from rag_memory.index.config import IndexConfig
 
 DIM = 16
@@ -231,7 +234,8 @@ class Tmpfs:
 
     def unmount(self) -> None:
         if self.mounted:
-            subprocess.run(["umount", str(self.where)], check=True)
+            # lazily: a test that failed may still hold files open there
+            subprocess.run(["umount", "--lazy", str(self.where)], check=True)
             self.mounted = False
 
     def _mount(self, args: list[str]) -> None:
@@ -423,3 +427,200 @@ def test_sweep_eio_on_fsync(tmp_path: Path, fsync_shim: Path, kind: str) -> None
         check_run(tally, f"fsync #{n} of {total}", path, kind, lines, {errno.EIO})
     report(tally, f"EIO on fsync #N of {total}, {kind}")
     tally.assert_clean()
+
+
+# -- defect 9, one by one ------------------------------------------------------------------
+def fill(directory: Path, leave: int = 0) -> Path:
+    """Fill the file system of `directory` up to `leave` bytes free; returns the filler."""
+    filler = directory / "filler"
+    with open(filler, "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(b"\0" * 4096)
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC
+    if leave:
+        os.truncate(filler, max(0, filler.stat().st_size - leave))
+    return filler
+
+
+def test_full_disk_on_a_write_is_a_disk_full_error_not_a_failed_rollback(tmpfs: Tmpfs) -> None:
+    tmpfs.mount(4 << 20)
+    path = tmpfs.where / "m"
+    mem = Memory.create(path, dim=DIM, cache=None)
+    mem.add(["kept"], ids=["kept"], vectors=vector(0, 0)[None])
+    filler = fill(tmpfs.where)
+    ids = [slot_id(i) for i in range(1, 2001)]
+    texts = [text(i, 1) * 20 for i in range(1, 2001)]
+    vectors = np.stack([vector(i, 1) for i in range(1, 2001)])
+    with pytest.raises(DiskFullError) as caught:
+        mem.add(texts, ids=ids, vectors=vectors)
+    exc = caught.value
+    assert isinstance(exc, StorageError) and isinstance(exc, RagMemoryError)
+    assert exc.errno == errno.ENOSPC and exc.path == path / "slots.sqlite"
+    assert isinstance(exc.__cause__, sqlite3.OperationalError)
+    assert "database or disk is full" in str(exc) and "rollback" not in str(exc)
+    # nothing of the call was applied: in this process, and after freeing space, a retry
+    assert len(mem) == 1 and mem.contains(ids[:3]) == [False] * 3
+    filler.unlink()
+    mem.add(texts, ids=ids, vectors=vectors)
+    mem.close()
+    with Memory.open(path, read_only=True, cache=None) as mem:
+        assert len(mem) == 2001 and mem.search(vectors[:1], k=1)[0][0].id == ids[0]
+
+
+def test_full_disk_while_writing_a_shard_names_the_shard_file(tmpfs: Tmpfs) -> None:
+    tmpfs.mount(8 << 20)
+    path = tmpfs.where / "m"
+    mem = Memory.create(path, dim=DIM, index=config("ivf_flat"), cache=None)
+    ids = [slot_id(i) for i in range(280)]
+    mem.add(ids, ids=ids, vectors=np.stack([vector(i, 0) for i in range(280)]))
+    filler = fill(tmpfs.where, leave=8 << 10)  # room for the router, not for every shard
+    with pytest.raises(DiskFullError) as caught:
+        mem.compact()
+    exc = caught.value
+    assert exc.errno == errno.ENOSPC and exc.path.parent == path / "shards", exc
+    assert isinstance(exc.__cause__, OSError) and exc.__cause__.errno == errno.ENOSPC
+    mem.close()
+    filler.unlink()
+    with Memory.open(path, cache=None) as mem:  # the first open after the failure succeeds
+        assert [s.id for s in mem.get(ids)] == ids
+        mem.compact()
+        assert mem.stats()["index"]["kind_chosen"] == "ivf_flat"
+        found = mem.search(np.stack([vector(i, 0) for i in range(280)]), k=1)
+        assert [hits[0].id for hits in found] == ids
+
+
+# -- defect 10: read-only media -------------------------------------------------------------
+def build_sealed_memory(path: Path) -> tuple[np.ndarray, list[list[str]]]:
+    """A closed memory with sealed shards and a growing shard; its queries and their hits."""
+    queries = np.stack([vector(i, 0) for i in range(0, 450, 9)])
+    with Memory.create(path, dim=DIM, index=config("ivf_flat"), cache=None) as mem:
+        for first in (0, 300):
+            ids = [slot_id(i) for i in range(first, first + 150 if first else 300)]
+            mem.add(ids, ids=ids, vectors=np.stack([vector(int(i[1:]), 0) for i in ids]))
+        mem.delete([slot_id(3)])
+        assert mem.index.sealed_shards and len(mem.index.growing)
+        hits = [[h.id for h in row] for row in mem.search(queries, k=5)]
+    return queries, hits
+
+
+def test_read_only_file_system_serves_readers_and_refuses_writers(tmpfs: Tmpfs) -> None:
+    tmpfs.mount(16 << 20)
+    path = tmpfs.where / "m"
+    queries, hits = build_sealed_memory(path)
+    tmpfs.remount("ro")
+    with Memory.open(path, read_only=True, cache=None) as mem:
+        assert len(mem) == 449
+        assert [[h.id for h in row] for row in mem.search(queries, k=5)] == hits
+        assert mem.get(slot_id(7))[0].text == slot_id(7)
+    with pytest.raises(NotWritableError, match="read_only=True") as caught:
+        Memory.open(path, cache=None)
+    assert caught.value.errno == errno.EROFS and caught.value.path == path
+    with pytest.raises(NotWritableError) as caught:
+        Memory.create(tmpfs.where / "new", dim=DIM)
+    assert caught.value.errno == errno.EROFS
+    tmpfs.remount("rw")
+    names = sorted(p.name for p in path.iterdir())
+    assert names == ["LOCK", "manifest.json", "shards", "slots.sqlite"]  # nothing written
+
+
+def test_a_wal_left_by_a_writer_that_did_not_close(tmpfs: Tmpfs) -> None:
+    """On read-only media a -wal/-shm pair is read as it is (SQLite >= 3.22); a non-empty
+    -wal without its -shm cannot be, and says so instead of serving an older state."""
+    tmpfs.mount(16 << 20)
+    path = tmpfs.where / "m"
+    queries, hits = build_sealed_memory(path)
+    code = (
+        "import os, sys, numpy as np\nfrom rag_memory import Memory\n"
+        "mem = Memory.open(sys.argv[1], cache=None)\n"
+        "mem.add(['late'], ids=['late'], vectors=np.eye(1, 16, dtype='float32'))\n"
+        "os._exit(0)  # no close: the commit stays in the WAL\n"
+    )
+    subprocess.run([sys.executable, "-c", code, str(path)], env=ENV, check=True)
+    wal, shm = path / "slots.sqlite-wal", path / "slots.sqlite-shm"
+    assert wal.stat().st_size > 0 and shm.exists()
+    tmpfs.remount("ro")
+    with Memory.open(path, read_only=True, cache=None) as mem:
+        assert len(mem) == 450 and mem.get("late")[0].text == "late"
+        assert [[h.id for h in row] for row in mem.search(queries, k=5)][1:] == hits[1:]
+    tmpfs.remount("rw")
+    shm.unlink()
+    tmpfs.remount("ro")
+    with pytest.raises(NotWritableError, match="holds commits not yet in the database") as caught:
+        Memory.open(path, read_only=True, cache=None)
+    assert caught.value.errno == errno.EROFS
+
+
+def test_writer_close_checkpoints_the_wal_even_beside_a_reader(tmp_path: Path) -> None:
+    path = tmp_path / "m"
+    queries, hits = build_sealed_memory(path)
+    reader = Memory.open(path, read_only=True, cache=None)
+    writer = Memory.open(path, cache=None)
+    writer.add(["late"], ids=["late"], vectors=vector(999, 0)[None])
+    assert len(reader) == 450  # the reader's connection reads the WAL, so SQLite keeps it
+    writer.close()
+    wal = path / "slots.sqlite-wal"
+    assert not wal.exists() or wal.stat().st_size == 0, "the closed writer left its WAL"
+    reader.close()
+
+
+NOBODY = 65534
+AS_NOBODY = textwrap.dedent("""
+    import json, os, sys
+    import numpy as np
+    from rag_memory import Memory
+    from rag_memory.errors import NotWritableError
+    path, queries, warm = sys.argv[1], np.load(sys.argv[2]), sys.argv[3]
+    with Memory.open(warm, read_only=True, cache=None) as mem:  # lazy imports, as root:
+        mem.search(queries, k=5)  # nobody may not read this Python's site-packages
+    os.setgid(%d)
+    os.setuid(%d)
+    with Memory.open(path, read_only=True, cache=None) as mem:
+        hits = [[h.id for h in row] for row in mem.search(queries, k=5)]
+        out = {"len": len(mem), "hits": hits}
+    try:
+        Memory.open(path, cache=None)
+    except NotWritableError as exc:
+        out["writer"] = [exc.errno, str(exc)]
+    print(json.dumps(out))
+""") % (NOBODY, NOBODY)
+
+
+def test_a_memory_this_user_may_read_but_not_write(tmp_path: Path) -> None:
+    """Readable, not writable by the user (root's memory opened by nobody): readers are
+    served, a writer is told to open it read-only."""
+    if os.geteuid() != 0:
+        pytest.skip("switching to another user (nobody) needs root")
+    base = Path(tempfile.mkdtemp(prefix="rag-memory-ro-", dir="/tmp"))  # tmp_path is 0700
+    try:
+        path = base / "m"
+        queries, hits = build_sealed_memory(path)
+        np.save(base / "queries.npy", queries)
+        shutil.copytree(path, tmp_path / "warm")
+        for folder, _, files in os.walk(base):
+            os.chmod(folder, 0o555)
+            for name in files:
+                os.chmod(Path(folder) / name, 0o444)
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                AS_NOBODY,
+                str(path),
+                str(base / "queries.npy"),
+                str(tmp_path / "warm"),
+            ],
+            env=ENV,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        out = json.loads(done.stdout)
+        assert out["len"] == 449 and out["hits"] == hits
+        assert out["writer"][0] == errno.EACCES and "read_only=True" in out["writer"][1]
+    finally:
+        for folder, _, _ in os.walk(base):
+            os.chmod(folder, 0o755)
+        shutil.rmtree(base)
