@@ -82,7 +82,10 @@ def _remove_all_but_lock(directory: Path) -> None:
         if path.name == LOCK_NAME:
             continue
         try:
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
         except OSError as exc:  # the original failure is the one to report
             logger.warning("could not remove %s after a failed create: %s", path, exc)
 

@@ -61,8 +61,8 @@ class StorageError(RagMemoryError, OSError):
     """Reading or writing a memory's file failed below rag_memory (an I/O error, a full disk,
     read-only media). `path` names the file, `errno` says why (EIO, ENOSPC, EROFS...; for
     SQLite, the errno its result code stands for) and the OS or SQLite error is chained as
-    `__cause__`. Nothing acknowledged before is lost; the call that raised is not applied, and
-    the memory opens again once the cause is gone."""
+    `__cause__`. Nothing acknowledged before is lost, nothing of the call is half-applied,
+    and the memory opens again at once (a full disk: once there is room)."""
 
     def __init__(self, path: str | Path, problem: str, errno: int | None = None) -> None:
         super().__init__(errno, problem, str(path))  # OSError's errno, strerror, filename

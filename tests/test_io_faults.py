@@ -263,18 +263,21 @@ class Tally:
     raw: list[str] = field(default_factory=list)  # raised something else
     not_openable: list[str] = field(default_factory=list)  # first reopen failed
     lost: list[str] = field(default_factory=list)  # reopened state != acknowledged
+    silent: list[str] = field(default_factory=list)  # nothing raised, memory left degraded
     no_fault: int = 0  # the fault point was past the script's end: nothing failed
 
     def row(self, name: str) -> str:
         return (
             f"| {name} | {self.runs} | {self.clean} | {len(self.raw)} | "
-            f"{len(self.not_openable)} | {len(self.lost)} | {self.no_fault} |"
+            f"{len(self.not_openable)} | {len(self.lost)} | {len(self.silent)} | "
+            f"{self.no_fault} |"
         )
 
     def assert_clean(self) -> None:
         assert not self.raw, "raw errors:\n" + "\n".join(self.raw)
         assert not self.not_openable, "not openable at once:\n" + "\n".join(self.not_openable)
         assert not self.lost, "data lost or half-applied:\n" + "\n".join(self.lost)
+        assert not self.silent, "degraded without an error:\n" + "\n".join(self.silent)
 
 
 def run_child(path: Path, kind: str, fsize: int = 0, env: dict | None = None) -> list[dict]:
@@ -293,6 +296,15 @@ def run_child(path: Path, kind: str, fsize: int = 0, env: dict | None = None) ->
     lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     assert done.returncode == 0 and lines and "closed" in lines[-1], done.stderr[-3000:]
     return lines
+
+
+def journal_mode(path: Path) -> str:
+    """The slot table's SQLite journal mode: readers beside a writer need "wal"."""
+    conn = sqlite3.connect(path / "slots.sqlite")
+    try:
+        return conn.execute("PRAGMA journal_mode").fetchone()[0]
+    finally:
+        conn.close()
 
 
 def memory_state(mem: Memory) -> dict[str, tuple[str, np.ndarray]]:
@@ -341,6 +353,8 @@ def check_run(
             tally.not_openable.append(f"{label}: create again raised {describe(exc)}")
         return
     after = before if failed is None else apply_step(before, failed["step"])
+    if journal_mode(path) != "wal":
+        tally.silent.append(f"{label}: slots.sqlite left in journal mode {journal_mode(path)}")
     try:
         with Memory.open(path, read_only=True, cache=None) as mem:
             seen = memory_state(mem)
@@ -374,7 +388,8 @@ def sample(points: list[int], n: int, seed: str) -> list[int]:
 def report(tally: Tally, name: str) -> None:
     print(
         "\n| probe | runs | clean StorageErrors | raw errors | not openable at once | "
-        "data lost | no fault hit |\n|---|---|---|---|---|---|---|\n" + tally.row(name)
+        "data lost | silently degraded | no fault hit |\n|---|---|---|---|---|---|---|---|\n"
+        + tally.row(name)
     )
 
 
@@ -430,6 +445,43 @@ def test_sweep_eio_on_fsync(tmp_path: Path, fsync_shim: Path, kind: str) -> None
 
 
 # -- defect 9, one by one ------------------------------------------------------------------
+CREATES_UNDER_EIO = textwrap.dedent("""
+    import ctypes, json, os, sys
+    from rag_memory import Memory
+    calls = ctypes.CDLL(None).rag_memory_fsync_calls
+    for k in range(1, 9):  # create fails its kth sync (it makes 7)
+        os.environ["%s"] = str(calls() + k)
+        out = {"k": k, "ok": True}
+        try:
+            Memory.create(f"{sys.argv[1]}/m{k}", dim=16, cache=None).close()
+        except Exception as exc:
+            out = {"k": k, "ok": False, "error": type(exc).__name__, "cause": repr(exc.__cause__)}
+        del os.environ["%s"]
+        print(json.dumps(out), flush=True)
+""") % (FSYNC_AT, FSYNC_AT)
+
+
+def test_eio_while_creating_is_an_error_never_a_memory_without_wal(
+    tmp_path: Path, fsync_shim: Path
+) -> None:
+    """The switch to WAL reports an I/O error only when its row is fetched; unread, a
+    memory came out in rollback-journal mode, where a reader blocks the writer."""
+    env = {**ENV, "LD_PRELOAD": str(fsync_shim)}
+    code = [sys.executable, "-c", CREATES_UNDER_EIO, str(tmp_path)]
+    done = subprocess.run(code, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for line in map(json.loads, done.stdout.splitlines()):
+        path = tmp_path / f"m{line['k']}"
+        if line["ok"]:
+            assert journal_mode(path) == "wal", line
+        else:
+            assert line["error"] == "StorageError" and line["cause"] != "None", line
+            assert [p.name for p in path.iterdir()] == ["LOCK"]  # what create wrote is gone
+            Memory.create(path, dim=DIM, cache=None).close()  # and it can be retried
+        with Memory.open(path, cache=None) as mem:
+            assert len(mem) == 0
+
+
 def fill(directory: Path, leave: int = 0) -> Path:
     """Fill the file system of `directory` up to `leave` bytes free; returns the filler."""
     filler = directory / "filler"

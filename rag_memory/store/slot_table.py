@@ -31,6 +31,7 @@ from ..errors import (
     IdAlreadyStoredError,
     RagMemoryError,
     ReadOnlyError,
+    StorageError,
     UnknownIdError,
 )
 from ..fsutil import check_writable, storage_error, storage_errors, unwritable
@@ -106,7 +107,10 @@ class SlotTable:
         try:
             conn = sqlite3.connect(path, isolation_level=None)
             try:
-                conn.execute("PRAGMA journal_mode=WAL")
+                # fetched: an I/O error switching to WAL comes with the row, not at execute
+                mode = conn.execute("PRAGMA journal_mode=WAL").fetchall()
+                if mode != [("wal",)]:
+                    raise StorageError(path, f"cannot switch to WAL mode (it stays {mode})")
                 conn.executescript(
                     "BEGIN;"
                     + _SCHEMA
