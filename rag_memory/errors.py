@@ -57,6 +57,31 @@ class CorruptFileError(RagMemoryError):
         super().__init__(f"{self.path}: {problem}")
 
 
+class StorageError(RagMemoryError, OSError):
+    """Reading or writing a memory's file failed below rag_memory (an I/O error, a full disk,
+    read-only media). `path` names the file, `errno` says why (EIO, ENOSPC, EROFS...; for
+    SQLite, the errno its result code stands for) and the OS or SQLite error is chained as
+    `__cause__`. Nothing acknowledged before is lost, nothing of the call is half-applied,
+    and the memory opens again at once (a full disk: once there is room)."""
+
+    def __init__(self, path: str | Path, problem: str, errno: int | None = None) -> None:
+        super().__init__(errno, problem, str(path))  # OSError's errno, strerror, filename
+        self.path = Path(path)
+        self.problem = problem
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.problem}"
+
+
+class DiskFullError(StorageError):
+    """No room left to write (ENOSPC, EDQUOT, EFBIG, SQLITE_FULL): free space and retry."""
+
+
+class NotWritableError(StorageError):
+    """The memory's directory or files cannot be written (a read-only file system or
+    permissions): open it with read_only=True to read it."""
+
+
 class EmbedderMismatchError(RagMemoryError):
     """The embedder asked for differs from the one the memory was built with."""
 

@@ -14,6 +14,7 @@ the same way); no shard carries a copy of all the centroids.
 
 from __future__ import annotations
 
+import io
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -181,11 +182,9 @@ class Router:
     def save(self, directory: Path) -> RouterInfo:
         atomic_write_bytes(directory / ROUTER_FILE, _serialize(self.template))
         groups_path = directory / GROUPS_FILE
-        tmp = groups_path.with_name(".tmp-" + GROUPS_FILE)
-        with open(tmp, "wb") as f:
-            np.save(f, self.groups, allow_pickle=False)
-        atomic_write_bytes(groups_path, tmp.read_bytes())
-        tmp.unlink()
+        groups = io.BytesIO()
+        np.save(groups, self.groups, allow_pickle=False)
+        atomic_write_bytes(groups_path, groups.getvalue())
         return RouterInfo(
             self.kind,
             self.nlist,

@@ -173,26 +173,33 @@ class SealedSet:
     ) -> list[SealedShard]:
         """Put `new` shards in and `retired` ones out and commit that in a new manifest
         generation (with the router's `record` on the first seal). Returns the retired
-        shards, for the caller to close and delete once the slot table follows."""
-        self._router = router
+        shards, for the caller to close and delete once the slot table follows. If the
+        manifest cannot be written, nothing changed, on disk or here."""
+        shards = dict(self._shards)
         for shard in new:
-            self._shards[shard.shard_id] = shard
-        closing = [self._shards.pop(i) for i in retired]
-        self.write_manifest(new_generation=True, **({"router": record} if record else {}))
+            shards[shard.shard_id] = shard
+        closing = [shards.pop(i) for i in retired]
+        self._write(shards, new_generation=True, **({"router": record} if record else {}))
+        self._shards, self._router = shards, router
         self._heat.forget(retired)
         return closing
 
     def write_manifest(self, new_generation: bool, **changes: Any) -> None:
         """Record the shards with their tiers and heat (and any `changes`) atomically. A new
         generation means the set of sealed shards changed; readers then reload."""
+        self._write(self._shards, new_generation, **changes)
+
+    def _write(self, shards: dict[int, SealedShard], new_generation: bool, **changes: Any) -> None:
+        """Write the manifest of `shards`, then (only once it is on disk) hold it as ours."""
         heat = self._heat.snapshot()
-        shards = tuple(
+        infos = tuple(
             replace(s.info, tier=s.tier, heat=round(heat.get(i, 0.0), 3))
-            for i, s in sorted(self._shards.items())
+            for i, s in sorted(shards.items())
         )
         generation = self._manifest.generation + int(new_generation)
-        self._manifest = replace(self._manifest, generation=generation, shards=shards, **changes)
-        write_manifest(self._directory, self._manifest)
+        manifest = replace(self._manifest, generation=generation, shards=infos, **changes)
+        write_manifest(self._directory, manifest)
+        self._manifest = manifest
 
     # -- reporting and closing ---------------------------------------------------------
     def stats(self) -> list[dict[str, Any]]:

@@ -12,13 +12,14 @@ names the shard (the commit point) never names a file that is not on disk.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 import faiss
 import numpy as np
 
-from ..fsutil import fsync_dir
+from ..fsutil import fsync_dir, storage_errors
 from ..integrity import sha256_file
 from ..manifest import ShardInfo
 from .router import Router
@@ -35,9 +36,11 @@ def shard_paths(directory: Path, shard_id: int) -> dict[str, Path]:
     return {ext: stem.with_suffix(f".{ext}") for ext in SHARD_EXTENSIONS}
 
 
-def _write_array(path: Path, array: np.ndarray) -> None:
-    with open(path, "wb") as f:
-        f.write(array.tobytes())
+def _write_file(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """`write(f)` into a new file at `path`, then flush and fsync it; an OSError (a full
+    disk, an I/O error) comes out as a StorageError naming the file."""
+    with storage_errors(path, "writing"), open(path, "wb") as f:
+        write(f)
         f.flush()
         os.fsync(f.fileno())
 
@@ -98,11 +101,13 @@ def _write_files(
     vectors: np.ndarray,
 ) -> ShardInfo:
     paths = shard_paths(directory, shard_id)
-    faiss.write_index(index, str(paths["faiss"]))
-    with open(paths["faiss"], "rb+") as f:
-        os.fsync(f.fileno())
-    _write_array(paths["addr"], addrs.astype("<i8"))
-    _write_array(paths["vec"], vectors.astype("<f4"))
+    # Through our own file object: FAISS's own writer reports a failed fclose (a full disk)
+    # only on stderr, which would leave a short file behind a manifest that names it.
+    _write_file(
+        paths["faiss"], lambda f: faiss.write_index(index, faiss.PyCallbackIOWriter(f.write))
+    )
+    _write_file(paths["addr"], lambda f: f.write(addrs.astype("<i8").tobytes()))
+    _write_file(paths["vec"], lambda f: f.write(vectors.astype("<f4").tobytes()))
     fsync_dir(directory)
     return ShardInfo(
         shard_id=shard_id,

@@ -430,9 +430,17 @@ class TieredIndex:
                 gone = tombs[np.isin(tombs, shard.addrs)]
             else:  # a seal: deletions since the snapshot already left the growing shard
                 gone = shard.addrs[~np.isin(shard.addrs, self._growing.addresses)]
-                self._growing.remove(shard.addrs)
             shard.set_tombstones(gone)
-        closing = self._sealed.swap(new, retired, router, record)
+        try:
+            closing = self._sealed.swap(new, retired, router, record)
+        except BaseException:  # not committed: the memory stays as it was
+            for shard in new:
+                shard.close()
+            self._remove_orphans()
+            raise
+        if not retired:
+            for shard in new:
+                self._growing.remove(shard.addrs)
         try:
             if self._table_behind:
                 self._record_all_shards()

@@ -19,22 +19,37 @@ open (indexes agree with their table), larger ones in `rag-memory verify`. Schem
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
+import os
 import sqlite3
 import threading
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 
-from ..errors import CorruptFileError, IdAlreadyStoredError, ReadOnlyError, UnknownIdError
+from ..errors import (
+    CorruptFileError,
+    IdAlreadyStoredError,
+    RagMemoryError,
+    ReadOnlyError,
+    StorageError,
+    UnknownIdError,
+)
+from ..fsutil import check_writable, storage_error, storage_errors, unwritable
 from ..index.base import TableSnapshot
 from ..integrity import hashed_at_open, unit_rows_problem
 from ..types import Slot, SlotRow
 from .filters import limit_error
 from .row_cache import RowCache
+
+logger = logging.getLogger(__name__)
 
 TABLE_FILE = "slots.sqlite"
 SCHEMA_VERSION = 2
@@ -46,6 +61,20 @@ GROWING_SHARD = 0
 RETIRED_SHARD = -1
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 ROW_CACHE_BYTES = 32 << 20  # hot slots' rows kept in RAM for hydrating hits
+# SQLite primary result codes (https://www.sqlite.org/rescode.html) that say the storage
+# failed, not the data: (the message SQLite gives it, the errno it stands for). Python 3.10's
+# sqlite3 exposes only the message; 3.11 adds `sqlite_errorcode`.
+_STORAGE_RESULTS: dict[int, tuple[str, int | None]] = {
+    5: ("database is locked", errno.EBUSY),  # SQLITE_BUSY
+    8: ("attempt to write a readonly database", errno.EROFS),  # SQLITE_READONLY
+    10: ("disk I/O error", errno.EIO),  # SQLITE_IOERR
+    13: ("database or disk is full", errno.ENOSPC),  # SQLITE_FULL
+    14: ("unable to open database file", None),  # SQLITE_CANTOPEN
+}
+_CORRUPT_RESULTS = {11: "database disk image is malformed", 26: "file is not a database"}
+_CODE_OF_MESSAGE = {message: code for code, (message, _) in _STORAGE_RESULTS.items()} | {
+    message: code for code, message in _CORRUPT_RESULTS.items()
+}
 
 _SCHEMA = """
 CREATE TABLE slots (
@@ -97,7 +126,7 @@ class SlotTable:
         self._schema = SCHEMA_VERSION  # of the table as last connected to
         self._writer = None if read_only else self._connect()
         if self._writer is not None and self._schema < ROW_CHECKSUMS_SINCE:
-            self._add_checksum_columns(self._writer)
+            self._add_checksum_columns()
         self._rows = RowCache(ROW_CACHE_BYTES)
         if hashed_at_open(path):
             self.check_integrity()
@@ -105,30 +134,40 @@ class SlotTable:
     # -- connections -------------------------------------------------------------------
     @classmethod
     def create(cls, path: Path, dim: int) -> SlotTable:
-        conn = sqlite3.connect(path, isolation_level=None)
         try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.executescript(
-                "BEGIN;"
-                + _SCHEMA
-                + f"INSERT INTO meta VALUES ('schema_version', {SCHEMA_VERSION});"
-                f"INSERT INTO meta VALUES ('dim', {int(dim)});"
-                "INSERT INTO meta VALUES ('version', 0);"
-                "INSERT INTO meta VALUES ('live', 0);"
-                "INSERT INTO meta VALUES ('generation', 0);"
-                "COMMIT;"
-            )
-        finally:
-            conn.close()
+            conn = sqlite3.connect(path, isolation_level=None)
+            try:
+                # fetched: an I/O error switching to WAL comes with the row, not at execute
+                mode = conn.execute("PRAGMA journal_mode=WAL").fetchall()
+                if mode != [("wal",)]:
+                    raise StorageError(path, f"cannot switch to WAL mode (it stays {mode})")
+                conn.executescript(
+                    "BEGIN;"
+                    + _SCHEMA
+                    + f"INSERT INTO meta VALUES ('schema_version', {SCHEMA_VERSION});"
+                    f"INSERT INTO meta VALUES ('dim', {int(dim)});"
+                    "INSERT INTO meta VALUES ('version', 0);"
+                    "INSERT INTO meta VALUES ('live', 0);"
+                    "INSERT INTO meta VALUES ('generation', 0);"
+                    "COMMIT;"
+                )
+            finally:
+                conn.close()
+        except sqlite3.Error as exc:
+            raise _failure(path, exc, "creating", f"cannot be created ({exc})") from exc
         return cls(path, dim, read_only=False)
 
     def _connect(self) -> sqlite3.Connection:
         if not self.path.is_file():
             raise CorruptFileError(self.path, "missing")
-        with open(self.path, "rb") as f:
+        with storage_errors(self.path, "reading"), open(self.path, "rb") as f:
             if f.read(16) != _SQLITE_MAGIC:
                 raise CorruptFileError(self.path, "not an SQLite database (bad header)")
-        uri = f"file:{self.path}?mode=ro" if self.read_only else f"file:{self.path}"
+        if self.read_only:
+            uri = f"file:{quote(str(self.path))}?{_read_only_mode(self.path)}"
+        else:
+            check_writable(self.path.parent, *_database_files(self.path))
+            uri = f"file:{quote(str(self.path))}"
         try:
             conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
             # FULL: a commit is on disk before add() returns (survives power loss, not only
@@ -137,7 +176,8 @@ class SlotTable:
             conn.execute("PRAGMA busy_timeout=10000")
             meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
         except sqlite3.DatabaseError as exc:
-            raise CorruptFileError(self.path, f"unreadable SQLite database ({exc})") from None
+            problem = f"unreadable SQLite database ({exc})"
+            raise _failure(self.path, exc, "opening", problem) from exc
         if meta.get("schema_version") not in range(1, SCHEMA_VERSION + 1):
             raise CorruptFileError(
                 self.path, f"schema_version {meta.get('schema_version')} is not {SCHEMA_VERSION}"
@@ -163,31 +203,78 @@ class SlotTable:
         return conn
 
     def close(self) -> None:
+        """Close every connection; the writer first checkpoints the WAL into the database
+        file and truncates it, so a closed memory is whole in slots.sqlite alone (what a
+        reader on read-only media, which cannot use the WAL, needs: `_read_only_mode`)."""
+        if self._writer is not None:
+            try:
+                busy = self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+            except sqlite3.Error as exc:  # nothing is lost: the WAL stays and is replayed
+                logger.warning("%s: checkpoint on close failed (%s); the WAL stays", self.path, exc)
+            else:
+                if busy:
+                    logger.info("%s: a reader holds the WAL; it stays until it closes", self.path)
         with self._connections_lock:
             for conn in self._connections:
                 conn.close()
             self._connections.clear()
         self._local = threading.local()
 
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction on the writer connection: BEGIN IMMEDIATE, the caller's
+        statements, COMMIT. On any error it is rolled back unless SQLite has already done so
+        (it may after SQLITE_FULL, SQLITE_IOERR, SQLITE_BUSY: "Response To Errors Within A
+        Transaction", https://www.sqlite.org/lang_transaction.html), so the error raised is
+        the one that happened, an SQLite storage failure as a StorageError with its cause."""
+        conn = self._writer_connection()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            if conn.in_transaction:
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error as failed:
+                    logger.warning("%s: rollback after %r failed: %s", self.path, exc, failed)
+            if isinstance(exc, sqlite3.Error) and _result_code(exc) in _CODE_OF_MESSAGE.values():
+                raise _failure(self.path, exc, "writing", f"write failed ({exc})") from exc
+            raise
+
+    @contextmanager
+    def _read_snapshot(self) -> Iterator[sqlite3.Connection]:
+        """A read transaction on this thread's connection: every statement inside sees one
+        committed state (WAL snapshot isolation). Nested, it joins the open one."""
+        conn = self._reader()
+        if conn.in_transaction:
+            yield conn
+            return
+        try:
+            conn.execute("BEGIN")
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.DatabaseError):
+                raise _failure(self.path, exc, "reading", f"read failed ({exc})") from exc
+            raise
+
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
         try:
             return self._reader().execute(sql, params).fetchall()
         except sqlite3.DatabaseError as exc:
-            raise CorruptFileError(self.path, f"read failed ({exc})") from None
+            raise _failure(self.path, exc, "reading", f"read failed ({exc})") from exc
 
-    def _add_checksum_columns(self, conn: sqlite3.Connection) -> None:
+    def _add_checksum_columns(self) -> None:
         """Schema 1 -> 2: checksum columns (NULL, unverified, for the rows already stored)."""
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction() as conn:
             conn.execute("ALTER TABLE slots ADD COLUMN checksum INTEGER")
             conn.execute("ALTER TABLE vectors ADD COLUMN checksum INTEGER")
             conn.execute(
                 "UPDATE meta SET value = ? WHERE key = 'schema_version'", (SCHEMA_VERSION,)
             )
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
         self._schema = SCHEMA_VERSION
 
     def _checksum_column(self, column: str) -> str:
@@ -247,9 +334,7 @@ class SlotTable:
         With replace=False an id that is already live raises IdAlreadyStoredError; with replace=True
         its old address is tombstoned. Returns (new addresses, replaced addresses).
         """
-        conn = self._writer_connection()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction() as conn:
             existing = conn.execute(
                 "SELECT addr, id FROM slots WHERE deleted_version IS NULL AND id IN "
                 "(SELECT value FROM json_each(?))",
@@ -300,18 +385,12 @@ class SlotTable:
                     for a, blob in zip(addrs.tolist(), (row.tobytes() for row in vecs), strict=True)
                 ],
             )
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
         self._rows.discard(replaced.tolist())
         return addrs, replaced
 
     def tombstone(self, ids: Sequence[str]) -> np.ndarray:
         """Mark the live slots of `ids` deleted; UnknownIdError (and no change) if any is absent."""
-        conn = self._writer_connection()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction() as conn:
             rows = conn.execute(
                 "SELECT addr, id FROM slots WHERE deleted_version IS NULL AND id IN "
                 "(SELECT value FROM json_each(?))",
@@ -323,10 +402,6 @@ class SlotTable:
             version = self._bump_version(conn, -len(rows))
             addrs = np.array([a for a, _ in rows], dtype=np.int64)
             self._retire(conn, addrs, version)
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
         self._rows.discard(addrs.tolist())
         return addrs
 
@@ -433,11 +508,7 @@ class SlotTable:
         vector (integrity.STORED_NORM_TOLERANCE); a bad one is a CorruptFileError naming the
         file and the address.
         """
-        conn = self._reader()
-        own = not conn.in_transaction  # inside `snapshot`, its transaction is the snapshot
-        try:
-            if own:
-                conn.execute("BEGIN")  # one snapshot for the rows and the version number
+        with self._read_snapshot() as conn:  # one snapshot for the rows and the version
             version = conn.execute("SELECT value FROM meta WHERE key = 'version'").fetchone()[0]
             rows = conn.execute(
                 f"SELECT s.addr, v.vector, {self._checksum_column('v.checksum')} "
@@ -446,12 +517,6 @@ class SlotTable:
                 "ORDER BY s.addr",
                 (GROWING_SHARD, since_version),
             ).fetchall()
-            if own:
-                conn.execute("COMMIT")
-        except sqlite3.DatabaseError as exc:
-            if own and conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise CorruptFileError(self.path, f"read failed ({exc})") from None
         nbytes = 4 * self.dim
         for addr, blob, _ in rows:
             if not isinstance(blob, bytes) or len(blob) != nbytes:
@@ -489,9 +554,7 @@ class SlotTable:
         addresses are those whose vectors may still sit in a sealed shard (not yet
         RETIRED_SHARD); the index finds their shards by address, never by the `shard`
         column, which lags the manifest after a crash between the two commits."""
-        conn = self._reader()
-        try:
-            conn.execute("BEGIN")
+        with self._read_snapshot() as conn:
             addrs, vectors, version = self.growing_vectors(since_version)
             meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
             if since_version < 0:
@@ -503,15 +566,6 @@ class SlotTable:
                 deleted = conn.execute(
                     "SELECT addr FROM slots WHERE deleted_version > ?", (since_version,)
                 ).fetchall()
-            conn.execute("COMMIT")
-        except sqlite3.DatabaseError as exc:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise CorruptFileError(self.path, f"read failed ({exc})") from None
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
         return TableSnapshot(
             version=version,
             generation=meta["generation"],
@@ -528,9 +582,7 @@ class SlotTable:
         set their `shard`, drop their growing vectors, retire (RETIRED_SHARD) tombstones of shards
         that no longer exist, and stamp the manifest `generation`. Idempotent, so replaying it
         after a crash (the index's open-time repair does) is safe."""
-        conn = self._writer_connection()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction() as conn:
             for shard_id, addrs in shards.items():
                 in_list = _in_list(addrs.tolist())
                 conn.execute(
@@ -552,7 +604,49 @@ class SlotTable:
                 "AND deleted_version IS NOT NULL"
             )
             conn.execute("INSERT OR REPLACE INTO meta VALUES ('generation', ?)", (generation,))
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+
+
+def _database_files(path: Path) -> list[Path]:
+    """The database file and its WAL-mode companions, the log and the shared-memory index."""
+    return [path, path.with_name(f"{path.name}-wal"), path.with_name(f"{path.name}-shm")]
+
+
+def _read_only_mode(path: Path) -> str:
+    """URI parameters for a read-only connection to `path`, by what its directory allows.
+
+    A WAL reader needs the -shm index (https://www.sqlite.org/wal.html, "Read-Only
+    Databases"): SQLite creates it where the directory is writable, and since 3.22 reads a
+    -wal/-shm pair that it cannot write. Where neither holds (a read-only file system, a
+    directory of another user) the database is opened `immutable=1`: no locks, no WAL, which
+    is whole only if no WAL holds commits, as the writer ensures by checkpointing and
+    truncating the WAL when it closes. A non-empty WAL without its -shm (a writer that did not
+    close) cannot be read there: that is a clear error, not a stale answer. An immutable
+    reader does not see writes made after it opened (none can come from this user)."""
+    _, wal, shm = _database_files(path)
+    if os.access(path.parent, os.W_OK) or (wal.is_file() and shm.is_file()):
+        return "mode=ro"
+    if wal.is_file() and wal.stat().st_size:
+        raise unwritable(
+            path.parent,
+            f"cannot read {path.name} here: {wal.name} holds commits not yet in the database "
+            f"file, and SQLite needs {shm.name} beside it, which this process cannot create "
+            "(a writer did not close); open the memory once with write access, or a copy of "
+            "it in a writable place, to checkpoint it",
+        )
+    return "mode=ro&immutable=1"
+
+
+def _result_code(exc: sqlite3.Error) -> int | None:
+    """The SQLite primary result code of `exc` (from its message on Python 3.10)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return _CODE_OF_MESSAGE.get(str(exc)) if code is None else int(code) & 0xFF
+
+
+def _failure(path: Path, exc: sqlite3.Error, action: str, problem: str) -> RagMemoryError:
+    """What an SQLite error while `action` (e.g. "writing") `path` means to a caller: a
+    StorageError (the errno its result code stands for) when the storage failed, else a
+    CorruptFileError with `problem`. The caller chains `exc`."""
+    code = _result_code(exc)
+    if code not in _STORAGE_RESULTS:
+        return CorruptFileError(path, problem)
+    return storage_error(path, action, str(exc), _STORAGE_RESULTS[code][1])

@@ -17,7 +17,7 @@ import pytest
 from helpers import SMALL_IVF, report_probe, unit_vectors
 
 from rag_memory import CorruptFileError, InvalidInputError, Memory
-from rag_memory.index import tiered
+from rag_memory.index import sealed_set, tiered
 from rag_memory.store.slot_table import SlotTable
 
 DIM = 16
@@ -169,11 +169,16 @@ def test_a_failed_table_commit_leaves_a_memory_that_keeps_working(
         assert mem.stats()["maintenance"]["slot_table_behind_manifest"] is False
 
 
+@pytest.mark.parametrize(
+    "failing", [(tiered, "write_group_shards"), (sealed_set, "write_manifest")]
+)
 def test_a_failed_seal_is_deferred_not_a_failed_write(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing: tuple
 ) -> None:
+    """The disk fills while the shard files or the manifest (the commit point) are written."""
     path = tmp_path / "m"
-    real = tiered.write_group_shards
+    module, name = failing
+    real = getattr(module, name)
     failures = {"left": 1}
 
     def disk_full_once(*args, **kwargs):
@@ -182,7 +187,7 @@ def test_a_failed_seal_is_deferred_not_a_failed_write(
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(tiered, "write_group_shards", disk_full_once)
+    monkeypatch.setattr(module, name, disk_full_once)
     monkeypatch.setattr(tiered, "SEAL_RETRY_SECONDS", 0.0)
     with Memory.create(path, dim=DIM, index=CONFIG, cache=None) as mem:
         _add(mem, 0, 300)
