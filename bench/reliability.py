@@ -29,6 +29,7 @@ PROBES: dict[str, dict[str, tuple[int, int]]] = {
     "tests/index/test_tiered_crash.py": {"RAG_MEMORY_KILL_RUNS": (20, 60)},
     "tests/test_power_loss.py": {},
     "tests/test_file_fuzz.py": {"RAG_MEMORY_FUZZ_CASES": (160, 3000)},
+    "tests/test_io_faults.py": {"RAG_MEMORY_FAULT_SWEEP": (0, 1)},
     "tests/index/test_open_repair.py": {},
     "tests/test_reader_beside_writer.py": {"RAG_MEMORY_SOAK_SECONDS": (12, 240)},
 }

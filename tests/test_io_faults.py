@@ -41,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import report_probe
 
 from rag_memory import Memory, RagMemoryError
 from rag_memory.errors import DiskFullError, NotWritableError, StorageError
@@ -48,7 +49,7 @@ from rag_memory.index.config import IndexConfig
 
 DIM = 16
 TESTS = Path(__file__).resolve().parent
-FULL_SWEEP = os.environ.get("RAG_MEMORY_FAULT_SWEEP") == "full"
+FULL_SWEEP = os.environ.get("RAG_MEMORY_FAULT_SWEEP") in ("full", "1")
 FSYNC_AT = "RAG_MEMORY_FAIL_FSYNC_AT"  # read by the shim: the 1-based fsync call that fails
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 
@@ -386,6 +387,14 @@ def sample(points: list[int], n: int, seed: str) -> list[int]:
 
 
 def report(tally: Tally, name: str) -> None:
+    report_probe(
+        name,
+        tally.runs,
+        clean_errors=tally.clean,
+        crashes=len(tally.raw) + len(tally.not_openable),
+        lost=len(tally.lost),
+        wrong=len(tally.silent),
+    )
     print(
         "\n| probe | runs | clean StorageErrors | raw errors | not openable at once | "
         "data lost | silently degraded | no fault hit |\n|---|---|---|---|---|---|---|---|\n"
