@@ -5,6 +5,7 @@ from typing import TYPE_CHECKING, Any
 from .cache import CacheConfig
 from .errors import (
     CorruptFileError,
+    DiskFullError,
     DuplicateIdError,
     EmbedderMismatchError,
     IdAlreadyStoredError,
@@ -15,9 +16,11 @@ from .errors import (
     MemoryExistsError,
     MemoryLockedError,
     NotAMemoryError,
+    NotWritableError,
     RagMemoryError,
     ReadOnlyError,
     RepeatedIdError,
+    StorageError,
     UnknownIdError,
 )
 from .generate import Answer, GeneratorConfig
@@ -35,6 +38,7 @@ __all__ = [
     "CacheConfig",
     "CachedHit",
     "CorruptFileError",
+    "DiskFullError",
     "DuplicateIdError",
     "EmbedderMismatchError",
     "IdAlreadyStoredError",
@@ -50,9 +54,11 @@ __all__ = [
     "MemoryExistsError",
     "MemoryLockedError",
     "NotAMemoryError",
+    "NotWritableError",
     "RagMemoryError",
     "ReadOnlyError",
     "RepeatedIdError",
+    "StorageError",
     "Slot",
     "UnknownIdError",
 ]
