@@ -245,6 +245,7 @@ _BOUNDED_OPEN = """
 import resource, sys
 resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
 from rag_memory import CorruptFileError, Memory
+from rag_memory.resources import peak_rss_bytes
 for path in sys.argv[1:]:
     try:
         Memory.open(path, read_only=True).close()
@@ -253,7 +254,7 @@ for path in sys.argv[1:]:
         print("CorruptFileError", exc.path.name)
     except BaseException as exc:
         print("raw", type(exc).__name__)
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss >> 10)
+print(peak_rss_bytes() >> 20)  # VmHWM: ru_maxrss would carry pytest's own peak over
 """
 
 

@@ -128,6 +128,7 @@ def _alarm(signum: int, frame: Any) -> None:
 def child(clean_root: Path, work: Path, cases_file: Path, start: int) -> None:
     """Run cases[start:], one JSON line per case on stdout: same / corrupt / wrong / other."""
     from rag_memory import CorruptFileError
+    from rag_memory.resources import peak_rss_bytes
 
     resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE, ADDRESS_SPACE))
     signal.signal(signal.SIGALRM, _alarm)
@@ -159,7 +160,7 @@ def child(clean_root: Path, work: Path, cases_file: Path, start: int) -> None:
         finally:
             signal.alarm(0)
         shutil.rmtree(copy, ignore_errors=True)
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss >> 10
+        rss = peak_rss_bytes() >> 20  # VmHWM: ru_maxrss carries the parent's peak over
         print(json.dumps({"case": i, "outcome": outcome, "detail": detail, "rss": rss}), flush=True)
 
 
