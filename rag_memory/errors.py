@@ -73,6 +73,12 @@ class StorageError(RagMemoryError, OSError):
         return f"{self.path}: {self.problem}"
 
 
+class UnsyncedReplaceError(StorageError):
+    """A file was replaced (renamed over) but its directory could not be synced: the new file
+    is the one in place, yet a power cut could still bring the old one back. The caller
+    treats the replacement as done and keeps what the old file needs until a later sync."""
+
+
 class DiskFullError(StorageError):
     """No room left to write (ENOSPC, EDQUOT, EFBIG, SQLITE_FULL): free space and retry."""
 

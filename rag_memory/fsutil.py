@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import DiskFullError, NotWritableError, StorageError
+from .errors import DiskFullError, NotWritableError, StorageError, UnsyncedReplaceError
 
 # EFBIG: the file outgrew RLIMIT_FSIZE or the file system's largest file; like ENOSPC and
 # EDQUOT it means "no room", which freeing space (or raising the limit) cures.
@@ -70,7 +70,8 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Replace `path` with `data` so that a crash leaves either the old or the new file whole.
 
     A failure (StorageError) before the rename leaves the old file and no temp file; a failure
-    of the directory fsync after it leaves the new file in place, not yet durable."""
+    of the directory fsync after it (UnsyncedReplaceError) leaves the new file in place, not
+    yet durable."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     with storage_errors(path, "writing"):
         try:
@@ -82,4 +83,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-    fsync_dir(path.parent)
+    try:
+        fsync_dir(path.parent)
+    except StorageError as exc:
+        raise UnsyncedReplaceError(exc.path, exc.problem, exc.errno) from exc.__cause__

@@ -34,12 +34,14 @@ class DeferredMaintenance:
         """Whether an automatic attempt may run now (always, unless one failed recently)."""
         return time.monotonic() >= self._retry_at
 
-    def failed(self, what: str, exc: BaseException, retry_seconds: float) -> None:
-        """Record that `what` failed with `exc`; the next automatic attempt waits."""
+    def failed(self, what: str, exc: BaseException, retry: bool = True) -> None:
+        """Record that `what` failed with `exc`; unless `retry` is False (the next commit
+        retries it anyway) the next automatic attempt waits RETRY_SECONDS, doubling per
+        consecutive failure up to RETRY_MAX_SECONDS."""
         self.failures += 1
         self.consecutive += 1
         self.last_error = f"{what} failed: {type(exc).__name__}: {exc}"
-        wait = min(RETRY_MAX_SECONDS, retry_seconds * 2 ** (self.consecutive - 1))
+        wait = min(RETRY_MAX_SECONDS, RETRY_SECONDS * 2 ** (self.consecutive - 1)) if retry else 0.0
         self._retry_at = time.monotonic() + wait
         logger.warning("%s; retrying in %.0f s", self.last_error, wait, exc_info=exc)
 
@@ -52,7 +54,7 @@ class DeferredMaintenance:
 
     def stats(self) -> dict[str, Any]:
         return {
-            "failed_seals": self.failures,
+            "failures": self.failures,
             "last_error": self.last_error,
             "retry_in_seconds": max(0.0, round(self._retry_at - time.monotonic(), 1)),
         }

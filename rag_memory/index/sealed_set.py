@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import UnsyncedReplaceError
+from ..fsutil import fsync_dir
 from ..locks import ReadWriteLock
 from ..manifest import Manifest, RouterRecord, ShardInfo, write_manifest
 from .base import TIERS
@@ -174,12 +176,18 @@ class SealedSet:
         """Put `new` shards in and `retired` ones out and commit that in a new manifest
         generation (with the router's `record` on the first seal). Returns the retired
         shards, for the caller to close and delete once the slot table follows. If the
-        manifest cannot be written, nothing changed, on disk or here."""
+        manifest cannot be written, nothing changed, on disk or here; if it was written but
+        its directory not synced (UnsyncedReplaceError), the swap stands, here as on disk."""
         shards = dict(self._shards)
         for shard in new:
             shards[shard.shard_id] = shard
         closing = [shards.pop(i) for i in retired]
-        self._write(shards, new_generation=True, **({"router": record} if record else {}))
+        try:
+            self._write(shards, new_generation=True, **({"router": record} if record else {}))
+        except UnsyncedReplaceError:  # the new manifest is in place: so is the swap
+            self._shards, self._router = shards, router
+            self._heat.forget(retired)
+            raise
         self._shards, self._router = shards, router
         self._heat.forget(retired)
         return closing
@@ -198,8 +206,16 @@ class SealedSet:
         )
         generation = self._manifest.generation + int(new_generation)
         manifest = replace(self._manifest, generation=generation, shards=infos, **changes)
-        write_manifest(self._directory, manifest)
+        try:
+            write_manifest(self._directory, manifest)
+        except UnsyncedReplaceError:
+            self._manifest = manifest  # it is the file in place
+            raise
         self._manifest = manifest
+
+    def sync_manifest(self) -> None:
+        """Make the manifest in place durable (after an UnsyncedReplaceError)."""
+        fsync_dir(self._directory)
 
     # -- reporting and closing ---------------------------------------------------------
     def stats(self) -> list[dict[str, Any]]:

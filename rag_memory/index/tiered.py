@@ -28,10 +28,9 @@ from typing import Any
 import faiss
 import numpy as np
 
-from ..errors import CorruptFileError
+from ..errors import CorruptFileError, UnsyncedReplaceError
 from ..locks import ReadWriteLock
 from ..manifest import MANIFEST_NAME, Manifest, RouterRecord, read_manifest
-from . import maintenance
 from .base import TIERS, ShardTable, TableSnapshot
 from .budgets import Budgets
 from .config import IndexConfig
@@ -52,7 +51,6 @@ QUERY_CHUNK = 256  # queries per sealed search: bounds the candidates held at on
 # A reader beside a writer re-reads the manifest when the one it read was replaced (and its
 # retired files deleted) while it opened; this many times in a row is no longer a race.
 OPEN_ATTEMPTS = 20
-SEAL_RETRY_SECONDS = maintenance.RETRY_SECONDS  # after a failed automatic seal (then doubling)
 TABLE_FILE = "slots.sqlite"  # named in errors about the slot table's counts
 
 
@@ -99,6 +97,9 @@ class TieredIndex:
         # True when a seal or merge committed its manifest but the slot table's record of it
         # failed: the next commit (or open) records every shard, not only its new ones.
         self._table_behind = False
+        # True when the manifest in place could not be synced (UnsyncedReplaceError): the
+        # next commit syncs it first, and nothing the older manifest names is deleted before.
+        self._manifest_unsynced = False
         self.config = IndexConfig.from_dict(manifest.index)
         try:
             opened = self._open(manifest)
@@ -202,7 +203,7 @@ class TieredIndex:
                 self._record_all_shards()
             except Exception as exc:  # searches are right without it; the next commit retries
                 self._table_behind = True
-                self._maintenance.failed("recording a seal in the slot table", exc, 0.0)
+                self._maintenance.failed("recording a seal in the slot table", exc, retry=False)
         self._remove_orphans()
 
     def _record_all_shards(self) -> None:
@@ -216,9 +217,17 @@ class TieredIndex:
         self._table_behind = False
 
     def _remove_orphans(self) -> None:
+        """Delete the files under shards/ the manifest does not name: written by a seal or
+        merge that never committed, or retired by one that did. Not while the manifest in
+        place is unsynced: the older one a power cut could restore may name them."""
+        if self._manifest_unsynced:
+            return
         for path in orphan_files(self._shard_dir, self._sealed.manifest):
-            logger.warning("removing %s: no manifest names it (an unfinished seal)", path)
-            path.unlink()
+            logger.warning("removing %s: no manifest names it", path)
+            try:
+                path.unlink()
+            except OSError as exc:
+                logger.warning("could not remove %s (%s): left for the next open", path, exc)
 
     # -- what callers may read ---------------------------------------------------------
     @property
@@ -336,7 +345,7 @@ class TieredIndex:
         try:
             return self.seal()
         except Exception as exc:  # any cause: disk full, I/O error, FAISS, memory
-            self._maintenance.failed("sealing the growing shard", exc, SEAL_RETRY_SECONDS)
+            self._maintenance.failed("sealing the growing shard", exc)
             return 0
 
     def seal(self, force: bool = False) -> int:
@@ -370,8 +379,8 @@ class TieredIndex:
             with self.lock.write():
                 self._commit(new, [], router, record)
             logger.info("sealed %d vectors into %d shards", len(addrs), len(new))
-            self._merge_groups(self.config.merge_threshold, 1.0)
-            if not self._table_behind:
+            if not self._table_behind:  # else the next write's seal records it first
+                self._merge_groups(self.config.merge_threshold, 1.0)
                 self._maintenance.succeeded()
             return len(addrs)
 
@@ -406,8 +415,13 @@ class TieredIndex:
         return len(chosen)
 
     def _require_table_current(self) -> None:
-        """Before a new commit: if the table missed the last one, record it now (raising if
-        it still cannot), so the table never lags the manifest by more than a generation."""
+        """Before a new commit: make the last manifest durable if its sync failed, and if the
+        table missed the last commit, record it now (raising if either still fails), so the
+        table never lags the manifest by more than a generation, nor leads a durable one."""
+        if self._manifest_unsynced:
+            self._sealed.sync_manifest()
+            self._manifest_unsynced = False
+            self._remove_orphans()  # the retired files no durable manifest names any more
         if self._table_behind:
             with self.lock.write():
                 self._record_all_shards()
@@ -431,16 +445,24 @@ class TieredIndex:
             else:  # a seal: deletions since the snapshot already left the growing shard
                 gone = shard.addrs[~np.isin(shard.addrs, self._growing.addresses)]
             shard.set_tombstones(gone)
+        retiring = [self._sealed[i] for i in retired]
         try:
             closing = self._sealed.swap(new, retired, router, record)
+        except UnsyncedReplaceError as exc:
+            # In place but not durable: a power cut could bring the old manifest back, so the
+            # table keeps the old generation and the retired files stay until a sync succeeds.
+            self._manifest_unsynced = self._table_behind = True
+            self._maintenance.failed("syncing the manifest of a seal", exc)
+            self._finish_swap(new, retired)
+            for shard in retiring:
+                shard.close()
+            return
         except BaseException:  # not committed: the memory stays as it was
             for shard in new:
                 shard.close()
             self._remove_orphans()
             raise
-        if not retired:
-            for shard in new:
-                self._growing.remove(shard.addrs)
+        self._finish_swap(new, retired)
         try:
             if self._table_behind:
                 self._record_all_shards()
@@ -452,10 +474,26 @@ class TieredIndex:
                 )
         except Exception as exc:
             self._table_behind = True
-            self._maintenance.failed("recording a seal in the slot table", exc, SEAL_RETRY_SECONDS)
+            self._maintenance.failed("recording a seal in the slot table", exc)
         for shard in closing:
             shard.close()
-            remove_shard_files(self._shard_dir, shard.shard_id)
+            self._remove_files(shard.shard_id)
+
+    def _finish_swap(self, new: list[SealedShard], retired: list[int]) -> None:
+        """A seal's vectors leave the growing shard once its manifest is in place."""
+        if not retired:
+            for shard in new:
+                self._growing.remove(shard.addrs)
+
+    def _remove_files(self, shard_id: int) -> None:
+        """Delete a retired shard's files; one that cannot be deleted is an orphan the next
+        open removes, never a failure of the commit that retired it."""
+        try:
+            remove_shard_files(self._shard_dir, shard_id)
+        except OSError as exc:
+            logger.warning(
+                "could not delete retired shard %d (%s): left for the next open", shard_id, exc
+            )
 
     # -- tiers -------------------------------------------------------------------------
     def needs_rebalance(self) -> bool:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -16,8 +17,8 @@ from pathlib import Path
 import pytest
 from helpers import SMALL_IVF, report_probe, unit_vectors
 
-from rag_memory import CorruptFileError, InvalidInputError, Memory
-from rag_memory.index import sealed_set, tiered
+from rag_memory import CorruptFileError, InvalidInputError, Memory, StorageError, fsutil
+from rag_memory.index import maintenance, sealed_set, tiered
 from rag_memory.store.slot_table import SlotTable
 
 DIM = 16
@@ -143,7 +144,7 @@ def test_a_failed_table_commit_leaves_a_memory_that_keeps_working(
         _add(mem, 0, 1200)
         mem.delete(TOMBSTONES)
         monkeypatch.setattr(SlotTable, "apply_sealing", failing)
-        monkeypatch.setattr(tiered, "SEAL_RETRY_SECONDS", 0.0)
+        monkeypatch.setattr(maintenance, "RETRY_SECONDS", 0.0)
         with pytest.raises(OSError):  # the first merge commits; the second waits for the table
             mem.compact()
         assert mem.stats()["maintenance"]["slot_table_behind_manifest"]
@@ -188,13 +189,13 @@ def test_a_failed_seal_is_deferred_not_a_failed_write(
         return real(*args, **kwargs)
 
     monkeypatch.setattr(module, name, disk_full_once)
-    monkeypatch.setattr(tiered, "SEAL_RETRY_SECONDS", 0.0)
+    monkeypatch.setattr(maintenance, "RETRY_SECONDS", 0.0)
     with Memory.create(path, dim=DIM, index=CONFIG, cache=None) as mem:
         _add(mem, 0, 300)
         _add(mem, 300, 450)  # reaches the threshold: the seal fails, the write does not
-        maintenance = mem.stats()["maintenance"]
-        assert maintenance["failed_seals"] == 1
-        assert "No space left" in maintenance["last_error"]
+        report = mem.stats()["maintenance"]
+        assert report["failures"] == 1
+        assert "No space left" in report["last_error"]
         assert not any(s["sealed"] for s in mem.stats()["shards"])
         assert sorted(os.listdir(path / "shards")) == []  # nothing half-written left
         _assert_holds(mem, list(range(450)))
@@ -220,3 +221,44 @@ def test_a_config_faiss_cannot_train_is_refused_at_create(
     with pytest.raises(InvalidInputError, match=message):
         Memory.create(tmp_path / "m", dim=DIM, index=config)
     assert not (tmp_path / "m").exists()
+
+
+def test_a_manifest_renamed_but_not_synced_keeps_what_the_old_one_needs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The directory fsync after the manifest's rename fails: the new manifest is in place
+    but a power cut could restore the old one, whose shard files must still be there; the
+    next commit syncs first, and the memory then works on."""
+    path = tmp_path / "m"
+    with Memory.create(path, dim=DIM, index=CONFIG, cache=None) as mem:
+        _add(mem, 0, 1200)
+        mem.delete(TOMBSTONES)
+        live = [i for i in range(1200) if not 100 <= i < 160]
+        old_manifest = (path / "manifest.json").read_bytes()
+        real = fsutil.fsync_dir
+
+        def failing(directory: Path) -> None:
+            if directory == path:
+                raise StorageError(directory, "syncing failed: Input/output error", errno.EIO)
+            real(directory)
+
+        monkeypatch.setattr(fsutil, "fsync_dir", failing)
+        monkeypatch.setattr(sealed_set, "fsync_dir", failing)
+        with pytest.raises(StorageError):  # the 1st merge is in place, the 2nd cannot sync it
+            mem.compact()
+        assert "syncing the manifest" in mem.stats()["maintenance"]["last_error"]
+        _assert_holds(mem, live)
+        cut = tmp_path / "power-cut"  # what a power cut now could leave: the old manifest
+        shutil.copytree(path, cut)
+        (cut / "manifest.json").write_bytes(old_manifest)
+        with Memory.open(cut, cache=None) as image:
+            _assert_holds(image, live)
+        monkeypatch.setattr(fsutil, "fsync_dir", real)
+        monkeypatch.setattr(sealed_set, "fsync_dir", real)
+        mem.compact()
+        _assert_holds(mem, live)
+    with Memory.open(path, cache=None) as mem:
+        _assert_holds(mem, live)
+        assert {p.name.split(".")[0] for p in (path / "shards").iterdir()} == {
+            f"{s['shard_id']:06d}" for s in mem.stats()["shards"] if s["sealed"]
+        } | {"codec"}
