@@ -116,6 +116,8 @@ def open_directory(
         embedder = Embedder(manifest.embedder, device=device)
     lock = None if read_only else _writer_lock(directory, lock_timeout)
     try:
+        if lock is not None:  # the writer we waited for may have sealed meanwhile
+            manifest = read_manifest(directory)
         table = SlotTable(directory / TABLE_FILE, manifest.dim, read_only=read_only)
     except BaseException:
         if lock is not None:

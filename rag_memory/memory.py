@@ -221,6 +221,7 @@ class Memory(AnswersFromMemory):
 
         Whatever closing the index or the table raises, the other is still closed, the lock
         released and the memory marked closed (then the error propagates)."""
+        self._index.stop_maintenance()
         with self._index.lock.write():
             if self._closed:
                 return

@@ -19,7 +19,7 @@ from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
-from .errors import CorruptFileError, RagMemoryError
+from .errors import CorruptFileError, RagMemoryError, StorageError
 from .index.router import Router, RouterInfo
 from .index.sealed import SealedShard
 from .index.shard_files import SHARDS_DIR
@@ -55,6 +55,9 @@ class VerifyReport:
             self.problems.append(exc)
         except RagMemoryError as exc:  # not a damaged file, but the memory does not open
             self.problems.append(exc)
+        except (OSError, MemoryError) as exc:  # unreadable: a problem of this file, not the end
+            logger.warning("unreadable: %s: %s", what, exc)
+            self.problems.append(StorageError(self.path / what, f"{type(exc).__name__}: {exc}"))
         return None
 
 
@@ -71,7 +74,7 @@ def verify_memory(path: str | Path) -> VerifyReport:
     router = None
     if manifest.router is not None:
         r = manifest.router
-        info = RouterInfo(r.kind, r.nlist, r.groups, r.sha256, r.groups_sha256)
+        info = RouterInfo.from_record(r)
         router = report.check(
             f"{SHARDS_DIR}/router",
             lambda: Router.load(directory / SHARDS_DIR, info, manifest.dim),

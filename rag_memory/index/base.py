@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
 import numpy as np
@@ -87,6 +88,8 @@ class ShardTable(Protocol):
     """The few calls the tiered index makes on the slot table (`store.SlotTable` answers
     them): consistent snapshots to load and catch up from, and the seal record. A test can
     build an index over any object that has them."""
+
+    path: Path  # the table's file, named in errors
 
     def version(self) -> int:
         """The memory-wide write counter."""

@@ -268,7 +268,7 @@ def check_trainable(config: IndexConfig, dim: int) -> None:
                 f"dim / pq_m dimensions); divisors: "
                 f"{[d for d in PQ_M_CANDIDATES if dim % d == 0 and d <= dim]}"
             )
-    if config.kind == "ivf_pq" and config.seal_threshold < PQ_MIN_TRAIN_VECTORS:
+    if config.seal_threshold < min_train_vectors(config.kind):
         raise InvalidInputError(
             f"IndexConfig.seal_threshold={config.seal_threshold} is too small to train IVF-PQ "
             f"(its codebook needs >= {PQ_MIN_TRAIN_VECTORS} vectors per seal)"

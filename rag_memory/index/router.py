@@ -18,6 +18,7 @@ import io
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import faiss
 import numpy as np
@@ -27,6 +28,9 @@ from ..fsutil import atomic_write_bytes
 from ..integrity import check_checksum, sha256_file
 from .ivf_file import IvfLayout, parse_ivf, read_index
 from .plan import MAX_POINTS_PER_CENTROID, PQ_NBITS
+
+if TYPE_CHECKING:
+    from ..manifest import RouterRecord
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +77,11 @@ class RouterInfo:
     groups: int
     sha256: str
     groups_sha256: str
+
+    @classmethod
+    def from_record(cls, record: RouterRecord) -> RouterInfo:
+        """The part of the manifest's router record that describes the files."""
+        return cls(record.kind, record.nlist, record.groups, record.sha256, record.groups_sha256)
 
 
 class Router:

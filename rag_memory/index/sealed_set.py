@@ -54,9 +54,7 @@ class SealedSet:
         record = manifest.router
         if record is None:
             return
-        info = RouterInfo(
-            record.kind, record.nlist, record.groups, record.sha256, record.groups_sha256
-        )
+        info = RouterInfo.from_record(record)
         self._router = Router.load(directory / SHARDS_DIR, info, manifest.dim)
         try:
             for s in manifest.shards:
@@ -129,15 +127,20 @@ class SealedSet:
     ) -> list[SealedShard]:
         """Open freshly written shards where `place_shards` puts them in the budget that the
         shards in place leave (new shards have no heat yet; the next rebalance may move them)."""
-        new = {
-            i.shard_id: SealedShard(self._directory, i, router, self._manifest.dim) for i in infos
-        }
-        taken = dict.fromkeys(TIERS, 0)
-        for shard in self._shards.values():
-            taken[shard.tier] += shard.index_bytes
-        placement = self._placement(new, growing_bytes, taken)
-        for shard_id, shard in new.items():
-            shard.install(shard.open_index(placement[shard_id]), placement[shard_id])
+        new: dict[int, SealedShard] = {}
+        try:
+            for info in infos:
+                new[info.shard_id] = SealedShard(self._directory, info, router, self._manifest.dim)
+            taken = dict.fromkeys(TIERS, 0)
+            for shard in self._shards.values():
+                taken[shard.tier] += shard.index_bytes
+            placement = self._placement(new, growing_bytes, taken)
+            for shard_id, shard in new.items():
+                shard.install(shard.open_index(placement[shard_id]), placement[shard_id])
+        except BaseException:
+            for shard in new.values():
+                shard.close()
+            raise
         return list(new.values())
 
     def rebalance(self, lock: ReadWriteLock, growing_bytes: int) -> dict[int, str]:

@@ -28,7 +28,8 @@ from typing import Any
 import faiss
 import numpy as np
 
-from ..errors import CorruptFileError, UnsyncedReplaceError
+from ..errors import CorruptFileError, StorageError, UnsyncedReplaceError
+from ..fsutil import storage_error
 from ..locks import ReadWriteLock
 from ..manifest import MANIFEST_NAME, Manifest, RouterRecord, read_manifest
 from .base import TIERS, ShardTable, TableSnapshot
@@ -51,7 +52,6 @@ QUERY_CHUNK = 256  # queries per sealed search: bounds the candidates held at on
 # A reader beside a writer re-reads the manifest when the one it read was replaced (and its
 # retired files deleted) while it opened; this many times in a row is no longer a race.
 OPEN_ATTEMPTS = 20
-TABLE_FILE = "slots.sqlite"  # named in errors about the slot table's counts
 
 
 @dataclass
@@ -100,6 +100,7 @@ class TieredIndex:
         # True when the manifest in place could not be synced (UnsyncedReplaceError): the
         # next commit syncs it first, and nothing the older manifest names is deleted before.
         self._manifest_unsynced = False
+        self._closing = False
         self.config = IndexConfig.from_dict(manifest.index)
         try:
             opened = self._open(manifest)
@@ -123,13 +124,19 @@ class TieredIndex:
         for _ in range(OPEN_ATTEMPTS):
             try:
                 return self._open_once(manifest)
-            except (CorruptFileError, FileNotFoundError):
-                if not self.read_only:
-                    raise
-                newer = read_manifest(self._directory)
-                if newer.generation == manifest.generation:
-                    raise
-                manifest = newer
+            except (CorruptFileError, FileNotFoundError) as exc:
+                newer = read_manifest(self._directory) if self.read_only else manifest
+                if newer.generation != manifest.generation:
+                    manifest = newer
+                    continue
+                if isinstance(exc, FileNotFoundError):
+                    raise CorruptFileError(exc.filename or self._shard_dir, "missing") from exc
+                raise
+            except StorageError:
+                raise
+            except OSError as exc:  # a read failed below us (EIO, EACCES...)
+                path = Path(exc.filename or self._shard_dir)
+                raise storage_error(path, "reading", exc.strerror or str(exc), exc.errno) from exc
         raise CorruptFileError(
             self._directory / MANIFEST_NAME,
             f"replaced {OPEN_ATTEMPTS} times in a row while this reader opened it",
@@ -156,7 +163,7 @@ class TieredIndex:
             stored = growing.live_count + sum(s.live_count for s in sealed.shards)
             if stored != snapshot.live:
                 raise CorruptFileError(
-                    self._directory / TABLE_FILE,
+                    self._table.path,
                     f"slot count {snapshot.live} does not match the {stored} vectors stored",
                 )
         except BaseException:
@@ -169,21 +176,21 @@ class TieredIndex:
         generation is the manifest's, or one less after a crash between the two commits.
         Anything else is a file restored from another time: refused before anything is
         opened, repaired or deleted."""
-        path = self._directory / MANIFEST_NAME
+        path, table = self._directory / MANIFEST_NAME, self._table.path.name
         if snapshot.generation > manifest.generation:
             raise CorruptFileError(
                 path,
                 f"the slot table is ahead of this manifest (generation {snapshot.generation} "
-                f"> {manifest.generation}): manifest.json is older than {TABLE_FILE} (restored "
+                f"> {manifest.generation}): manifest.json is older than {table} (restored "
                 "from an older copy?). Nothing was changed; put back the manifest.json "
-                f"written with this {TABLE_FILE}",
+                f"written with this {table}",
             )
         if snapshot.generation < manifest.generation - 1:
             raise CorruptFileError(
                 path,
                 f"this manifest is {manifest.generation - snapshot.generation} generations "
-                f"ahead of the slot table (a crash leaves at most one): {TABLE_FILE} is older "
-                "than manifest.json (restored from an older copy?). Nothing was changed",
+                f"ahead of the slot table (a crash leaves at most one): {table} is older than "
+                "manifest.json (restored from an older copy?). Nothing was changed",
             )
 
     def _repair(self, table_generation: int) -> None:
@@ -503,7 +510,7 @@ class TieredIndex:
 
     def rebalance_in_background(self) -> None:
         """Start a rebalance in a daemon thread when one is due and none is running."""
-        if self.needs_rebalance() and not self._maintenance_lock.locked():
+        if self.needs_rebalance() and not self._maintenance_lock.locked() and not self._closing:
             threading.Thread(
                 target=self.rebalance, daemon=True, name="rag-memory-rebalance"
             ).start()
@@ -512,6 +519,8 @@ class TieredIndex:
         """Move sealed shards between tiers by heat within the budgets now; a writer
         records the new tiers and heat in the manifest. Returns the moves."""
         with self._maintenance_lock:
+            if self._closing:
+                return {}
             self._last_rebalance = self._sealed.queries_seen
             try:
                 moved = self._sealed.rebalance(self.lock, self._growing.held_bytes)
@@ -592,7 +601,16 @@ class TieredIndex:
             },
         }
 
+    def stop_maintenance(self) -> None:
+        """Before close: start no more background work and wait for what runs (a rebalance
+        thread must not install into closed shards or write a manifest after the lock is
+        released). Call it without holding `lock`: maintenance takes it to swap."""
+        self._closing = True
+        with self._maintenance_lock:
+            pass
+
     def close(self) -> None:
+        self._closing = True
         self._pool.shutdown(wait=True)
         sealed = getattr(self, "_sealed", None)
         if sealed is not None:

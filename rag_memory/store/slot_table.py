@@ -46,6 +46,7 @@ from ..fsutil import check_writable, storage_error, storage_errors, unwritable
 from ..index.base import TableSnapshot
 from ..integrity import hashed_at_open, unit_rows_problem
 from ..types import Slot, SlotRow
+from ..validation import is_int
 from .filters import limit_error
 from .row_cache import RowCache
 
@@ -124,12 +125,19 @@ class SlotTable:
         self._connections: list[sqlite3.Connection] = []
         self._connections_lock = threading.Lock()
         self._schema = SCHEMA_VERSION  # of the table as last connected to
-        self._writer = None if read_only else self._connect()
-        if self._writer is not None and self._schema < ROW_CHECKSUMS_SINCE:
-            self._add_checksum_columns()
         self._rows = RowCache(ROW_CACHE_BYTES)
-        if hashed_at_open(path):
-            self.check_integrity()
+        if not path.is_file():
+            raise CorruptFileError(path, "missing")
+        self._writer = None
+        try:
+            self._writer = None if read_only else self._connect()
+            if self._writer is not None and self._schema < ROW_CHECKSUMS_SINCE:
+                self._add_checksum_columns()
+            if hashed_at_open(path):
+                self.check_integrity()
+        except BaseException:
+            self.close()
+            raise
 
     # -- connections -------------------------------------------------------------------
     @classmethod
@@ -170,6 +178,21 @@ class SlotTable:
             uri = f"file:{quote(str(self.path))}"
         try:
             conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+        except sqlite3.DatabaseError as exc:
+            problem = f"unreadable SQLite database ({exc})"
+            raise _failure(self.path, exc, "opening", problem) from exc
+        try:
+            self._check_meta(conn)
+        except BaseException:
+            conn.close()
+            raise
+        with self._connections_lock:
+            self._connections.append(conn)
+        return conn
+
+    def _check_meta(self, conn: sqlite3.Connection) -> None:
+        """Set up a new connection and check the table is this memory's, of a known schema."""
+        try:
             # FULL: a commit is on disk before add() returns (survives power loss, not only
             # kill -9).
             conn.execute("PRAGMA synchronous=FULL")
@@ -187,9 +210,9 @@ class SlotTable:
             raise CorruptFileError(
                 self.path, f"dim {meta.get('dim')} does not match the manifest's {self.dim}"
             )
-        with self._connections_lock:
-            self._connections.append(conn)
-        return conn
+        missing = [k for k in ("version", "live", "generation") if not is_int(meta.get(k))]
+        if missing:
+            raise CorruptFileError(self.path, f"meta table lacks integer {missing}")
 
     def _writer_connection(self) -> sqlite3.Connection:
         if self._writer is None:
@@ -238,7 +261,7 @@ class SlotTable:
                     conn.execute("ROLLBACK")
                 except sqlite3.Error as failed:
                     logger.warning("%s: rollback after %r failed: %s", self.path, exc, failed)
-            if isinstance(exc, sqlite3.Error) and _result_code(exc) in _CODE_OF_MESSAGE.values():
+            if isinstance(exc, sqlite3.Error):
                 raise _failure(self.path, exc, "writing", f"write failed ({exc})") from exc
             raise
 
@@ -256,7 +279,10 @@ class SlotTable:
             conn.execute("COMMIT")
         except BaseException as exc:
             if conn.in_transaction:
-                conn.execute("ROLLBACK")
+                try:
+                    conn.execute("ROLLBACK")
+                except sqlite3.Error as failed:
+                    logger.warning("%s: rollback after %r failed: %s", self.path, exc, failed)
             if isinstance(exc, sqlite3.DatabaseError):
                 raise _failure(self.path, exc, "reading", f"read failed ({exc})") from exc
             raise
@@ -497,7 +523,7 @@ class SlotTable:
         except sqlite3.DatabaseError as exc:  # a filter past SQLite's limits is not damage
             too_large = limit_error(exc)
             if too_large is None:
-                raise CorruptFileError(self.path, f"read failed ({exc})") from None
+                raise _failure(self.path, exc, "reading", f"read failed ({exc})") from exc
             raise too_large from None
         return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
 

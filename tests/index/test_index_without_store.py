@@ -27,6 +27,7 @@ class DictTable:
         self.shard: dict[int, int] = {}
         self.deleted: dict[int, int] = {}
         self.added_version: dict[int, int] = {}
+        self.path = Path("dict-table")
         self._version = 0
         self._generation = 0
 
