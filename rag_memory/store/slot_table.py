@@ -27,7 +27,7 @@ import sqlite3
 import threading
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -243,16 +243,30 @@ class SlotTable:
             self._connections.clear()
         self._local = threading.local()
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
+    def _transaction(self) -> AbstractContextManager[sqlite3.Connection]:
         """One write transaction on the writer connection: BEGIN IMMEDIATE, the caller's
-        statements, COMMIT. On any error it is rolled back unless SQLite has already done so
-        (it may after SQLITE_FULL, SQLITE_IOERR, SQLITE_BUSY: "Response To Errors Within A
-        Transaction", https://www.sqlite.org/lang_transaction.html), so the error raised is
-        the one that happened, an SQLite storage failure as a StorageError with its cause."""
-        conn = self._writer_connection()
+        statements, COMMIT (see `_run_transaction`)."""
+        return self._run_transaction(self._writer_connection(), "BEGIN IMMEDIATE", "writing")
+
+    def _read_snapshot(self) -> AbstractContextManager[sqlite3.Connection]:
+        """A read transaction on this thread's connection: every statement inside sees one
+        committed state (WAL snapshot isolation). Nested, it joins the open one."""
+        conn = self._reader()
+        if conn.in_transaction:
+            return nullcontext(conn)
+        return self._run_transaction(conn, "BEGIN", "reading")
+
+    @contextmanager
+    def _run_transaction(
+        self, conn: sqlite3.Connection, begin: str, action: str
+    ) -> Iterator[sqlite3.Connection]:
+        """`begin`, the caller's statements, COMMIT. On any error it is rolled back unless
+        SQLite has already done so (it may after SQLITE_FULL, SQLITE_IOERR, SQLITE_BUSY:
+        "Response To Errors Within A Transaction", https://www.sqlite.org/lang_transaction.html),
+        so the error raised is the one that happened: an SQLite storage failure as a
+        StorageError with its cause, any other SQLite error as a CorruptFileError."""
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(begin)
             yield conn
             conn.execute("COMMIT")
         except BaseException as exc:
@@ -262,29 +276,7 @@ class SlotTable:
                 except sqlite3.Error as failed:
                     logger.warning("%s: rollback after %r failed: %s", self.path, exc, failed)
             if isinstance(exc, sqlite3.Error):
-                raise _failure(self.path, exc, "writing", f"write failed ({exc})") from exc
-            raise
-
-    @contextmanager
-    def _read_snapshot(self) -> Iterator[sqlite3.Connection]:
-        """A read transaction on this thread's connection: every statement inside sees one
-        committed state (WAL snapshot isolation). Nested, it joins the open one."""
-        conn = self._reader()
-        if conn.in_transaction:
-            yield conn
-            return
-        try:
-            conn.execute("BEGIN")
-            yield conn
-            conn.execute("COMMIT")
-        except BaseException as exc:
-            if conn.in_transaction:
-                try:
-                    conn.execute("ROLLBACK")
-                except sqlite3.Error as failed:
-                    logger.warning("%s: rollback after %r failed: %s", self.path, exc, failed)
-            if isinstance(exc, sqlite3.DatabaseError):
-                raise _failure(self.path, exc, "reading", f"read failed ({exc})") from exc
+                raise _failure(self.path, exc, action, f"{action} failed ({exc})") from exc
             raise
 
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
