@@ -188,12 +188,16 @@ class SealedSet:
         try:
             self._write(shards, new_generation=True, **({"router": record} if record else {}))
         except UnsyncedReplaceError:  # the new manifest is in place: so is the swap
-            self._shards, self._router = shards, router
-            self._heat.forget(retired)
+            self._adopt(shards, router, retired)
             raise
+        self._adopt(shards, router, retired)
+        return closing
+
+    def _adopt(
+        self, shards: dict[int, SealedShard], router: Router, retired: Sequence[int]
+    ) -> None:
         self._shards, self._router = shards, router
         self._heat.forget(retired)
-        return closing
 
     def write_manifest(self, new_generation: bool, **changes: Any) -> None:
         """Record the shards with their tiers and heat (and any `changes`) atomically. A new

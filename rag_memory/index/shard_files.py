@@ -11,16 +11,16 @@ names the shard (the commit point) never names a file that is not on disk.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING
 
 import faiss
 import numpy as np
 
 from ..fsutil import fsync_dir, storage_errors
-from ..integrity import sha256_file
 from ..manifest import ShardInfo
 from .router import Router
 
@@ -36,13 +36,22 @@ def shard_paths(directory: Path, shard_id: int) -> dict[str, Path]:
     return {ext: stem.with_suffix(f".{ext}") for ext in SHARD_EXTENSIONS}
 
 
-def _write_file(path: Path, write: Callable[[BinaryIO], object]) -> None:
-    """`write(f)` into a new file at `path`, then flush and fsync it; an OSError (a full
-    disk, an I/O error) comes out as a StorageError naming the file."""
+def _write_file(path: Path, write: Callable[[Callable[[bytes], object]], object]) -> str:
+    """`write(sink)` into a new file at `path`, then flush and fsync it; returns the SHA-256
+    of the bytes given to `sink` (hashed as written: no second read, and the checksum is of
+    what was meant, so a write the disk damaged is caught at the next open). An OSError (a
+    full disk, an I/O error) comes out as a StorageError naming the file."""
+    digest = hashlib.sha256()
     with storage_errors(path, "writing"), open(path, "wb") as f:
-        write(f)
+
+        def sink(data: bytes) -> object:
+            digest.update(data)
+            return f.write(data)
+
+        write(sink)
         f.flush()
         os.fsync(f.fileno())
+    return digest.hexdigest()
 
 
 def write_shard(
@@ -103,11 +112,11 @@ def _write_files(
     paths = shard_paths(directory, shard_id)
     # Through our own file object: FAISS's own writer reports a failed fclose (a full disk)
     # only on stderr, which would leave a short file behind a manifest that names it.
-    _write_file(
-        paths["faiss"], lambda f: faiss.write_index(index, faiss.PyCallbackIOWriter(f.write))
+    faiss_sha256 = _write_file(
+        paths["faiss"], lambda sink: faiss.write_index(index, faiss.PyCallbackIOWriter(sink))
     )
-    _write_file(paths["addr"], lambda f: f.write(addrs.astype("<i8").tobytes()))
-    _write_file(paths["vec"], lambda f: f.write(vectors.astype("<f4").tobytes()))
+    addr_sha256 = _write_file(paths["addr"], lambda sink: sink(addrs.astype("<i8").tobytes()))
+    vec_sha256 = _write_file(paths["vec"], lambda sink: sink(vectors.astype("<f4").tobytes()))
     fsync_dir(directory)
     return ShardInfo(
         shard_id=shard_id,
@@ -115,11 +124,11 @@ def _write_files(
         tier="disk",
         count=len(addrs),
         file=f"{directory.name}/{shard_id:06d}",
-        sha256=sha256_file(paths["addr"]),
+        sha256=addr_sha256,
         group=group,
         heat=0.0,
-        faiss_sha256=sha256_file(paths["faiss"]),
-        vec_sha256=sha256_file(paths["vec"]),
+        faiss_sha256=faiss_sha256,
+        vec_sha256=vec_sha256,
     )
 
 

@@ -104,11 +104,7 @@ class TieredIndex:
         self.config = IndexConfig.from_dict(manifest.index)
         try:
             opened = self._open(manifest)
-            self._growing, self._sealed, self._version = (
-                opened.growing,
-                opened.sealed,
-                opened.version,
-            )
+            self._install(opened)
             if not read_only:
                 self._repair(opened.table_generation)
         except BaseException:
@@ -170,6 +166,10 @@ class TieredIndex:
             sealed.close()
             raise
         return _Opened(growing, sealed, snapshot.version, snapshot.generation)
+
+    def _install(self, opened: _Opened) -> None:
+        """Serve `opened` from now on (at open, or a replica's reload under the write lock)."""
+        self._growing, self._sealed, self._version = opened.growing, opened.sealed, opened.version
 
     def _check_generations(self, manifest: Manifest, snapshot: TableSnapshot) -> None:
         """The manifest is the commit point and the table follows it, so the table's
@@ -554,13 +554,8 @@ class TieredIndex:
         with self.lock.write():
             changes = self._table.snapshot(self._version)
             if changes.generation > self.manifest.generation:
-                opened = self._open(read_manifest(self._directory))
                 old = self._sealed
-                self._growing, self._sealed, self._version = (
-                    opened.growing,
-                    opened.sealed,
-                    opened.version,
-                )
+                self._install(self._open(read_manifest(self._directory)))
                 old.close()
             else:
                 self._growing.remove(changes.growing_addrs)  # a slot is never added twice
