@@ -20,6 +20,7 @@ from .index.config import IndexConfig
 from .index.shard_files import SHARDS_DIR
 from .locks import LOCK_NAME, WriterLock
 from .manifest import Manifest, read_manifest, write_manifest
+from .store.lexical import LexicalConfig
 from .store.slot_table import TABLE_FILE, SlotTable
 
 logger = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ def create_directory(
     dim: int,
     config: IndexConfig,
     budgets: dict[str, int | None],
+    lexical: LexicalConfig | None,
     lock_timeout: float | None,
 ) -> MemoryFiles:
     """Make a new memory in `directory` (absent, empty, or holding only the LOCK a failed
@@ -59,10 +61,14 @@ def create_directory(
     try:
         with storage_errors(directory, "creating the memory"):
             (directory / SHARDS_DIR).mkdir(exist_ok=True)
-        table = SlotTable.create(directory / TABLE_FILE, dim)
+        table = SlotTable.create(directory / TABLE_FILE, dim, lexical)
         try:
             manifest = Manifest(
-                embedder=embedder.name, dim=dim, index=config.to_dict(), budgets=budgets
+                embedder=embedder.name,
+                dim=dim,
+                index=config.to_dict(),
+                budgets=budgets,
+                lexical=None if lexical is None else lexical.to_dict(),
             )
             write_manifest(directory, manifest)
         except BaseException:
@@ -118,7 +124,12 @@ def open_directory(
     try:
         if lock is not None:  # the writer we waited for may have sealed meanwhile
             manifest = read_manifest(directory)
-        table = SlotTable(directory / TABLE_FILE, manifest.dim, read_only=read_only)
+        table = SlotTable(
+            directory / TABLE_FILE,
+            manifest.dim,
+            read_only=read_only,
+            lexical=manifest.lexical_config(),
+        )
     except BaseException:
         if lock is not None:
             lock.release()

@@ -21,6 +21,17 @@ class InvalidFilterError(InvalidInputError):
     """A `where` filter does not follow the supported grammar."""
 
 
+class SearchModeError(InvalidInputError):
+    """A search mode or its fusion settings are not valid for this query (an unknown mode, a
+    lexical or hybrid mode with a query vector, alpha outside [0, 1], ...)."""
+
+
+class LexicalIndexMissingError(RagMemoryError):
+    """A lexical or hybrid search on a memory without a lexical index (created with
+    lexical=False, or written before lexical indexes and opened read-only):
+    `rag-memory reindex DIR` builds it."""
+
+
 class DuplicateIdError(InvalidInputError):
     """An id clashes: catch this for either of its two leaves below."""
 

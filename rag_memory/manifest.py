@@ -18,9 +18,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import CorruptFileError, NotAMemoryError
+from .errors import CorruptFileError, InvalidInputError, NotAMemoryError
 from .fsutil import atomic_write_bytes
 from .index.base import TIERS
+from .store.lexical import LexicalConfig
 from .validation import FieldTypes, is_int, json_object_problem
 
 MANIFEST_NAME = "manifest.json"
@@ -78,6 +79,13 @@ class Manifest:
     # The RAM / GPU budgets given at create (None: no RAM limit / GPU if one is visible): the
     # defaults of every later open, so a memory built under a budget keeps to it.
     budgets: dict[str, int | None] = field(default_factory=lambda: dict.fromkeys(BUDGET_KEYS))
+    # The lexical (BM25) index's settings (LexicalConfig.to_dict()), None for a memory made
+    # without one. A manifest written before lexical indexes reads as the defaults: its
+    # writer builds the index at its next open.
+    lexical: dict[str, Any] | None = field(default_factory=lambda: LexicalConfig().to_dict())
+
+    def lexical_config(self) -> LexicalConfig | None:
+        return None if self.lexical is None else LexicalConfig.from_dict(self.lexical)
 
     def to_json(self) -> bytes:
         data = asdict(self)
@@ -104,6 +112,7 @@ _FIELD_TYPES: FieldTypes = {
     "budgets": dict,
     "generation": int,
     "shards": list,
+    "lexical": (dict, type(None)),
 }
 _SHARD_TYPES: FieldTypes = {
     "shard_id": int,
@@ -149,6 +158,8 @@ def read_manifest(directory: Path) -> Manifest:
             raise CorruptFileError(path, "checksum does not match its contents")
     if isinstance(data, dict) and "budgets" not in data:
         data["budgets"] = dict.fromkeys(BUDGET_KEYS)  # written before budgets were recorded
+    if isinstance(data, dict) and "lexical" not in data:
+        data["lexical"] = LexicalConfig().to_dict()  # written before lexical indexes
     _check_fields(path, data, _FIELD_TYPES, "manifest")
     if data["format"] != FORMAT_NAME:
         raise CorruptFileError(path, f"format is {data['format']!r}, expected {FORMAT_NAME!r}")
@@ -183,6 +194,11 @@ def read_manifest(directory: Path) -> Manifest:
         raise CorruptFileError(
             path, f"budgets must map {list(BUDGET_KEYS)} to byte counts >= 0 or null: {budgets}"
         )
+    if data["lexical"] is not None:
+        try:
+            LexicalConfig.from_dict(data["lexical"])
+        except InvalidInputError as exc:
+            raise CorruptFileError(path, f"lexical: {exc}") from None
     return Manifest(**data)
 
 

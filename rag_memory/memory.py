@@ -23,6 +23,7 @@ from .errors import (
     MemoryClosedError,
     ReadOnlyError,
 )
+from .hybrid import HybridConfig, check_mode, resolve_hybrid
 from .index.budgets import check_budget, check_gpu_budget, resolve_budgets
 from .index.config import IndexConfig
 from .index.plan import check_trainable
@@ -31,6 +32,7 @@ from .locks import check_lock_timeout
 from .manifest import Manifest
 from .read_path import ReadPath
 from .store.filters import compile_where
+from .store.lexical import LexicalConfig, resolve_lexical
 from .types import Hit, Slot
 from .validation import (
     MAX_DIM,
@@ -123,6 +125,7 @@ class Memory(AnswersFromMemory):
         gpu_bytes: int | None = None,
         device: str | None = None,
         lock_timeout: float | None = 0.0,
+        lexical: LexicalConfig | dict | bool = True,
     ) -> Memory:
         """Create a new memory directory at `path` (which must not exist or be empty).
 
@@ -140,6 +143,9 @@ class Memory(AnswersFromMemory):
                 Both are recorded in the manifest as the defaults of every later open.
             device: torch device for the embedder ("cpu", "cuda"); None lets it choose.
             lock_timeout: seconds to wait for another writer process; None waits forever.
+            lexical: the BM25 index over the slots' words that lexical and hybrid search
+                read (`LexicalConfig`, a dict of its fields, True = defaults, False = none:
+                dense search only, no indexing cost on writes); recorded in the manifest.
 
         Every argument is checked before anything is written: a refused call leaves no files.
         """
@@ -155,10 +161,13 @@ class Memory(AnswersFromMemory):
             "gpu_bytes": check_gpu_budget(gpu_bytes),
         }
         check_lock_timeout(lock_timeout)
+        lexical_config = resolve_lexical(lexical)
         model = embedder if isinstance(embedder, Embedder) else Embedder(embedder, device=device)
         dim = model.dim if dim is None else check_int(dim, "dim", maximum=MAX_DIM)
         check_trainable(config, dim)
-        files = create_directory(directory, model, dim, config, budgets, lock_timeout)
+        files = create_directory(
+            directory, model, dim, config, budgets, lexical_config, lock_timeout
+        )
         return cls._from_files(directory, files, cache, ram_bytes, gpu_bytes)
 
     @classmethod
@@ -314,11 +323,32 @@ class Memory(AnswersFromMemory):
 
     # -- maintenance -------------------------------------------------------------------
     def compact(self) -> dict[str, int]:
-        """Seal the growing shard and rewrite sealed shards without their tombstones."""
+        """Seal the growing shard, rewrite sealed shards without their tombstones, and merge
+        the lexical index's segments (dropping what deletes left in them)."""
         self._check_writable()
         done = self._index.compact()
+        with self._index.lock.write():
+            self._table.optimize_lexical()
         self._reads.after_seal()
         return done
+
+    def reindex(self, lexical: LexicalConfig | dict | None = None) -> None:
+        """Build the lexical index again from the live slots (as `lexical` says, else as the
+        manifest does, else the defaults) and record its settings in the manifest: how a
+        memory made with lexical=False gains one, or one changes its tokenizer."""
+        self._check_writable()
+        config = (
+            resolve_lexical(lexical)
+            if lexical is not None
+            else (self.manifest.lexical_config() or LexicalConfig())
+        )
+        assert config is not None  # resolve_lexical(None) is only reached for None
+        with self._index.lock.write():
+            self._check_open()
+            self._table.build_lexical(config)
+            self._index.record_lexical(config.to_dict())
+            if self._reads.cache is not None:
+                self._reads.cache.clear(self._index.version)
 
     def rebalance(self) -> dict[int, str]:
         """Move sealed shards between GPU, RAM and disk by heat within the budgets now (it
@@ -347,6 +377,8 @@ class Memory(AnswersFromMemory):
         cache: bool = True,
         nprobe: int | None = None,
         refine_factor: int | None = None,
+        mode: str | None = None,
+        hybrid: HybridConfig | dict | None = None,
     ) -> list[Hit]: ...
 
     @overload
@@ -359,6 +391,8 @@ class Memory(AnswersFromMemory):
         cache: bool = True,
         nprobe: int | None = None,
         refine_factor: int | None = None,
+        mode: str | None = None,
+        hybrid: HybridConfig | dict | None = None,
     ) -> list[list[Hit]]: ...
 
     @overload
@@ -371,6 +405,8 @@ class Memory(AnswersFromMemory):
         cache: bool = True,
         nprobe: int | None = None,
         refine_factor: int | None = None,
+        mode: str | None = None,
+        hybrid: HybridConfig | dict | None = None,
     ) -> list[Hit] | list[list[Hit]]: ...
 
     def search(
@@ -382,20 +418,29 @@ class Memory(AnswersFromMemory):
         cache: bool = True,
         nprobe: int | None = None,
         refine_factor: int | None = None,
+        mode: str | None = None,
+        hybrid: HybridConfig | dict | None = None,
     ) -> list[Hit] | list[list[Hit]]:
-        """Top-k slots by cosine similarity.
+        """Top-k slots for a query: by meaning (dense), by words (lexical, BM25) or both fused.
 
         `query` is a string (-> list[Hit]), a list of strings or a 2-D float32 array of query
-        vectors (-> list[list[Hit]]), or a 1-D vector (-> list[Hit]). `where` filters on
-        metadata inside the search (a FAISS IDSelector), so k hits come back whenever k
-        matching slots exist. `cache=False` bypasses the query cache (neither read nor filled);
-        hits the cache answered have `Hit.cached` set. `nprobe` overrides the partitions
-        probed in sealed shards for this call (more = slower, closer to exact), and
-        `refine_factor` the IVF-PQ candidates re-ranked per hit; such a call bypasses the cache,
-        whose entries hold results of the memory's own settings.
+        vectors (-> list[list[Hit]]), or a 1-D vector (-> list[Hit]). `mode` is "dense"
+        (cosine of embeddings), "lexical" (BM25 over the lexical index) or "hybrid" (both
+        legs fused as `hybrid` says: a `HybridConfig` or a dict of its fields, i.e. fusion
+        "convex" or "rrf", alpha, rrf_k, fetch_k); None is hybrid for text queries on a
+        memory with a lexical index (measured the better default, README "Hybrid
+        retrieval"), dense otherwise, and vector queries are always dense. `where` filters
+        on metadata inside every leg (a FAISS IDSelector, the FTS5 statement), so k hits come
+        back whenever k matching slots exist. `cache=False` bypasses the query cache
+        (neither read nor filled); hits the cache answered have `Hit.cached` set. `nprobe`
+        overrides the partitions probed in sealed shards for this call (more = slower,
+        closer to exact), and `refine_factor` the IVF-PQ candidates re-ranked per hit; such a
+        call bypasses the cache, whose entries hold results of the memory's own settings.
         """
         self._check_open()
         k = check_k(k)
+        mode = check_mode(mode)
+        hybrid_config = resolve_hybrid(hybrid)
         where_sql = None if where is None else compile_where(where)
         if not isinstance(cache, bool):
             raise InvalidInputError(f"cache must be True or False, got {cache!r}")
@@ -404,7 +449,7 @@ class Memory(AnswersFromMemory):
             for name, value in (("nprobe", nprobe), ("refine_factor", refine_factor))
             if value is not None
         }
-        return self._reads.search(query, k, where, where_sql, cache, overrides)
+        return self._reads.search(query, k, where, where_sql, cache, overrides, mode, hybrid_config)
 
     def iter_vectors(self, batch: int = 65_536) -> Iterator[tuple[list[Slot], np.ndarray]]:
         """Yield (slots, their float32 unit vectors) for every live slot, in chunks of at most
@@ -428,12 +473,21 @@ class Memory(AnswersFromMemory):
                 "metric": self.manifest.metric,
                 "read_only": self.read_only,
                 **self._index.stats(),
+                "lexical": self._lexical_stats(),
                 "disk_bytes": _directory_bytes(self.path),
                 "cache": self._reads.cache.stats() if self._reads.cache else {"enabled": False},
                 **({"generator": self._generator.stats()} if self._generator else {}),
             }
 
     # -- internals ---------------------------------------------------------------------
+    def _lexical_stats(self) -> dict[str, Any]:
+        config = self.manifest.lexical_config()
+        return {
+            "enabled": config is not None,
+            "ready": self._table.has_lexical(),
+            **({} if config is None else config.to_dict()),
+        }
+
     def _check_open(self) -> None:
         if self._closed:
             raise MemoryClosedError(f"{self.path} is closed")

@@ -4,7 +4,9 @@
 cache's text -> embedding layer before the embedder; each query vector is looked up in the
 results layer, only the misses are searched (under the index's read lock, so no write lands
 between a search and the cache fill), and FAISS (score, address) rows become `Hit`s with the
-slot rows read for the whole batch at once. The cache hooks of writes (patch cached results,
+slot rows read for the whole batch at once. A lexical or hybrid text query takes the other
+branch: BM25 from the slot table's FTS5 index, fused with the dense leg (`hybrid.fuse`),
+cached by exact text for one version. The cache hooks of writes (patch cached results,
 clear them after a seal) and a read-only replica's catch-up live here too, beside the cache.
 """
 
@@ -17,10 +19,11 @@ from typing import Any
 import numpy as np
 
 from .cache import CacheConfig, QueryCache, group_key
-from .errors import InvalidInputError
+from .errors import InvalidInputError, SearchModeError
+from .hybrid import DEFAULT_TEXT_MODE, DENSE, HYBRID, LEXICAL, HybridConfig, fuse
 from .index.tiered import TieredIndex
 from .store.slot_table import SlotTable
-from .types import Hit, Slot
+from .types import Hit, Legs, Slot
 from .validation import as_list, check_texts, check_vectors, is_text_batch
 
 Embed = Callable[[list[str]], np.ndarray]
@@ -54,11 +57,22 @@ class ReadPath:
         where_sql: WhereSQL | None,
         use_cache: bool,
         overrides: dict[str, int],
+        mode: str | None = None,
+        hybrid: HybridConfig | None = None,
     ) -> list[Hit] | list[list[Hit]]:
         """Hits for a query (str or 1-D vector -> list[Hit]) or a batch (-> list per query).
         `overrides` (nprobe, refine_factor) bypass the cache, whose entries hold results
-        of the memory's own settings."""
+        of the memory's own settings. `mode` None is hybrid for text when the memory has a
+        lexical index (`hybrid.DEFAULT_TEXT_MODE`), else dense."""
         qcache = self.cache if use_cache and not overrides else None
+        is_text = isinstance(query, str) or is_text_batch(query)
+        mode = self.resolve_mode(mode, is_text)
+        if mode != DENSE:
+            texts = check_texts(as_list(query, "query"))
+            by_text = self._search_texts(
+                texts, k, where, where_sql, qcache, overrides, mode, hybrid or HybridConfig()
+            )
+            return by_text[0] if isinstance(query, str) else by_text
         single, queries = self._query_vectors(query, qcache)
         self.catch_up()
         key = group_key(k, where)
@@ -77,6 +91,93 @@ class ReadPath:
                 found[i] = hits
             self._index.rebalance_in_background()
         return found[0] if single else found  # type: ignore[return-value]
+
+    def resolve_mode(self, mode: str | None, is_text: bool) -> str:
+        """The mode a search runs in: a vector query is dense (asking for another mode is an
+        error); a text query without a mode is hybrid where the memory has a lexical index."""
+        if not is_text:
+            if mode not in (None, DENSE):
+                raise SearchModeError(
+                    f"mode {mode!r} needs text queries (BM25 scores words); a query vector "
+                    "can only be searched with mode='dense'"
+                )
+            return DENSE
+        if mode is None:
+            return DEFAULT_TEXT_MODE if self._table.has_lexical() else DENSE
+        return mode
+
+    def _search_texts(
+        self,
+        texts: list[str],
+        k: int,
+        where: dict | None,
+        where_sql: WhereSQL | None,
+        qcache: QueryCache | None,
+        overrides: dict[str, int],
+        mode: str,
+        hybrid: HybridConfig,
+    ) -> list[list[Hit]]:
+        """Lexical or hybrid hits per text, through the exact-text results cache."""
+        self.catch_up()
+        key = (group_key(k, where), mode, hybrid.key() if mode == HYBRID else None)
+        version = self._index.version
+        found: list[list[Hit] | None] = (
+            qcache.lookup_texts(texts, key, version) if qcache else [None] * len(texts)
+        )
+        todo = [i for i, hits in enumerate(found) if hits is None]
+        if not todo:
+            return found  # type: ignore[return-value]
+        missed = [texts[i] for i in todo]
+        vectors = None
+        if mode == HYBRID:
+            vectors = qcache.encode(missed, self._embed) if qcache else self._embed(missed)
+        with self._index.lock.read():
+            self._check_open()
+            fresh = self._fused(missed, vectors, k, where_sql, overrides, mode, hybrid)
+            if qcache:  # under the read lock: no write between the search and the store
+                qcache.store_texts(missed, key, fresh, self._index.version)
+        for i, hits in zip(todo, fresh, strict=True):
+            found[i] = hits
+        if vectors is not None:
+            self._index.rebalance_in_background()
+        return found  # type: ignore[return-value]
+
+    def _fused(
+        self,
+        texts: list[str],
+        vectors: np.ndarray | None,
+        k: int,
+        where_sql: WhereSQL | None,
+        overrides: dict[str, int],
+        mode: str,
+        hybrid: HybridConfig,
+    ) -> list[list[Hit]]:
+        """Under the read lock: each text's lexical leg, and for hybrid its dense leg, fused."""
+        fetch_k = k if mode == LEXICAL else max(k, hybrid.fetch_k)
+        empty = np.empty(0, np.float32), np.empty(0, np.int64)
+        dense: list[tuple[np.ndarray, np.ndarray]] = [empty] * len(texts)
+        if vectors is not None:
+            allowed = None if where_sql is None else self._table.matching_addrs(*where_sql)
+            if allowed is None or len(allowed):
+                scores, addrs = self._index.search(vectors, fetch_k, allowed, **overrides)
+                dense = list(zip(scores, addrs, strict=True))
+        ranked: list[list[tuple[float, int, Legs]]] = []
+        for text, dense_leg in zip(texts, dense, strict=True):
+            lexical_leg = self._table.lexical_search(text, fetch_k, where_sql)
+            if mode == LEXICAL:
+                ls, la = lexical_leg
+                ranked.append(
+                    [
+                        (s, a, (None, None, s, r))
+                        for r, (s, a) in enumerate(zip(ls.tolist(), la.tolist(), strict=True), 1)
+                    ]
+                )
+            else:
+                ranked.append(fuse(hybrid, dense_leg, lexical_leg, k))
+        rows = self._table.fetch([a for hits in ranked for _, a, _ in hits])
+        return [
+            [Hit.from_row(rows[a], s, legs) for s, a, legs in hits if a in rows] for hits in ranked
+        ]
 
     def _query_vectors(self, query: Any, qcache: QueryCache | None) -> tuple[bool, np.ndarray]:
         """(is a single query, (nq, dim) unit query vectors); texts seen before skip the

@@ -9,6 +9,9 @@ from typing import Any
 # The two row shapes that travel between the slot table and the caches, named once:
 SlotRow = tuple[str, str, str, int]  # a slot-table row: id, text, metadata JSON, address
 HitText = tuple[str, str, str]  # what a cached result keeps per hit: id, text, metadata JSON
+# Per hit of a lexical or hybrid search: (dense score, dense rank, lexical score, lexical
+# rank), ranks from 1, None for a leg that did not return the slot (rag_memory.hybrid).
+Legs = tuple[float | None, int | None, float | None, int | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,7 +25,11 @@ class Slot:
 
 
 class Hit:
-    """One search result; `score` is the inner product of unit vectors (cosine similarity).
+    """One search result. `score` is what the search ranked by: the inner product of unit
+    vectors (cosine similarity) for a dense search, BM25 (higher is better) for a lexical
+    one, the fused score for a hybrid one (`rag_memory.hybrid`); a lexical or hybrid hit also
+    carries each leg's score and rank (`dense_score`, `dense_rank`, `lexical_score`,
+    `lexical_rank`; None for a leg that did not return it, and on a dense hit).
 
     `metadata` is decoded from its stored JSON on first access: a batch search returns
     thousands of hits, and decoding metadata nobody reads would cost more than the search.
@@ -33,7 +40,7 @@ class Hit:
     # _row is the slot-table row (id, text, metadata JSON or None, address), shared with the
     # row cache rather than copied field by field: building a batch's hits is the library's
     # main cost over FAISS on a small index. _metadata is the decoded dict, once read.
-    __slots__ = ("_row", "score", "_metadata")
+    __slots__ = ("_row", "score", "_metadata", "legs")
     cached = False
     cache_similarity: float | None = None
 
@@ -46,20 +53,39 @@ class Hit:
         address: int = -1,
         *,
         metadata_json: str | None = None,
+        legs: Legs | None = None,
     ) -> None:
         self._row = (id, text, metadata_json, address)
         self.score = score
         self._metadata = metadata
+        self.legs = legs
 
     @classmethod
-    def from_row(cls, row: SlotRow, score: float) -> Hit:
+    def from_row(cls, row: SlotRow, score: float, legs: Legs | None = None) -> Hit:
         """A fresh hit from a slot-table row (id, text, metadata JSON, address): the hot path
         of every search, so it skips __init__'s keyword handling (~40% of a hit's cost)."""
         self = cls.__new__(cls)
         self._row = row
         self.score = score
         self._metadata = None
+        self.legs = legs
         return self
+
+    @property
+    def dense_score(self) -> float | None:
+        return None if self.legs is None else self.legs[0]
+
+    @property
+    def dense_rank(self) -> int | None:
+        return None if self.legs is None else self.legs[1]
+
+    @property
+    def lexical_score(self) -> float | None:
+        return None if self.legs is None else self.legs[2]
+
+    @property
+    def lexical_rank(self) -> int | None:
+        return None if self.legs is None else self.legs[3]
 
     @property
     def id(self) -> str:
@@ -127,7 +153,8 @@ class CachedHit(Hit):
         address: int,
         metadata_json: str,
         cache_similarity: float | None,
+        legs: Legs | None = None,
     ) -> None:
-        super().__init__(id, score, text, address=address, metadata_json=metadata_json)
+        super().__init__(id, score, text, address=address, metadata_json=metadata_json, legs=legs)
         self.cached = True
         self.cache_similarity = cache_similarity

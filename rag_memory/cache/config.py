@@ -36,6 +36,8 @@ class CacheConfig:
             answer may be reused.
         embedding_max_bytes: byte budget of the text -> embedding layer, which skips the
             embedder for a question text seen before (after whitespace normalisation).
+        text_max_bytes: byte budget of the lexical / hybrid results layer (exact query
+            text -> results, valid until the next write: `text_results.py` says why).
     """
 
     enabled: bool = True
@@ -43,11 +45,12 @@ class CacheConfig:
     threshold: float = DEFAULT_THRESHOLD
     ttl_seconds: float | None = None
     embedding_max_bytes: int = 16 * MIB
+    text_max_bytes: int = 16 * MIB
 
     def __post_init__(self) -> None:
         if not isinstance(self.enabled, bool):
             raise InvalidInputError(f"CacheConfig.enabled must be a bool, got {self.enabled!r}")
-        for name in ("max_bytes", "embedding_max_bytes"):
+        for name in ("max_bytes", "embedding_max_bytes", "text_max_bytes"):
             size = check_int(getattr(self, name), f"CacheConfig.{name}", minimum=0)
             object.__setattr__(self, name, size)  # a numpy int is stored as a plain int
         t = self.threshold

@@ -19,6 +19,7 @@ from ..types import CachedHit, Hit, HitText
 from .config import CacheConfig
 from .embedding_cache import EmbeddingCache
 from .result_cache import GroupKey, Match, ResultCache
+from .text_results import TextResultCache
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +30,8 @@ def group_key(k: int, where: dict | None) -> GroupKey:
 
 
 class QueryCache:
-    """Text -> embedding and query -> results caches of one memory; thread-safe, RAM only."""
+    """Text -> embedding, query vector -> dense results and query text -> lexical / hybrid
+    results caches of one memory; thread-safe, RAM only."""
 
     def __init__(self, config: CacheConfig, dim: int, version: int) -> None:
         self.config = config
@@ -37,6 +39,7 @@ class QueryCache:
         self.results = ResultCache(
             dim, config.max_bytes, config.threshold, config.ttl_seconds, version
         )
+        self.texts = TextResultCache(config.text_max_bytes)
 
     def encode(self, texts: list[str], embed: Callable[[list[str]], np.ndarray]) -> np.ndarray:
         return self.embeddings.encode(texts, embed)
@@ -78,6 +81,39 @@ class QueryCache:
                 version,
             )
 
+    def lookup_texts(self, texts: list[str], key: Any, version: int) -> list[list[Hit] | None]:
+        """Per text, the cached lexical / hybrid hits computed at `version`, or None."""
+        out: list[list[Hit] | None] = []
+        for text in texts:
+            entry = self.texts.lookup(text, key, version)
+            out.append(
+                None
+                if entry is None
+                else [
+                    CachedHit(
+                        i, score, t, address=a, metadata_json=m, cache_similarity=None, legs=legs
+                    )
+                    for score, a, (i, t, m), legs in zip(
+                        entry.scores, entry.addrs, entry.rows, entry.legs, strict=True
+                    )
+                ]
+            )
+        return out
+
+    def store_texts(
+        self, texts: list[str], key: Any, results: list[list[Hit]], version: int
+    ) -> None:
+        for text, hits in zip(texts, results, strict=True):
+            self.texts.put(
+                text,
+                key,
+                version,
+                [h.score for h in hits],
+                [h.address for h in hits],
+                [(h.id, h.text, h.metadata_json) for h in hits],
+                [h.legs for h in hits],
+            )
+
     def apply_write(
         self,
         version: int,
@@ -97,7 +133,13 @@ class QueryCache:
     def clear(self, version: int) -> None:
         """Forget cached results (the embeddings stay valid: the embedder did not change)."""
         self.results.clear(version)
+        self.texts.clear()
 
     def stats(self) -> dict[str, Any]:
         """Figures for `Memory.stats()['cache']` (read by the evaluation harness)."""
-        return {"enabled": True, **self.results.stats(), "embedding": self.embeddings.stats()}
+        return {
+            "enabled": True,
+            **self.results.stats(),
+            "embedding": self.embeddings.stats(),
+            "text_results": self.texts.stats(),
+        }

@@ -536,6 +536,11 @@ class TieredIndex:
                     self._sealed.write_manifest(new_generation=False)
             return moved
 
+    def record_lexical(self, lexical: dict[str, Any] | None) -> None:
+        """Record the lexical index's settings in the manifest (after `Memory.reindex` built
+        it); the caller holds the write lock. The shards and generation stay as they are."""
+        self._sealed.write_manifest(new_generation=False, lexical=lexical)
+
     # -- read-only replicas ------------------------------------------------------------
     def catch_up(self, on_change: Callable[[], None]) -> None:
         """A read-only replica applies the writer's commits since it last looked: new and

@@ -37,6 +37,7 @@ import numpy as np
 from ..errors import (
     CorruptFileError,
     IdAlreadyStoredError,
+    LexicalIndexMissingError,
     RagMemoryError,
     ReadOnlyError,
     StorageError,
@@ -47,7 +48,9 @@ from ..index.base import TableSnapshot
 from ..integrity import hashed_at_open, unit_rows_problem
 from ..types import Slot, SlotRow
 from ..validation import is_int
+from . import lexical
 from .filters import limit_error
+from .lexical import LexicalConfig
 from .row_cache import RowCache
 
 logger = logging.getLogger(__name__)
@@ -117,10 +120,17 @@ class SlotTable:
     """SQLite-backed slot records. Writes come from one thread at a time (the caller's lock);
     reads may come from any thread, each on its own connection."""
 
-    def __init__(self, path: Path, dim: int, read_only: bool) -> None:
+    def __init__(
+        self, path: Path, dim: int, read_only: bool, lexical: LexicalConfig | None = None
+    ) -> None:
+        """`lexical`: the lexical index the manifest asks for (None: none). A writer builds
+        it when the table lacks it (a memory written before lexical indexes, or a changed
+        tokenizer); a reader serves lexical searches only once it is there."""
         self.path = path
         self.dim = dim
         self.read_only = read_only
+        self.lexical = lexical
+        self._lexical_ready = False
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._connections_lock = threading.Lock()
@@ -133,6 +143,8 @@ class SlotTable:
             self._writer = None if read_only else self._connect()
             if self._writer is not None and self._schema < ROW_CHECKSUMS_SINCE:
                 self._add_checksum_columns()
+            if self._writer is not None and lexical is not None:
+                self.build_lexical(lexical, only_if_missing=True)
             if hashed_at_open(path):
                 self.check_integrity()
         except BaseException:
@@ -141,7 +153,7 @@ class SlotTable:
 
     # -- connections -------------------------------------------------------------------
     @classmethod
-    def create(cls, path: Path, dim: int) -> SlotTable:
+    def create(cls, path: Path, dim: int, lexical: LexicalConfig | None = None) -> SlotTable:
         try:
             conn = sqlite3.connect(path, isolation_level=None)
             try:
@@ -163,7 +175,7 @@ class SlotTable:
                 conn.close()
         except sqlite3.Error as exc:
             raise _failure(path, exc, "creating", f"cannot be created ({exc})") from exc
-        return cls(path, dim, read_only=False)
+        return cls(path, dim, read_only=False, lexical=lexical)
 
     def _connect(self) -> sqlite3.Connection:
         if not self.path.is_file():
@@ -331,6 +343,71 @@ class SlotTable:
         if problems != ["ok"]:
             raise CorruptFileError(self.path, "integrity check failed: " + "; ".join(problems))
 
+    # -- the lexical index ---------------------------------------------------------------
+    def build_lexical(self, config: LexicalConfig, only_if_missing: bool = False) -> bool:
+        """(Re)build the lexical index as `config` says, in one transaction; with
+        `only_if_missing`, only when the table does not already hold exactly that index.
+        Returns whether it built."""
+        with self._transaction() as conn:
+            if only_if_missing and lexical.is_built(conn, config):
+                built = False
+            else:
+                live = conn.execute("SELECT value FROM meta WHERE key = 'live'").fetchone()[0]
+                lexical.build(conn, config, live)
+                built = True
+        self.lexical, self._lexical_ready = config, True
+        return built
+
+    def has_lexical(self) -> bool:
+        """Whether lexical searches can be served: the manifest asks for an index and the
+        table holds it (a reader re-checks until the writer has built it)."""
+        if not self._lexical_ready and self.lexical is not None:
+            config = self.lexical
+            try:
+                self._lexical_ready = lexical.is_built(self._reader(), config)
+            except sqlite3.DatabaseError as exc:
+                raise _failure(self.path, exc, "reading", f"read failed ({exc})") from exc
+        return self._lexical_ready
+
+    def lexical_search(
+        self, text: str, k: int, where: tuple[str, Sequence[Any]] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, addresses) of the top-k live slots for `text` by BM25 (see
+        `lexical.search`); LexicalIndexMissingError when there is no index to search."""
+        if not self.has_lexical() or self.lexical is None:
+            raise LexicalIndexMissingError(
+                f"{self.path.parent} has no lexical index, so lexical and hybrid search are "
+                f"not available (dense search is); build it with `rag-memory reindex "
+                f"{self.path.parent}` (or open the memory once for writing)"
+            )
+        try:
+            return lexical.search(self._reader(), self.lexical, text, k, where)
+        except sqlite3.DatabaseError as exc:  # a filter past SQLite's limits is not damage
+            too_large = limit_error(exc)
+            if too_large is None:
+                raise _failure(self.path, exc, "reading", f"read failed ({exc})") from exc
+            raise too_large from None
+
+    def optimize_lexical(self) -> None:
+        """Merge the lexical index's segments (drops what deletes left); part of compaction."""
+        if self._lexical_ready:
+            with self._transaction() as conn:
+                lexical.optimize(conn)
+
+    def check_lexical(self) -> None:
+        """The lexical index agrees with the live slots (FTS5 integrity-check), or a
+        CorruptFileError; nothing to check without one."""
+        if self.has_lexical():
+            try:
+                lexical.check(self._reader())
+            except sqlite3.DatabaseError as exc:
+                code = _result_code(exc)
+                if code in _STORAGE_RESULTS:
+                    raise _failure(self.path, exc, "reading", str(exc)) from exc
+                raise CorruptFileError(
+                    self.path, f"the lexical index does not match the slots ({exc})"
+                ) from exc
+
     # -- counters ----------------------------------------------------------------------
     def version(self) -> int:
         return self._query("SELECT value FROM meta WHERE key = 'version'")[0][0]
@@ -403,6 +480,8 @@ class SlotTable:
                     for a, blob in zip(addrs.tolist(), (row.tobytes() for row in vecs), strict=True)
                 ],
             )
+            if self._lexical_ready:
+                lexical.index_rows(conn, first)
         self._rows.discard(replaced.tolist())
         return addrs, replaced
 
@@ -423,10 +502,12 @@ class SlotTable:
         self._rows.discard(addrs.tolist())
         return addrs
 
-    @staticmethod
-    def _retire(conn: sqlite3.Connection, addrs: np.ndarray, version: int) -> None:
-        """Tombstone `addrs` and drop their vectors (the row stays: addresses are never reused)."""
+    def _retire(self, conn: sqlite3.Connection, addrs: np.ndarray, version: int) -> None:
+        """Tombstone `addrs`, drop their vectors and their words (the row stays: addresses are
+        never reused)."""
         in_list = _in_list(addrs.tolist())
+        if self._lexical_ready:
+            lexical.unindex_rows(conn, in_list)
         conn.execute(
             "UPDATE slots SET deleted_version = ? WHERE addr IN (SELECT value FROM json_each(?))",
             (version, in_list),
