@@ -26,9 +26,14 @@ _WHITESPACE = re.compile(r"\s+")
 _ENTRY_OVERHEAD = 200
 
 
+def collapse_whitespace(text: str) -> str:
+    """`text` stripped, each run of whitespace one space."""
+    return _WHITESPACE.sub(" ", text).strip()
+
+
 def normalise(text: str) -> str:
     """The cache key of a question text (see the module docstring for what is folded)."""
-    return _WHITESPACE.sub(" ", unicodedata.normalize("NFC", text)).strip()
+    return collapse_whitespace(unicodedata.normalize("NFC", text))
 
 
 class EmbeddingCache:

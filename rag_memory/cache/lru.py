@@ -38,9 +38,7 @@ class ByteLRU(Generic[K, V]):
 
     def put(self, key: K, value: V) -> None:
         """Store (or replace) `key`, then evict least recently used entries over the budget."""
-        old = self._entries.pop(key, None)
-        if old is not None:
-            self.bytes -= self._size(key, old)
+        self.pop(key)
         size = self._size(key, value)
         if size > self.max_bytes:
             return
@@ -50,6 +48,12 @@ class ByteLRU(Generic[K, V]):
             old_key, evicted = self._entries.popitem(last=False)
             self.bytes -= self._size(old_key, evicted)
             self.evictions += 1
+
+    def pop(self, key: K) -> None:
+        """Forget `key` (absent is fine)."""
+        old = self._entries.pop(key, None)
+        if old is not None:
+            self.bytes -= self._size(key, old)
 
     def clear(self) -> None:
         self._entries.clear()

@@ -19,7 +19,7 @@ from ..types import CachedHit, Hit, HitText
 from .config import CacheConfig
 from .embedding_cache import EmbeddingCache
 from .result_cache import GroupKey, Match, ResultCache
-from .text_results import TextResultCache
+from .text_results import TextEntry, TextResultCache
 
 logger = logging.getLogger(__name__)
 
@@ -104,15 +104,14 @@ class QueryCache:
         self, texts: list[str], key: Any, results: list[list[Hit]], version: int
     ) -> None:
         for text, hits in zip(texts, results, strict=True):
-            self.texts.put(
-                text,
-                key,
+            entry = TextEntry(
                 version,
-                [h.score for h in hits],
-                [h.address for h in hits],
-                [(h.id, h.text, h.metadata_json) for h in hits],
-                [h.legs for h in hits],
+                tuple(h.score for h in hits),
+                tuple(h.address for h in hits),
+                tuple((h.id, h.text, h.metadata_json) for h in hits),
+                tuple(h.legs for h in hits),
             )
+            self.texts.put(text, key, entry)
 
     def apply_write(
         self,
