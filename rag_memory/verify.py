@@ -5,9 +5,10 @@ to VERIFY_AT_OPEN_BYTES, rows as they are read); this step does the rest, for fi
 to hash on every open and for rows no query has read: the manifest and its checksum, the
 router files, each shard's .addr, .faiss (structure, ids against .addr, checksum) and .vec
 (checksum, every row a unit vector), SQLite's own `PRAGMA integrity_check`, every slot row's
-checksum and every growing vector; then a read-only open, which cross-checks the counts. Each
-damaged file is reported by name, and checking goes on with the next file, so one run names
-them all (as `git fsck` and `sqlite3 .dbinfo` do).
+checksum, every growing vector and the lexical index (FTS5 'integrity-check': it holds the
+words of the live slots and no others); then a read-only open, which cross-checks the
+counts. Each damaged file is reported by name, and checking goes on with the next file, so
+one run names them all (as `git fsck` and `sqlite3 .dbinfo` do).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from .index.router import Router, RouterInfo
 from .index.sealed import SealedShard
 from .index.shard_files import SHARDS_DIR
 from .integrity import hashed_at_open
-from .manifest import MANIFEST_NAME, ShardInfo, read_manifest
+from .manifest import MANIFEST_NAME, Manifest, ShardInfo, read_manifest
 from .store.slot_table import TABLE_FILE, SlotTable
 
 logger = logging.getLogger(__name__)
@@ -71,7 +72,7 @@ def verify_memory(path: str | Path) -> VerifyReport:
     manifest = report.check(MANIFEST_NAME, lambda: read_manifest(directory))
     if manifest is None:
         return report
-    report.check(TABLE_FILE, lambda: _verify_table(directory / TABLE_FILE, manifest.dim))
+    report.check(TABLE_FILE, lambda: _verify_table(directory / TABLE_FILE, manifest))
     router = None
     if manifest.router is not None:
         r = manifest.router
@@ -90,13 +91,15 @@ def verify_memory(path: str | Path) -> VerifyReport:
     return report
 
 
-def _verify_table(path: Path, dim: int) -> None:
-    table = SlotTable(path, dim, read_only=True)  # a small table is checked as it opens
+def _verify_table(path: Path, manifest: Manifest) -> None:
+    table = SlotTable(path, manifest.dim, read_only=True, lexical=manifest.lexical_config())
+    # a small table is checked as it opens
     try:
         if not hashed_at_open(path):
             table.check_integrity()
         table.verify_rows()
         table.growing_vectors()
+        table.check_lexical()  # the words indexed are those of the live slots
     finally:
         table.close()
 

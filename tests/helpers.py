@@ -6,12 +6,14 @@ bench/_data.py) import the same way from every test folder; conftest.py keeps on
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
 
 import numpy as np
 
+from rag_memory.embed import Embedder
 from rag_memory.index.config import IndexConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -22,6 +24,24 @@ def unit_vectors(n: int, dim: int, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((n, dim)).astype(np.float32)
     return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+class HashEmbedder(Embedder):
+    """A fast stand-in model: a fixed random unit vector per text; counts its calls."""
+
+    def __init__(self, dim: int = 16) -> None:
+        super().__init__("test/hash-embedder")
+        self._dim = dim
+        self.calls = 0
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    def encode(self, texts: list[str], batch_size: int | None = None) -> np.ndarray:
+        self.calls += 1
+        seeds = [int.from_bytes(hashlib.sha256(t.encode()).digest()[:8], "little") for t in texts]
+        return np.stack([unit_vectors(1, self._dim, seed=s)[0] for s in seeds])
 
 
 # A small exhaustively probed IVF-Flat memory that seals every 400 vectors into 4 group

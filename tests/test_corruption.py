@@ -52,6 +52,8 @@ def _edit_manifest(path: Path, **changes) -> None:
         (lambda p: _edit_manifest(p, extra=1), "unknown keys ['extra']"),
         (lambda p: _edit_manifest(p, shards=[{"shard_id": 1}]), "shards[0]"),
         (lambda p: _edit_manifest(p, metric="l2"), "metric"),
+        (lambda p: _edit_manifest(p, lexical={"tokenizer": "x'y"}), "lexical: "),
+        (lambda p: _edit_manifest(p, lexical=[1]), "'lexical' must be"),
     ],
 )
 def test_bad_manifest(stored: Path, damage, message: str) -> None:
@@ -492,3 +494,15 @@ def test_verify_runs_sqlite_integrity_check(stored: Path) -> None:
     report = verify_memory(stored)
     assert not report.ok and report.damaged_files() == [stored / "slots.sqlite"]
     assert "integrity check failed" in str(report.problems[0])
+
+
+def test_verify_finds_a_lexical_index_out_of_step_with_the_slots(stored: Path) -> None:
+    """Words indexed for a slot that is not there (a hand edit of the FTS5 tables): the
+    FTS5 integrity-check of `rag-memory verify` names the slot table."""
+    conn = sqlite3.connect(stored / "slots.sqlite")
+    conn.execute("INSERT INTO slots_fts(rowid, title, body) VALUES (999999, '', 'ghost words')")
+    conn.commit()
+    conn.close()
+    report = verify_memory(stored)
+    assert not report.ok and report.damaged_files() == [stored / "slots.sqlite"]
+    assert "lexical index does not match" in str(report.problems[0])

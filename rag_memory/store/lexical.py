@@ -208,9 +208,25 @@ def optimize(conn: sqlite3.Connection) -> None:
     conn.execute(f"INSERT INTO {FTS_TABLE}({FTS_TABLE}) VALUES ('optimize')")
 
 
-def check(conn: sqlite3.Connection) -> None:
-    """FTS5 'integrity-check' with rank = 1: the index agrees with its content view (an
-    sqlite3.DatabaseError, SQLITE_CORRUPT, if not)."""
+def unmatched_rows(conn: sqlite3.Connection) -> tuple[int, int]:
+    """(slots indexed that are not live, live slots not indexed), from the index's per-row
+    size table: a read-only check that the index and the slots agree row for row."""
+    sizes = f"{FTS_TABLE}_docsize"
+    ghosts = conn.execute(
+        f"SELECT count(*) FROM {sizes} WHERE id NOT IN "
+        "(SELECT addr FROM slots WHERE deleted_version IS NULL)"
+    ).fetchone()[0]
+    missing = conn.execute(
+        f"SELECT count(*) FROM slots WHERE deleted_version IS NULL AND addr NOT IN "
+        f"(SELECT id FROM {sizes})"
+    ).fetchone()[0]
+    return ghosts, missing
+
+
+def check_words(conn: sqlite3.Connection) -> None:
+    """FTS5 'integrity-check' with rank = 1: every word indexed is one of its row's, as the
+    content view tokenizes it now (an sqlite3.DatabaseError, SQLITE_CORRUPT, if not). A
+    command, so it needs a connection that may write; the caller rolls back around it."""
     conn.execute(f"INSERT INTO {FTS_TABLE}({FTS_TABLE}, rank) VALUES ('integrity-check', 1)")
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
 from pathlib import Path
@@ -11,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 from _data import HARD_NEGATIVE_PAIRS
-from helpers import unit_vectors
+from helpers import HashEmbedder, unit_vectors
 
 from rag_memory import CacheConfig, CachedHit, InvalidInputError, Memory
 from rag_memory.cache import DEFAULT_THRESHOLD, group_key
@@ -20,24 +19,6 @@ from rag_memory.embed import Embedder
 
 DIM = 16
 STATS_KEYS = {"hits", "semantic_hits", "misses", "evictions", "invalidations", "bytes", "hit_rate"}
-
-
-class HashEmbedder(Embedder):
-    """A fast stand-in model: a fixed random unit vector per text; counts its calls."""
-
-    def __init__(self, dim: int = DIM) -> None:
-        super().__init__("test/hash-embedder")
-        self._dim = dim
-        self.calls = 0
-
-    @property
-    def dim(self) -> int:
-        return self._dim
-
-    def encode(self, texts: list[str], batch_size: int | None = None) -> np.ndarray:
-        self.calls += 1
-        seeds = [int.from_bytes(hashlib.sha256(t.encode()).digest()[:8], "little") for t in texts]
-        return np.stack([unit_vectors(1, self._dim, seed=s)[0] for s in seeds])
 
 
 def _same(cached: list, fresh: list) -> bool:
