@@ -108,17 +108,18 @@ def test_coherence_10000_random_operations(tmp_path: Path) -> None:
 
 
 def test_text_layer_skips_the_embedder(tmp_path: Path) -> None:
+    """The dense path's layers (lexical and hybrid results: tests/test_hybrid.py)."""
     model = HashEmbedder()
     with _memory(tmp_path, embedder=model) as mem:
-        first = mem.search("what is a slot?", k=3)
+        first = mem.search("what is a slot?", k=3, mode="dense")
         calls = model.calls
-        again = mem.search("  what is   a slot? ", k=3)  # whitespace differs only
+        again = mem.search("  what is   a slot? ", k=3, mode="dense")  # whitespace differs only
         assert model.calls == calls
         assert [h.id for h in again] == [h.id for h in first]
         assert all(h.cached and h.cache_similarity is None for h in again)
         assert all(isinstance(h, CachedHit) for h in again) and again == first  # equal hits
         assert not any(h.cached or isinstance(h, CachedHit) for h in first)
-        mem.search(["what is a slot?", "another question"], k=3)
+        mem.search(["what is a slot?", "another question"], k=3, mode="dense")
         assert model.calls == calls + 1  # only the new text was embedded
         emb = mem.stats()["cache"]["embedding"]
         assert emb["hits"] == 2 and emb["misses"] == 2
@@ -290,9 +291,10 @@ def test_hard_negatives_not_served_at_default_threshold(tmp_path: Path, embedder
             vectors=unit_vectors(len(HARD_NEGATIVE_PAIRS), embedder.dim),
         )
         for question, negative in HARD_NEGATIVE_PAIRS:
-            mem.search(question, k=2)
-            assert not any(h.cached for h in mem.search(negative, k=2)), negative
-        assert mem.search(HARD_NEGATIVE_PAIRS[0][0].upper(), k=2)[0].cached  # uncased model
+            mem.search(question, k=2, mode="dense")
+            assert not any(h.cached for h in mem.search(negative, k=2, mode="dense")), negative
+        upper = HARD_NEGATIVE_PAIRS[0][0].upper()
+        assert mem.search(upper, k=2, mode="dense")[0].cached  # uncased model
 
 
 def test_compaction_clears_results(tmp_path: Path) -> None:
