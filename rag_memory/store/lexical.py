@@ -260,7 +260,10 @@ def search(
     sql = f"SELECT rowid, bm25({FTS_TABLE}, ?, ?) AS s FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH ?"
     params: list[Any] = [*weights, expression]
     if where is not None:
-        sql += " AND rowid IN (SELECT addr FROM slots WHERE deleted_version IS NULL AND "
+        # `+rowid`: a bare `rowid IN (...)` is handed to FTS5 as rowid = ? constraints, one
+        # MATCH evaluation per slot the filter lets through; the unary + keeps it a test of
+        # each match against the list, which SQLite builds once
+        sql += " AND +rowid IN (SELECT addr FROM slots WHERE deleted_version IS NULL AND "
         sql += f"{where[0]})"
         params.extend(where[1])
     rows = conn.execute(sql + " ORDER BY s, rowid LIMIT ?", [*params, k]).fetchall()
