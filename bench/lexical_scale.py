@@ -201,7 +201,7 @@ def print_report(results: list[dict[str, Any]], embed: dict[str, float]) -> None
         print(ratio_row("seconds", lex["build_s"], plain["build_s"], "s", 1.0))
         print(ratio_row("slots.sqlite", lex["table_bytes"], plain["table_bytes"], "MiB", 2**20))
         print(ratio_row("directory", lex["disk_bytes"], plain["disk_bytes"], "MiB", 2**20))
-        print(f"\n| search (1 query, {r['queries']} queries) | p50 ms | p95 ms |")
+        print(f"\n| search: 1 query per call, k={K}, {r['queries']} queries | p50 ms | p95 ms |")
         print("|---|---|---|")
         for mode, t in r["latency"].items():
             print(f"| {mode} | {t['p50_ms']:.2f} | {t['p95_ms']:.2f} |")
