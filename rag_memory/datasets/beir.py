@@ -42,8 +42,18 @@ def _field(path: Path, n: int, obj: dict, key: str, required: bool = True) -> st
     return value
 
 
-def iter_corpus(dataset: Path) -> Iterator[tuple[str, str]]:
-    """(doc id, text) per corpus document; text = title + " " + text, as BEIR and MTEB embed it.
+@dataclass(frozen=True)
+class BeirDocument:
+    """One corpus document: its id, its title ("" when absent) and the text to embed."""
+
+    doc_id: str
+    title: str  # stripped, so the embedded text starts with it (the lexical view's rule)
+    text: str  # title + " " + text, stripped: what BEIR and MTEB embed
+
+
+def iter_corpus(dataset: Path) -> Iterator[BeirDocument]:
+    """Each corpus document; its text is title + " " + text, as BEIR and MTEB embed it, and
+    its title is kept apart for the lexical index's title column (store/lexical.py).
 
     Documents whose title and text are both empty are skipped with a warning: a memory slot
     cannot be empty, and such a document can never be retrieved by any dense retriever either.
@@ -55,13 +65,12 @@ def iter_corpus(dataset: Path) -> Iterator[tuple[str, str]]:
         if doc_id in seen:
             raise InvalidInputError(f"{path}:{n}: document id {doc_id!r} appears twice")
         seen.add(doc_id)
-        text = (
-            _field(path, n, obj, "title", required=False) + " " + _field(path, n, obj, "text")
-        ).strip()
+        title = _field(path, n, obj, "title", required=False)
+        text = (title + " " + _field(path, n, obj, "text")).strip()
         if not text:
             logger.warning("%s:%d: document %s is empty; skipped", path, n, doc_id)
             continue
-        yield doc_id, text
+        yield BeirDocument(doc_id, title.strip(), text)
 
 
 def read_qrels(path: Path) -> Qrels:

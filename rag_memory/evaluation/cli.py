@@ -11,9 +11,10 @@ from typing import Any
 import click
 
 from ..generate.config import DEFAULT_TEMPERATURE
+from ..hybrid import FUSIONS as HYBRID_FUSIONS
 from .qa import FUSIONS, QAConfig
 from .report import fmt
-from .retrieval import RetrievalConfig
+from .retrieval import ALL_MODES, HYBRID_DEFAULTS, MODE_CHOICES, RetrievalConfig
 from .systems import SystemsConfig
 from .tasks import TASKS, run_task
 
@@ -73,11 +74,63 @@ def _written(written: dict[str, Any]) -> None:
 @click.option("--embedder", default=None, help="Embedder for --build (default all-MiniLM-L6-v2).")
 @click.option("--build", is_flag=True, help="Build the memory at --memory (must not exist).")
 @click.option("--seed", default=0, show_default=True, help="Picks the latency queries.")
+@click.option(
+    "--mode",
+    type=click.Choice(MODE_CHOICES),
+    default=ALL_MODES,
+    show_default=True,
+    help="Search modes reported side by side; dense and its exact anchor always run, "
+    "hybrid adds the fusion sweep.",
+)
+@click.option(
+    "--fusion",
+    type=click.Choice(HYBRID_FUSIONS),
+    default=HYBRID_DEFAULTS.fusion,
+    show_default=True,
+    help="Hybrid fusion: convex (min-max scores weighted by alpha) or rrf.",
+)
+@click.option(
+    "--alpha",
+    default=HYBRID_DEFAULTS.alpha,
+    show_default=True,
+    help="Weight of the dense leg in convex fusion (0 = lexical, 1 = dense).",
+)
+@click.option("--rrf-k", default=HYBRID_DEFAULTS.rrf_k, show_default=True, help="RRF's constant k.")
+@click.option(
+    "--fetch-k",
+    default=HYBRID_DEFAULTS.fetch_k,
+    show_default=True,
+    help="Candidates taken from each leg before fusing.",
+)
 def retrieval(**options: Any) -> None:
-    """BEIR retrieval metrics and systems figures, memory vs exact FAISS, in one run."""
+    """BEIR retrieval metrics and systems figures per search mode (dense, lexical, hybrid),
+    dense memory vs exact FAISS, and the hybrid fusion sweep, in one run."""
     results, written = run_task("retrieval", RetrievalConfig(**options))
     q, s = results["quality"], results["systems"]
     click.echo(f"{results['dataset']['queries']} queries, split {options['split']}")
+    for mode, v in results["modes"].items():
+        lat = v["latency"]
+        click.echo(
+            f"  {mode:<8} nDCG@10 {fmt(v['quality']['ndcg@10'])}  "
+            f"Recall@100 {fmt(v['quality']['recall@100'])}  "
+            f"p50 {lat['p50_ms']:.2f} ms  p95 {lat['p95_ms']:.2f} ms (text query)"
+        )
+    if "sweep" in results:
+        sw = results["sweep"]
+        metric = sw["metric"]
+        click.echo(
+            "  sweep "
+            + ", ".join(
+                (f"a={p['alpha']}" if p["fusion"] == "convex" else f"rrf{p['rrf_k']}")
+                + f" {fmt(p[metric])}"
+                for p in sw["points"]
+            )
+        )
+        click.echo(
+            f"  sweep equals Memory.search(mode='hybrid'): {sw['check']['match']} "
+            f"({sw['check']['mismatched']} of {sw['check']['queries']} queries differ)"
+        )
+    click.echo("  dense, memory vs exact FAISS:")
     for m in results["metrics"]:
         click.echo(
             f"  {m:<11} memory {fmt(q['memory'][m])}  exact {fmt(q['exact_faiss'][m])}"

@@ -21,8 +21,86 @@ def _footer(results: Mapping[str, Any]) -> str:
     )
 
 
+def _modes_section(results: Mapping[str, Any]) -> list[str]:
+    """Quality and single-query latency of every search mode side by side."""
+    modes, metrics = results["modes"], results["metrics"]
+    quality_rows = [[mode] + [v["quality"][m] for m in metrics] for mode, v in modes.items()]
+    speed_rows = [
+        [
+            mode,
+            fmt(v["latency"]["p50_ms"], 3),
+            fmt(v["latency"]["p95_ms"], 3),
+            fmt(v["latency_over_dense"]["p50"], 2),
+            fmt(v["latency_over_dense"]["p95"], 2),
+            f"{v['batch_qps']:.1f}",
+        ]
+        for mode, v in modes.items()
+    ]
+    lexical = results["lexical"]
+    lexical_line = (
+        f"Lexical index (FTS5 BM25): tokenizer `{lexical['tokenizer']}`, title key "
+        f"`{lexical['title_key']}`, column weights title {lexical['title_weight']} / body "
+        f"{lexical['body_weight']}."
+        if lexical["enabled"]
+        else "The memory has no lexical index."
+    )
+    hybrid = results["hybrid"]
+    return [
+        "## Search modes (mean over the queries)",
+        table(["mode", *metrics], quality_rows),
+        f"Dense figures are the query-vector run checked against exact FAISS below; lexical "
+        f"and hybrid search the query texts. Hybrid: fusion `{hybrid['fusion']}`, alpha "
+        f"{hybrid['alpha']}, rrf_k {hybrid['rrf_k']}, fetch_k {hybrid['fetch_k']}. " + lexical_line,
+        "## Single-query latency per mode (text queries, one at a time)",
+        table(
+            ["mode", "p50 (ms)", "p95 (ms)", "p50 / dense", "p95 / dense", "batch QPS"],
+            speed_rows,
+        ),
+        "Each mode's query includes what it costs: embedding for dense and hybrid, both legs "
+        "and the fusion for hybrid. The query cache is off throughout the run.",
+    ]
+
+
+def _sweep_section(results: Mapping[str, Any]) -> list[str]:
+    """The fusion sweep: every grid point's primary metric and Recall@100, both legs alone."""
+    if "sweep" not in results:
+        return []
+    sweep, metric = results["sweep"], results["sweep"]["metric"]
+    rows = [
+        [
+            p["fusion"],
+            f"alpha={p['alpha']}" if p["fusion"] == "convex" else f"k={p['rrf_k']}",
+            p[metric],
+            p["recall@100"],
+        ]
+        for p in sweep["points"]
+    ]
+    rows += [
+        [f"{leg} only", "-", sweep[f"{leg}_only"][metric], sweep[f"{leg}_only"]["recall@100"]]
+        for leg in ("dense", "lexical")
+    ]
+    check, best = sweep["check"], sweep["best"]
+    knob = f"alpha {best['alpha']}" if best["fusion"] == "convex" else f"k {best['rrf_k']}"
+    verdict = (
+        f"equal hit for hit (address, score, legs) on all {check['queries']} queries"
+        if check["match"]
+        else f"DIFFERENT on {check['mismatched']} of {check['queries']} queries: the sweep is "
+        "not the library's hybrid search"
+    )
+    return [
+        f"## Fusion sweep ({metric}; each leg's top {sweep['depth']} fetched once)",
+        table(["fusion", "parameter", metric, "recall@100"], rows),
+        f"Best: {best['fusion']} {knob} ({metric} {fmt(best[metric])}). The sweep fuses the "
+        f"legs with `rag_memory.hybrid.fuse`; at the run's own setting "
+        f"({check['hybrid']['fusion']}, alpha {check['hybrid']['alpha']}, rrf_k "
+        f'{check["hybrid"]["rrf_k"]}) it and `Memory.search(mode="hybrid")` are {verdict}.',
+        "![fusion sweep](fusion_sweep.png)",
+    ]
+
+
 def render_retrieval(results: Mapping[str, Any]) -> str:
-    """Quality (memory vs exact anchor, difference), speed (ratio), embedding vs search."""
+    """Quality per mode, the fusion sweep, dense memory vs exact anchor (difference), speed
+    (ratio), embedding vs search."""
     q, s, d = results["quality"], results["systems"], results["dataset"]
     cfg = results["config"]
     quality_rows = [
@@ -51,7 +129,7 @@ def render_retrieval(results: Mapping[str, Any]) -> str:
     text_rows = [
         ["query embedding (once, all queries)", tp["embedding_seconds"]],
         ["search with the query vectors (memory)", tp["search_seconds"]],
-        ["text path `mem.search(texts)` (embed + search)", tp["seconds"]],
+        ['text path `mem.search(texts, mode="dense")` (embed + search)', tp["seconds"]],
         ["embedding share of embed + search", tp["embedding_share"]],
     ]
     verdict = (
@@ -64,12 +142,14 @@ def render_retrieval(results: Mapping[str, Any]) -> str:
             f"# Retrieval evaluation: {d['path']} / {d['split']}",
             f"Model `{results['model']}`; memory `{cfg['memory']}` ({d['memory_slots']} slots); "
             f"{d['queries']} queries with {d['judgements']} judgements; k = {cfg['k']} hits per "
-            f"query, scored per document (max over chunks). Metrics by ranx; per-query scores in "
-            f"per_query.jsonl.",
-            f"## Quality (mean over {d['queries']} queries)",
+            f"query, scored per document (max over chunks). Metrics by ranx; per-query scores "
+            f"of every mode in per_query.jsonl.",
+            *_modes_section(results),
+            *_sweep_section(results),
+            f"## Dense: memory vs exact FAISS (mean over {d['queries']} queries)",
             table(["metric", "memory", "exact FAISS", "memory − exact"], quality_rows),
             f"Memory vs exact anchor: {verdict}.",
-            "## Speed (same query vectors)",
+            "## Dense speed (same query vectors)",
             table(["figure", "memory", "exact FAISS", "memory / exact"], speed_rows),
             f"Latency over {mem['latency']['n']} queries, one at a time, k = {cfg['k']}. "
             f"Memory build time (s): {fmt(s['build_seconds'], 1)}.",

@@ -1,5 +1,6 @@
 """The PNG figures of an eval run: a recall-vs-QPS plot (as ann-benchmarks draws it), a
-latency histogram and bars of answer scores per mode. matplotlib's object API with the Agg
+latency histogram, bars of answer scores per mode and a metric-vs-weight curve (the
+hybrid fusion sweep). matplotlib's object API with the Agg
 canvas is used, not pyplot, so no global backend state is touched and nothing needs a display."""
 
 from __future__ import annotations
@@ -99,6 +100,51 @@ def score_bars(
     ax.set_title(title, fontsize=10)
     ax.grid(True, axis="y", alpha=0.3)
     ax.legend(fontsize=8, loc="upper center", ncol=len(metrics))
+    fig.tight_layout()
+    fig.savefig(path)
+    return path
+
+
+def metric_vs_weight(
+    xs: Sequence[float],
+    ys: Sequence[float],
+    lines: Mapping[str, float],
+    path: Path,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+) -> Path:
+    """A metric (y) over a weight (x) as one marked curve, with horizontal reference lines
+    (label -> value, e.g. each leg alone) to read the curve against; the best point is
+    annotated."""
+    fig = _figure()
+    ax = fig.add_subplot()
+    ax.plot(xs, ys, marker="o", label=ylabel)
+    best = int(np.argmax(ys))
+    ax.annotate(
+        f"{ys[best]:.4f} at {xs[best]:g}",
+        (xs[best], ys[best]),
+        textcoords="offset points",
+        xytext=(0, 8),
+        ha="center",
+        fontsize=8,
+    )
+    styles = iter(("--", ":", "-.", (0, (5, 1))))
+    for label, value in lines.items():
+        ax.axhline(value, linestyle=next(styles, "--"), color="grey", linewidth=1)
+        ax.annotate(
+            f"{label} {value:.4f}",
+            (xs[0], value),
+            textcoords="offset points",
+            xytext=(2, 3),
+            fontsize=7,
+            color="dimgrey",
+        )
+    ax.margins(y=0.12)  # room above the best point for its label
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, alpha=0.3)
     fig.tight_layout()
     fig.savefig(path)
     return path

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ..errors import InvalidInputError
+from ..hybrid import RRF_K
 from . import plots
 from .markdown import render_qa, render_retrieval, render_systems
 from .qa import QAConfig, run_qa
@@ -45,11 +46,26 @@ class EvalTask:
 
 
 def _retrieval_plots(results: dict[str, Any], lat: Latencies) -> dict[str, Callable[[Path], Path]]:
-    title = (
-        f"{results['dataset']['path']} / {results['dataset']['split']}: single-query "
-        f"latency, k={results['config']['k']}"
-    )
-    return {"latency_histogram": lambda p: plots.latency_histogram(lat, p, title)}
+    where = f"{results['dataset']['path']} / {results['dataset']['split']}"
+    title = f"{where}: single-query latency, k={results['config']['k']}"
+    drawn = {"latency_histogram": lambda p: plots.latency_histogram(lat, p, title)}
+    if "sweep" in results:
+        sweep, metric = results["sweep"], results["sweep"]["metric"]
+        convex = [p for p in sweep["points"] if p["fusion"] == "convex"]
+        rrf = {p["rrf_k"]: p[metric] for p in sweep["points"] if p["fusion"] == "rrf"}
+        lines = {f"{leg} only": sweep[f"{leg}_only"][metric] for leg in ("dense", "lexical")}
+        if RRF_K in rrf:
+            lines[f"RRF k={RRF_K}"] = rrf[RRF_K]
+        drawn["fusion_sweep"] = lambda p: plots.metric_vs_weight(
+            [c["alpha"] for c in convex],
+            [c[metric] for c in convex],
+            lines,
+            p,
+            f"{where}: hybrid {metric} vs convex alpha (fetch_k={sweep['depth']})",
+            "alpha (weight of the dense leg; 0 = lexical order, 1 = dense order)",
+            metric,
+        )
+    return drawn
 
 
 def _systems_plots(results: dict[str, Any], lat: Latencies) -> dict[str, Callable[[Path], Path]]:

@@ -1,5 +1,6 @@
 """The evaluation harness: metric plumbing on a hand-computed example, BEIR loading, a tiny
-end-to-end `eval retrieval` and `eval systems`, and the task registry."""
+end-to-end `eval retrieval` (every search mode and the fusion sweep) and `eval systems`, and
+the task registry."""
 
 from __future__ import annotations
 
@@ -16,9 +17,12 @@ from rag_memory import Hit, InvalidInputError, Memory
 from rag_memory.cli import main
 from rag_memory.datasets.beir import load_split
 from rag_memory.evaluation import TASKS, SystemsConfig, run_task
+from rag_memory.evaluation.beir import build_memory
+from rag_memory.evaluation.fusion_sweep import CONVEX_ALPHAS, RRF_KS
 from rag_memory.evaluation.measure import NA, memory_figures
 from rag_memory.evaluation.metrics import METRICS, evaluate_run, hits_to_run
 from rag_memory.evaluation.sweep import SWEEP_MAX_NLIST, sweep_nlist
+from rag_memory.hybrid import HybridConfig
 from rag_memory.index.plan import nlist_for
 
 needs_model = pytest.mark.skipif(
@@ -175,8 +179,36 @@ def test_eval_retrieval_end_to_end_with_chunked_memory(tmp_path: Path) -> None:
     assert quality["memory"]["ndcg@10"] > 0.5
     assert results["dataset"]["queries"] == 10 and results["dataset"]["memory_slots"] == 40
     lines = (out / "per_query.jsonl").read_text().splitlines()
-    assert len(lines) == 20  # 10 queries x (memory, exact)
-    assert {json.loads(line)["system"] for line in lines} == {"memory", "exact_faiss"}
+    assert len(lines) == 40  # 10 queries x (dense, exact, lexical, hybrid)
+    systems_seen = {json.loads(line)["system"] for line in lines}
+    assert systems_seen == {"dense", "exact_faiss", "lexical", "hybrid"}
+    # every mode side by side; dense is the anchor-checked query-vector run
+    modes = results["modes"]
+    assert list(modes) == ["dense", "lexical", "hybrid"]
+    assert modes["dense"]["quality"] == quality["memory"]
+    for figures in modes.values():
+        assert set(figures["quality"]) == set(METRICS)
+        assert figures["latency"]["n"] == 5 and figures["batch_qps"] > 0
+    assert modes["dense"]["latency_over_dense"]["p50"] == 1.0
+    assert modes["lexical"]["quality"]["ndcg@10"] > 0.5  # the topic words are in every doc
+    assert results["hybrid"] == HybridConfig().to_dict()
+    lexical = results["lexical"]
+    assert lexical["enabled"] and lexical["ready"] and lexical["title_key"] == "title"
+    # the fusion sweep: the whole grid, fused from the legs and equal to the hybrid search
+    sweep = results["sweep"]
+    assert [p["alpha"] for p in sweep["points"] if p["fusion"] == "convex"] == list(CONVEX_ALPHAS)
+    assert [p["rrf_k"] for p in sweep["points"] if p["fusion"] == "rrf"] == list(RRF_KS)
+    assert sweep["check"] == {
+        "hybrid": HybridConfig().to_dict(),
+        "queries": 10,
+        "mismatched": 0,
+        "match": True,
+    }
+    at_default = next(p for p in sweep["points"] if p.get("alpha") == HybridConfig().alpha)
+    assert {m: at_default[m] for m in METRICS} == modes["hybrid"]["quality"]
+    assert sweep["best"][sweep["metric"]] == max(p["ndcg@10"] for p in sweep["points"])
+    assert (out / "fusion_sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "--mode all --fusion convex --alpha 0.5 --rrf-k 60 --fetch-k 100" in results["rerun"]
     systems = results["systems"]
     # read from mem.stats() when the memory reports it, else "n/a" (never a made-up zero)
     assert systems["cache_hit_rate"] == NA or 0.0 <= systems["cache_hit_rate"] <= 1.0
@@ -186,6 +218,35 @@ def test_eval_retrieval_end_to_end_with_chunked_memory(tmp_path: Path) -> None:
     assert (out / "latency_histogram.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report = (out / "report.md").read_text()
     assert "ndcg@10" in report and "n/a" in report and results["rerun"] in report
+    assert "## Fusion sweep" in report and "equal hit for hit" in report
+
+
+@needs_model
+def test_build_keeps_titles_and_dense_mode_needs_no_lexical_index(tmp_path: Path) -> None:
+    """The BEIR build stores each title for the lexical index's title column; `--mode dense`
+    runs on a memory without a lexical index, a hybrid run on it stops with the fix named."""
+    root = _write_beir(tmp_path / "beir")
+    with build_memory(root, tmp_path / "built") as mem:
+        [slot] = mem.get("d3")
+        assert slot.metadata == {"doc_id": "d3", "title": "On satellite orbit launch"}
+        assert slot.text.startswith("On satellite orbit launch A note number 3")
+        hits = mem.search("orbit", k=2, mode="lexical")
+        assert {h.id for h in hits} == {"d3", "d13"}
+    with Memory.create(tmp_path / "dense-only", lexical=False) as mem:
+        mem.add(["a volcano note", "a chess note"], ids=["d0", "d1"])
+    args = ["eval", "retrieval", "--memory", str(tmp_path / "dense-only"), "--dataset"]
+    args += [str(root), "-k", "5", "--latency-queries", "2"]
+    result = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "a"), "--mode", "dense"])
+    assert result.exit_code == 0, result.output
+    results = json.loads((tmp_path / "a" / "results.json").read_text())
+    assert list(results["modes"]) == ["dense"] and "sweep" not in results
+    assert results["lexical"]["enabled"] is False
+    assert not (tmp_path / "a" / "fusion_sweep.png").exists()
+    result = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "b"), "--mode", "hybrid"])
+    assert result.exit_code == 2 and "rag-memory reindex" in result.output
+    assert "Traceback" not in result.output
+    result = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "c"), "--alpha", "1.5"])
+    assert result.exit_code == 2 and "alpha" in result.output
 
 
 def test_sweep_nlist_is_the_planners_choice_capped() -> None:
