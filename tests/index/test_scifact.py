@@ -22,7 +22,8 @@ def test_memory_search_equals_faiss_flat_ip(tmp_path: Path, scifact: dict, embed
             stop = start + 1000
             mem.add(scifact["texts"][start:stop], ids=ids[start:stop], vectors=vectors[start:stop])
         by_vector = mem.search(query_vectors, k=k)
-        by_text = mem.search(scifact["queries"], k=k)  # the memory embeds the queries itself
+        # the memory embeds the queries itself (dense: text queries default to hybrid here)
+        by_text = mem.search(scifact["queries"], k=k, mode="dense")
     assert len(by_vector) == len(scifact["queries"]) == 809
     assert [[h.id for h in hits] for hits in by_vector] == [
         [ids[r] for r in row] for row in expected_rows
@@ -99,7 +100,8 @@ def test_fusion_sweep_equals_hybrid_search_on_scifact(
     texts = [split.queries[q] for q in qids]
     qrels = {q: split.qrels[q] for q in qids}
     k = 100
-    with Memory.create(tmp_path / "scifact", embedder=embedder, cache=None) as mem:
+    # the query cache's text -> embedding layer embeds each query once for all the searches
+    with Memory.create(tmp_path / "scifact", embedder=embedder) as mem:
         mem.add(
             [d.text for d in docs],
             ids=[d.doc_id for d in docs],
