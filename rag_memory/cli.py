@@ -17,7 +17,7 @@ from . import Memory, RagMemoryError
 from .evaluation.cli import eval_group
 from .generate.config import FUSIONS
 from .generate.stream import drain
-from .hybrid import DEFAULT_ALPHA, DENSE, LEXICAL, SEARCH_MODES
+from .hybrid import DEFAULT_ALPHA, DENSE, LEXICAL, SEARCH_MODES, HybridConfig
 from .hybrid import FUSIONS as HYBRID_FUSIONS
 from .ingest.cli import build_command
 from .store.lexical import LexicalConfig
@@ -66,7 +66,7 @@ def _search_options(fusion_flag: str) -> Callable[[Callable[..., Any]], Callable
                     "hybrid_fusion",
                     type=click.Choice(HYBRID_FUSIONS),
                     default=None,
-                    help="How hybrid search fuses its legs [default: convex].",
+                    help=f"How hybrid search fuses its legs [default: {HybridConfig.fusion}].",
                 ),
                 click.option(
                     "--alpha",
