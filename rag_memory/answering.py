@@ -17,6 +17,7 @@ from .validation import is_int
 
 if TYPE_CHECKING:
     from .generate.generator import Generator
+    from .hybrid import HybridConfig
     from .types import Hit
 
 
@@ -29,7 +30,15 @@ class AnswersFromMemory:
 
     if TYPE_CHECKING:  # provided by Memory
 
-        def search(self, query: str, k: int = 10, where: dict | None = None) -> list[Hit]: ...
+        def search(
+            self,
+            query: str,
+            k: int = 10,
+            where: dict | None = None,
+            *,
+            mode: str | None = None,
+            hybrid: HybridConfig | dict | None = None,
+        ) -> list[Hit]: ...
 
         def _check_open(self) -> None: ...
 
@@ -64,6 +73,9 @@ class AnswersFromMemory:
         k: int = 5,
         fusion: str | None = None,
         where: dict | None = None,
+        *,
+        mode: str | None = None,
+        hybrid: HybridConfig | dict | None = None,
         **options: Any,
     ) -> Answer:
         """Answer `question` from the top-k slots (k = 0: closed book, no search).
@@ -74,7 +86,9 @@ class AnswersFromMemory:
         `Generator.answer` (max_new_tokens, stop). The Answer's `hits` are the slots read and
         its timings include `retrieval_s`.
         """
-        return drain(self.generate_stream(question, k, fusion, where, **options))
+        return drain(
+            self.generate_stream(question, k, fusion, where, mode=mode, hybrid=hybrid, **options)
+        )
 
     def generate_stream(
         self,
@@ -82,6 +96,9 @@ class AnswersFromMemory:
         k: int = 5,
         fusion: str | None = None,
         where: dict | None = None,
+        *,
+        mode: str | None = None,
+        hybrid: HybridConfig | dict | None = None,
         **options: Any,
     ) -> PieceStream:
         """As `generate`, yielding the answer's text as it is decoded; the iterator's return
@@ -90,7 +107,7 @@ class AnswersFromMemory:
         if not is_int(k) or k < 0:
             raise GenerationInputError(f"k must be an int >= 0 (0 = closed book), got {k!r}")
         start = time.perf_counter()
-        hits = self.search(question, k=int(k), where=where) if k else []
+        hits = self.search(question, k=int(k), where=where, mode=mode, hybrid=hybrid) if k else []
         retrieval_s = time.perf_counter() - start
         pieces = self.generator.stream(
             question,

@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +17,11 @@ from . import Memory, RagMemoryError
 from .evaluation.cli import eval_group
 from .generate.config import FUSIONS
 from .generate.stream import drain
+from .hybrid import DEFAULT_ALPHA, DENSE, LEXICAL, SEARCH_MODES, HybridConfig
+from .hybrid import FUSIONS as HYBRID_FUSIONS
 from .ingest.cli import build_command
+from .store.lexical import LexicalConfig
+from .types import Hit
 from .verify import verify_memory
 
 
@@ -40,33 +47,93 @@ def main(verbose: bool) -> None:
     )
 
 
+def _search_options(fusion_flag: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """--mode, the hybrid fusion (under `fusion_flag`: `ask` keeps --fusion for the generator's
+    fusion) and --alpha, shared by the commands that search."""
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        for option in reversed(
+            (
+                click.option(
+                    "--mode",
+                    type=click.Choice(SEARCH_MODES),
+                    default=None,
+                    help="dense (embeddings), lexical (BM25) or hybrid (both fused) "
+                    "[default: hybrid where the memory has a lexical index, else dense].",
+                ),
+                click.option(
+                    fusion_flag,
+                    "hybrid_fusion",
+                    type=click.Choice(HYBRID_FUSIONS),
+                    default=None,
+                    help=f"How hybrid search fuses its legs [default: {HybridConfig.fusion}].",
+                ),
+                click.option(
+                    "--alpha",
+                    type=float,
+                    default=None,
+                    help=f"Dense weight in [0, 1] of convex fusion [default: {DEFAULT_ALPHA}].",
+                ),
+            )
+        ):
+            command = option(command)
+        return command
+
+    return decorate
+
+
+def _hybrid(mode: str | None, fusion: str | None, alpha: float | None) -> dict[str, Any] | None:
+    """The `hybrid=` argument of a search from the command's options (None: the defaults)."""
+    given = {name: v for name, v in (("fusion", fusion), ("alpha", alpha)) if v is not None}
+    if given and mode in (DENSE, LEXICAL):
+        named = ", ".join(f"--{name}" for name in given)
+        raise click.UsageError(f"{named}: options of hybrid search, not of --mode {mode}")
+    return given or None
+
+
+def _hit_record(hit: Hit) -> dict[str, Any]:
+    """A hit as JSON: score (cosine, BM25 or fused) and each leg's score and rank (null for a
+    leg that did not return it, and on dense hits)."""
+    return {
+        "id": hit.id,
+        "score": hit.score,
+        "dense_score": hit.dense_score,
+        "dense_rank": hit.dense_rank,
+        "lexical_score": hit.lexical_score,
+        "lexical_rank": hit.lexical_rank,
+        "text": hit.text,
+        "metadata": hit.metadata,
+    }
+
+
 @main.command()
 @click.argument("directory", type=click.Path(file_okay=False))
 @click.argument("query")
 @click.option("-k", default=10, show_default=True, help="Number of hits.")
 @click.option("--where", default=None, help='Metadata filter as JSON, e.g. \'{"src": "x"}\'.')
+@_search_options("--fusion")
 @click.option("--json", "as_json", is_flag=True, help="Print hits as JSON lines.")
-def search(directory: str, query: str, k: int, where: str | None, as_json: bool) -> None:
+def search(
+    directory: str,
+    query: str,
+    k: int,
+    where: str | None,
+    mode: str | None,
+    hybrid_fusion: str | None,
+    alpha: float | None,
+    as_json: bool,
+) -> None:
     """Print the top-k slots of DIRECTORY for QUERY."""
     try:
         where_obj = None if where is None else json.loads(where)
     except json.JSONDecodeError as exc:
         raise click.BadParameter(f"not JSON: {exc}", param_hint="--where") from None
+    hybrid = _hybrid(mode, hybrid_fusion, alpha)
     with Memory.open(directory, read_only=True) as mem:
-        hits = mem.search(query, k=k, where=where_obj)
+        hits = mem.search(query, k=k, where=where_obj, mode=mode, hybrid=hybrid)
     for rank, hit in enumerate(hits, 1):
         if as_json:
-            click.echo(
-                json.dumps(
-                    {
-                        "rank": rank,
-                        "id": hit.id,
-                        "score": hit.score,
-                        "text": hit.text,
-                        "metadata": hit.metadata,
-                    }
-                )
-            )
+            click.echo(json.dumps({"rank": rank, **_hit_record(hit)}))
         else:
             text = hit.text if len(hit.text) <= 100 else hit.text[:97] + "..."
             click.echo(f"{rank:>3}  {hit.score:.4f}  {hit.id}  {text}")
@@ -89,6 +156,7 @@ def search(directory: str, query: str, k: int, where: str | None, as_json: bool)
     default=None,
     help="Cap on generated tokens (default: the generator's, 32).",
 )
+@_search_options("--hybrid-fusion")
 @click.option("--stream", is_flag=True, help="Print the answer as it is decoded.")
 @click.option("--json", "as_json", is_flag=True, help="Print the answer as one JSON line.")
 def ask(
@@ -97,13 +165,19 @@ def ask(
     fusion: str,
     k: int,
     max_new_tokens: int | None,
+    mode: str | None,
+    hybrid_fusion: str | None,
+    alpha: float | None,
     stream: bool,
     as_json: bool,
 ) -> None:
     """Answer QUESTION from the top-k slots of DIRECTORY with the generator model."""
     options: dict[str, Any] = {} if max_new_tokens is None else {"max_new_tokens": max_new_tokens}
+    hybrid = _hybrid(mode, hybrid_fusion, alpha)
     with Memory.open(directory, read_only=True) as mem:
-        pieces = mem.generate_stream(question, k=k, fusion=fusion, **options)
+        pieces = mem.generate_stream(
+            question, k=k, fusion=fusion, mode=mode, hybrid=hybrid, **options
+        )
         show = stream and not as_json
         answer = drain(pieces, (lambda piece: click.echo(piece, nl=False)) if show else None)
     if as_json:
@@ -113,7 +187,7 @@ def ask(
                     "text": answer.text,
                     "fusion": answer.fusion,
                     "slots": [
-                        {"id": h.id, "score": h.score, "weight": w, "text": h.text}
+                        {**_hit_record(h), "weight": w}
                         for h, w in zip(answer.hits, answer.weights, strict=True)
                     ],
                     "timings": answer.timings,
@@ -130,6 +204,50 @@ def ask(
             f"{name} {value:.3f}" if isinstance(value, float) else f"{name} {value}"
             for name, value in answer.timings.items()
         )
+    )
+
+
+@main.command()
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option("--tokenizer", default=None, help="FTS5 tokenizer [default: as now].")
+@click.option("--title-key", default=None, help="Metadata key of the title column.")
+@click.option("--no-title", is_flag=True, help="No title column: every word is in the body.")
+@click.option("--title-weight", type=float, default=None, help="BM25 weight of the title.")
+@click.option("--body-weight", type=float, default=None, help="BM25 weight of the body.")
+def reindex(
+    directory: str,
+    tokenizer: str | None,
+    title_key: str | None,
+    no_title: bool,
+    title_weight: float | None,
+    body_weight: float | None,
+) -> None:
+    """Build the lexical (BM25) index of DIRECTORY again from its slots: how a memory made
+    without one (or before there was one) gains it, or changes tokenizer or weights.
+    Options left out keep the memory's current settings (the defaults where it has none)."""
+    if no_title and title_key is not None:
+        raise click.UsageError("give --title-key or --no-title, not both")
+    changes: dict[str, Any] = {
+        name: value
+        for name, value in (
+            ("tokenizer", tokenizer),
+            ("title_key", title_key),
+            ("title_weight", title_weight),
+            ("body_weight", body_weight),
+        )
+        if value is not None
+    }
+    if no_title:
+        changes["title_key"] = None
+    with Memory.open(directory) as mem:
+        config = replace(mem.manifest.lexical_config() or LexicalConfig(), **changes)
+        start = time.perf_counter()
+        mem.reindex(config)
+        seconds = time.perf_counter() - start
+        slots = len(mem)
+    settings = ", ".join(f"{name} {value!r}" for name, value in config.to_dict().items())
+    click.echo(
+        f"lexical index of {directory}: {slots:,} slots indexed in {seconds:.2f} s ({settings})"
     )
 
 

@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from ..generate.config import DEFAULT_TEMPERATURE
+from ..hybrid import DEFAULT_TEXT_MODE, SEARCH_MODES
 from ..hybrid import FUSIONS as HYBRID_FUSIONS
 from .qa import FUSIONS, QAConfig
 from .report import fmt
@@ -228,6 +229,13 @@ def systems(**options: Any) -> None:
 @click.option("--seed", default=0, show_default=True, help="Picks the questions.")
 @click.option("-k", "--k", default=5, show_default=True, help="Hits per question.")
 @click.option(
+    "--mode",
+    type=click.Choice(SEARCH_MODES),
+    default=DEFAULT_TEXT_MODE,
+    show_default=True,
+    help="Search mode of the hits (the memory is built with a lexical index).",
+)
+@click.option(
     "--fusions",
     default=",".join(FUSIONS),
     show_default=True,
@@ -250,13 +258,19 @@ def systems(**options: Any) -> None:
     help="Also answer xattn with int8 slot KV caches (mode xattn-int8) and count "
     "the answers that change.",
 )
+@click.option(
+    "--slot-cache-dir",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="Keep slot KV caches on disk here across runs (a sweep encodes each slot once).",
+)
 def qa(**options: Any) -> None:
     """SQuAD exact match / F1 / answer match, gold-paragraph recall@k and latency per mode."""
     results, written = run_task("qa", QAConfig(**options))
     d = results["dataset"]
     click.echo(
-        f"{d['sampled']} of {d['questions']} questions, k={options['k']}, "
-        f"recall@{options['k']} {fmt(results['retrieval']['recall_at_k'], 3)}"
+        f"{d['sampled']} of {d['questions']} questions, {options['mode']} search, "
+        f"k={options['k']}, recall@{options['k']} {fmt(results['retrieval']['recall_at_k'], 3)}"
     )
     for mode, v in results["scores"].items():
         click.echo(

@@ -2,7 +2,8 @@
 the official SQuAD v1.1 normalisation), recall@k of the gold paragraph and latency, for each
 fusion mode next to a closed-book and an oracle baseline, in one run over the same questions.
 
-Fair and cheap by construction: each question is searched once (k hits), its weights are
+Fair and cheap by construction: each question is searched once (k hits, by `QAConfig.mode`:
+dense, lexical or hybrid, the memory's own default for text), its weights are
 computed once (softmax(score / T)), and every fusion mode answers from those same hits and
 weights, with slot_keys = the hits' slot addresses so a slot's KV cache is built once and
 reused by the other modes and by later questions. Which mode runs first rotates from question
@@ -42,6 +43,7 @@ from ..errors import InvalidInputError, UnknownIdError
 from ..generate import weights_from_scores
 from ..generate.config import DEFAULT_TEMPERATURE
 from ..generate.config import FUSIONS as GENERATOR_FUSIONS
+from ..hybrid import DEFAULT_TEXT_MODE, SEARCH_MODES
 from ..memory import Memory
 from ..types import Slot
 from . import measure
@@ -85,16 +87,23 @@ class QAConfig:
     n: int = 200  # questions, a seeded sample (all of them if the file holds fewer)
     seed: int = 0  # picks the questions
     k: int = 5  # hits per question, given to every fusion mode
+    mode: str = DEFAULT_TEXT_MODE  # search mode of the k hits: "dense", "lexical" or "hybrid"
     fusions: tuple[str, ...] = FUSIONS  # fusion modes compared (closed-book, oracle always run)
     max_new_tokens: int = 24  # per answer; SQuAD answers are a few tokens
     temperature: float = DEFAULT_TEMPERATURE  # T of the slot weights softmax(score / T)
     model: str | None = None  # generator model name or path; None = SmolLM2-135M-Instruct
     kv_int8: bool = False  # also answer xattn with int8 slot KV (mode INT8), compare answers
+    # The generator's on-disk slot KV tier (GeneratorConfig.cache_dir), kept across runs: a
+    # sweep over temperatures or search modes then encodes each paragraph once, and a later
+    # run's TTFT counts those reads as slot cache hits. None = the RAM tier of this run only.
+    slot_cache_dir: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("n", "k", "max_new_tokens"):
             if getattr(self, name) <= 0:
                 raise InvalidInputError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.mode not in SEARCH_MODES:
+            raise InvalidInputError(f"mode must be one of {SEARCH_MODES}, got {self.mode!r}")
         if not self.temperature > 0:
             raise InvalidInputError(f"temperature must be positive, got {self.temperature}")
         unknown = [f for f in self.fusions if f not in FUSIONS]
@@ -193,7 +202,10 @@ def default_generator(
     from ..generate import Generator, GeneratorConfig
 
     settings = GeneratorConfig(
-        model=config.model, temperature=config.temperature, kv_dtype=kv_dtype
+        model=config.model,
+        temperature=config.temperature,
+        kv_dtype=kv_dtype,
+        cache_dir=config.slot_cache_dir,
     )
     return Generator(settings), asdict(settings)
 
@@ -247,12 +259,13 @@ def run_qa(
     search_s: list[float] = []
     mem, slots, build_s = open_paragraph_memory(Path(config.memory), squad)
     with mem:
-        mem.search(questions[0].text, k=config.k)  # loads the embedder before the clock starts
+        search = partial(mem.search, k=config.k, mode=config.mode, cache=False)
+        search(questions[0].text)  # loads the embedder before the clock starts
         _warm_up(generator, {BASELINE_FUSION, *config.fusions})
         if config.kv_int8:
             _warm_up(answerers[INT8], {"xattn"})
         for i, q in enumerate(tqdm(questions, desc="answering", unit="q")):
-            hits, seconds = measure.timed(partial(mem.search, q.text, k=config.k, cache=False))
+            hits, seconds = measure.timed(partial(search, q.text))
             search_s.append(seconds)
             weights = weights_from_scores([h.score for h in hits], config.temperature).tolist()
             gold = slots[q.paragraph_id]

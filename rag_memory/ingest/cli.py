@@ -87,6 +87,11 @@ def _bytes(ctx: click.Context, param: click.Parameter, value: str) -> int:
     "[default: IndexConfig's, 100,000].",
 )
 @click.option("--embedder", default=None, help="sentence-transformers model name or path.")
+@click.option(
+    "--no-lexical",
+    is_flag=True,
+    help="No BM25 index: dense search only, faster writes (`rag-memory reindex` adds one later).",
+)
 @click.option("--device", default=None, help="torch device [default: a GPU if there is one].")
 @click.option("--limit", type=int, default=None, help="Stop after this many documents.")
 @click.option("--strict", is_flag=True, help="Stop at the first bad record (default: skip it).")
@@ -108,6 +113,7 @@ def build_command(
     memory_budget: int,
     seal_threshold: int | None,
     embedder: str | None,
+    no_lexical: bool,
     device: str | None,
     limit: int | None,
     strict: bool,
@@ -139,6 +145,7 @@ def build_command(
         memory_budget=memory_budget,
         seal_threshold=seal_threshold,
         embedder=embedder,
+        lexical=not no_lexical,
         device=device,
         strict=strict,
         append=append,

@@ -32,6 +32,7 @@ class BuildConfig:
     memory_budget: int = DEFAULT_MEMORY_BUDGET  # plan's index bytes; sealed shards' RAM
     seal_threshold: int | None = None  # growing-shard size that seals; None = IndexConfig's
     embedder: str | None = None  # sentence-transformers name or path; None = MiniLM
+    lexical: bool = True  # a BM25 index beside the vectors (lexical and hybrid search)
     device: str | None = None  # torch device; None = a GPU when there is one
     strict: bool = False  # stop at the first bad record instead of skipping it
     append: bool = False  # allow building into an existing memory

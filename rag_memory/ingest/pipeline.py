@@ -247,6 +247,7 @@ def run_build(config: BuildConfig, embedder: Embedder | None = None) -> BuildRep
         "append": config.append,
         "memory_budget_bytes": config.memory_budget,
         "seal_threshold": config.seal_threshold,
+        "lexical": config.lexical,
     }
     command = {
         **{k: v for k, v in inputs.items() if k not in ("device", "strict")},
@@ -263,6 +264,7 @@ def run_build(config: BuildConfig, embedder: Embedder | None = None) -> BuildRep
             expected_vectors(source, config.limit),
             embedder,
             config.seal_threshold,
+            config.lexical,
         ),
         open_=lambda p: Memory.open(p, embedder=embedder),
     )

