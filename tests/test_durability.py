@@ -80,7 +80,7 @@ def test_kill9_keeps_every_acknowledged_slot(tmp_path: Path, embedder) -> None:
     with Memory.open(path, embedder=embedder) as mem:
         kept = mem.contains(acknowledged)
         slots = mem.get([i for i, ok in zip(acknowledged, kept, strict=True) if ok])
-        results = mem.search([s.text for s in slots], k=1)
+        results = mem.search([s.text for s in slots], k=1, mode="dense")  # itself at cosine 1
         found = [hits[0].id for hits in results]
         report_probe(
             "kill -9 while adding (text)",
