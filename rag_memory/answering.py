@@ -80,8 +80,11 @@ class AnswersFromMemory:
     ) -> Answer:
         """Answer `question` from the top-k slots (k = 0: closed book, no search).
 
-        Weights are softmax(score / temperature) of the hits' scores; the slot KV cache is
-        keyed by slot address, so a slot upserted since is encoded afresh. `fusion` is
+        `mode` and `hybrid` go to `search` (None: the memory's default for text, hybrid where
+        it has a lexical index). Weights are softmax(score / temperature) of the hits' scores:
+        cosines, convex-fused scores (one temperature suits both, `DEFAULT_TEMPERATURE` says
+        why), BM25 or RRF-fused scores (near one-hot and near-uniform weights). The slot KV
+        cache is keyed by slot address, so a slot upserted since is encoded afresh. `fusion` is
         "xattn", "mixture" or "concat" (None: the generator's default); `options` go to
         `Generator.answer` (max_new_tokens, stop). The Answer's `hits` are the slots read and
         its timings include `retrieval_s`.
