@@ -342,7 +342,11 @@ class Memory(AnswersFromMemory):
             if lexical is not None
             else (self.manifest.lexical_config() or LexicalConfig())
         )
-        assert config is not None  # resolve_lexical(None) is only reached for None
+        if config is None:
+            raise InvalidInputError(
+                f"reindex builds a lexical index: lexical must be a LexicalConfig, a dict or "
+                f"None (the manifest's settings), got {lexical!r}"
+            )
         with self._index.lock.write():
             self._check_open()
             self._table.build_lexical(config)
@@ -481,7 +485,7 @@ class Memory(AnswersFromMemory):
 
     # -- internals ---------------------------------------------------------------------
     def _lexical_stats(self) -> dict[str, Any]:
-        config = self.manifest.lexical_config()
+        config = self._table.lexical  # the table holds the manifest's, validated at open
         return {
             "enabled": config is not None,
             "ready": self._table.has_lexical(),

@@ -10,18 +10,40 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
-from ..types import CachedHit, Hit, HitText
+from ..types import CachedHit, Hit, HitText, Legs
 from .config import CacheConfig
 from .embedding_cache import EmbeddingCache
 from .result_cache import GroupKey, Match, ResultCache
 from .text_results import TextEntry, TextResultCache
 
 logger = logging.getLogger(__name__)
+
+
+def _cached_hits(
+    scores: Sequence[float],
+    addrs: Sequence[int],
+    rows: Sequence[HitText],
+    similarity: float | None,
+    legs: Sequence[Legs | None] | None = None,
+) -> list[Hit]:
+    """The hits of a cached entry, each marked `cached` (`similarity`: of a semantic hit)."""
+    return [
+        CachedHit(
+            i,
+            score,
+            text,
+            address=addr,
+            metadata_json=meta,
+            cache_similarity=similarity,
+            legs=None if legs is None else legs[n],
+        )
+        for n, (score, addr, (i, text, meta)) in enumerate(zip(scores, addrs, rows, strict=True))
+    ]
 
 
 def group_key(k: int, where: dict | None) -> GroupKey:
@@ -54,16 +76,7 @@ class QueryCache:
                 continue
             entry, similarity = found
             semantic = similarity if entry.vector.tobytes() != vector.tobytes() else None
-            out.append(
-                [
-                    CachedHit(
-                        i, score, text, address=addr, metadata_json=meta, cache_similarity=semantic
-                    )
-                    for score, addr, (i, text, meta) in zip(
-                        entry.scores, entry.addrs, entry.rows, strict=True
-                    )
-                ]
-            )
+            out.append(_cached_hits(entry.scores, entry.addrs, entry.rows, semantic))
         return out
 
     def store(
@@ -89,14 +102,7 @@ class QueryCache:
             out.append(
                 None
                 if entry is None
-                else [
-                    CachedHit(
-                        i, score, t, address=a, metadata_json=m, cache_similarity=None, legs=legs
-                    )
-                    for score, a, (i, t, m), legs in zip(
-                        entry.scores, entry.addrs, entry.rows, entry.legs, strict=True
-                    )
-                ]
+                else _cached_hits(entry.scores, entry.addrs, entry.rows, None, entry.legs)
             )
         return out
 
