@@ -45,6 +45,7 @@ def create_directory(
     budgets: dict[str, int | None],
     lexical: LexicalConfig | None,
     lock_timeout: float | None,
+    ttl: float | None = None,
 ) -> MemoryFiles:
     """Make a new memory in `directory` (absent, empty, or holding only the LOCK a failed
     create left), its manifest written last. If a step fails (a full disk, read-only media),
@@ -69,6 +70,7 @@ def create_directory(
                 index=config.to_dict(),
                 budgets=budgets,
                 lexical=None if lexical is None else lexical.to_dict(),
+                ttl=ttl,
             )
             write_manifest(directory, manifest)
         except BaseException:

@@ -83,6 +83,9 @@ class Manifest:
     # without one. A manifest written before lexical indexes reads as the defaults: its
     # writer builds the index at its next open.
     lexical: dict[str, Any] | None = field(default_factory=lambda: LexicalConfig().to_dict())
+    # Seconds a slot lives unless its write gives its own ttl (None: slots never expire);
+    # absent from manifests written before expiry.
+    ttl: float | None = None
 
     def lexical_config(self) -> LexicalConfig | None:
         return None if self.lexical is None else LexicalConfig.from_dict(self.lexical)
@@ -113,6 +116,7 @@ _FIELD_TYPES: FieldTypes = {
     "generation": int,
     "shards": list,
     "lexical": (dict, type(None)),
+    "ttl": (int, float, type(None)),
 }
 _SHARD_TYPES: FieldTypes = {
     "shard_id": int,
@@ -160,6 +164,8 @@ def read_manifest(directory: Path) -> Manifest:
         data["budgets"] = dict.fromkeys(BUDGET_KEYS)  # written before budgets were recorded
     if isinstance(data, dict) and "lexical" not in data:
         data["lexical"] = LexicalConfig().to_dict()  # written before lexical indexes
+    if isinstance(data, dict):
+        data.setdefault("ttl", None)  # written before expiry
     _check_fields(path, data, _FIELD_TYPES, "manifest")
     if data["format"] != FORMAT_NAME:
         raise CorruptFileError(path, f"format is {data['format']!r}, expected {FORMAT_NAME!r}")
@@ -199,6 +205,9 @@ def read_manifest(directory: Path) -> Manifest:
             LexicalConfig.from_dict(data["lexical"])
         except InvalidInputError as exc:
             raise CorruptFileError(path, f"lexical: {exc}") from None
+    ttl = data["ttl"]
+    if ttl is not None and not (isinstance(ttl, (int, float)) and ttl > 0):
+        raise CorruptFileError(path, f"ttl must be a number of seconds > 0 or null, got {ttl!r}")
     return Manifest(**data)
 
 

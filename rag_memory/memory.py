@@ -12,9 +12,11 @@ from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
 
+from . import slot_times
 from .answering import AnswersFromMemory
 from .cache import CacheConfig
 from .cache import resolve as resolve_cache
+from .dedupe import NEAR_CANDIDATES, DedupePlan, Twin, check_dedupe, plan_dedupe
 from .directory import MemoryFiles, create_directory, open_directory
 from .embed import Embedder
 from .embed.embedder import check_embedder_name
@@ -30,10 +32,13 @@ from .index.plan import check_trainable
 from .index.tiered import TieredIndex
 from .locks import check_lock_timeout
 from .manifest import Manifest
+from .read_counts import ReadTotals
 from .read_path import ReadPath
+from .recall import RecallConfig, check_half_life, check_hops, read_with_recall, resolve_recall
+from .scope import MemoryScope, check_scope, holds, scoped_metadata
 from .store.filters import compile_where
 from .store.lexical import LexicalConfig, resolve_lexical
-from .types import Hit, Slot
+from .types import Hit, Slot, WriteResult
 from .validation import (
     MAX_DIM,
     check_bool,
@@ -105,6 +110,11 @@ class Memory(AnswersFromMemory):
         return self._index.manifest
 
     @property
+    def read_totals(self) -> ReadTotals:
+        """The memory reads made since it was opened (`stats()["reads"]`)."""
+        return self._reads.reads
+
+    @property
     def index(self) -> TieredIndex:
         """The tiered index (advanced): its `growing` shard, `sealed_shards`, `router` and
         `stats()`, for benchmarks and tools that compare against raw FAISS. Read it; every
@@ -126,6 +136,7 @@ class Memory(AnswersFromMemory):
         device: str | None = None,
         lock_timeout: float | None = 0.0,
         lexical: LexicalConfig | dict | bool = True,
+        ttl: float | None = None,
     ) -> Memory:
         """Create a new memory directory at `path` (which must not exist or be empty).
 
@@ -146,6 +157,9 @@ class Memory(AnswersFromMemory):
             lexical: the BM25 index over the slots' words that lexical and hybrid search
                 read (`LexicalConfig`, a dict of its fields, True = defaults, False = none:
                 dense search only, no indexing cost on writes); recorded in the manifest.
+            ttl: seconds each slot lives unless its write says otherwise (None: slots never
+                expire); recorded in the manifest. Expired slots are hidden from every read
+                at once and removed by `compact()` (`rag_memory.slot_times`).
 
         Every argument is checked before anything is written: a refused call leaves no files.
         """
@@ -162,11 +176,14 @@ class Memory(AnswersFromMemory):
         }
         check_lock_timeout(lock_timeout)
         lexical_config = resolve_lexical(lexical)
+        default_ttl = slot_times.check_ttl_value(ttl)
+        if default_ttl == slot_times.NEVER:
+            default_ttl = None
         model = embedder if isinstance(embedder, Embedder) else Embedder(embedder, device=device)
         dim = model.dim if dim is None else check_int(dim, "dim", maximum=MAX_DIM)
         check_trainable(config, dim)
         files = create_directory(
-            directory, model, dim, config, budgets, lexical_config, lock_timeout
+            directory, model, dim, config, budgets, lexical_config, lock_timeout, default_ttl
         )
         return cls._from_files(directory, files, cache, ram_bytes, gpu_bytes)
 
@@ -254,8 +271,10 @@ class Memory(AnswersFromMemory):
         self.close()
 
     def __len__(self) -> int:
+        """Slots stored and not expired."""
         self._check_open()
-        return self._table.live_count()
+        _, hidden = self._reads.visibility()
+        return self._table.live_count() - len(hidden)
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"{self._table.live_count()} slots"
@@ -268,14 +287,38 @@ class Memory(AnswersFromMemory):
         ids: str | list[str] | None = None,
         metadata: dict | list[dict] | None = None,
         vectors: Any = None,
-    ) -> list[str]:
+        *,
+        timestamps: Any = None,
+        ttl: Any = None,
+        dedupe: str | None = None,
+        scope: dict[str, Any] | None = None,
+    ) -> WriteResult:
         """Store new slots and return their ids (uuid4 hex when `ids` is None).
 
         `vectors` are precomputed float32 keys (n, dim) that skip the embedder; rows are
         L2-normalised. An id that is already stored is refused (see `upsert`). When this returns,
         the slots are committed to disk and survive a crash.
+
+        `timestamps`: each slot's write time (finite numbers, one per text or one for all;
+        None = the clock now, seconds since the epoch): how an imported history keeps its own
+        times. `ttl`: seconds until each slot expires (a number, one per text, math.inf =
+        never; None = the memory's default ttl). `dedupe`: "exact" or "near" makes an input
+        that repeats a stored slot (or an earlier input) rewrite that slot under its id
+        instead of adding a copy (`rag_memory.dedupe`); the result's `merged` says which
+        inputs merged into which id. `scope`: metadata fields every slot gets and dedupe
+        stays within (what a `MemoryScope` view passes; see `scope()`).
         """
-        return self._write(texts, ids, metadata, vectors, replace=False)
+        return self._write(
+            texts,
+            ids,
+            metadata,
+            vectors,
+            replace=False,
+            timestamps=timestamps,
+            ttl=ttl,
+            dedupe=check_dedupe(dedupe),
+            scope=None if scope is None else check_scope(scope),
+        )
 
     def upsert(
         self,
@@ -283,54 +326,191 @@ class Memory(AnswersFromMemory):
         ids: str | list[str],
         metadata: dict | list[dict] | None = None,
         vectors: Any = None,
-    ) -> list[str]:
+        *,
+        timestamps: Any = None,
+        ttl: Any = None,
+        scope: dict[str, Any] | None = None,
+    ) -> WriteResult:
         """Add or replace slots by id; a replaced slot gets a new address (the old one is
-        retired)."""
+        retired). `timestamps`, `ttl` and `scope` as for `add`; with a scope, an id stored
+        outside it is refused."""
         if ids is None:
             raise InvalidInputError("upsert needs ids")
-        return self._write(texts, ids, metadata, vectors, replace=True)
+        return self._write(
+            texts,
+            ids,
+            metadata,
+            vectors,
+            replace=True,
+            timestamps=timestamps,
+            ttl=ttl,
+            scope=None if scope is None else check_scope(scope),
+        )
+
+    def remember(
+        self,
+        text: str,
+        role: str = "user",
+        metadata: dict | None = None,
+        *,
+        timestamp: float | None = None,
+        ttl: Any = None,
+        dedupe: str | None = None,
+        scope: dict[str, Any] | None = None,
+    ) -> str:
+        """Store one turn of a conversation (or any note the model keeps while it works),
+        its `role` in the metadata (`"role"`), and return its id: `add` for one text."""
+        if not isinstance(text, str):
+            raise InvalidInputError(f"remember stores one text, got {type(text).__name__}")
+        if not isinstance(role, str) or not role:
+            raise InvalidInputError(f"role must be a non-empty string, got {role!r}")
+        if metadata is not None and not isinstance(metadata, dict):
+            raise InvalidInputError(f"metadata must be a dict, got {type(metadata).__name__}")
+        result = self.add(
+            [text],
+            metadata={**(metadata or {}), "role": role},
+            timestamps=timestamp,
+            ttl=ttl,
+            dedupe=dedupe,
+            scope=scope,
+        )
+        return result[0]
+
+    def scope(self, fields: dict[str, Any] | None = None, **more: Any) -> MemoryScope:
+        """A view of the slots whose metadata holds `fields` (e.g. a user or a session): its
+        writes carry those fields and its reads search only those slots; see
+        `rag_memory.scope.MemoryScope`."""
+        self._check_open()
+        return MemoryScope(self, check_scope({**(fields or {}), **more}))
 
     def delete(self, ids: str | list[str]) -> None:
-        """Delete slots by id; if any id is unknown, nothing is deleted."""
+        """Delete slots by id; if any id is unknown (or expired), nothing is deleted."""
         self._check_writable()
         ids = list(dict.fromkeys(check_lookup_ids(ids)))
-        none = np.empty(0, np.int64)
-        no_vectors = np.empty((0, self.manifest.dim), np.float32)
         with self._index.lock.write():
             self._check_open()
-            addrs = self._table.tombstone(ids)
-            self._index.apply_write(none, no_vectors, removed=addrs)
-            self._reads.after_write(addrs, none, no_vectors, [])
+            self._forget(self._table.tombstone(ids, slot_times.now()))
 
-    def _write(self, texts: Any, ids: Any, metadata: Any, vectors: Any, replace: bool) -> list[str]:
+    def _forget(self, addrs: np.ndarray) -> None:
+        """Under the write lock, after the table tombstoned `addrs`: the index and caches."""
+        none = np.empty(0, np.int64)
+        no_vectors = np.empty((0, self.manifest.dim), np.float32)
+        self._index.apply_write(none, no_vectors, removed=addrs)
+        self._reads.after_write(addrs, none, no_vectors, [])
+
+    def _write(
+        self,
+        texts: Any,
+        ids: Any,
+        metadata: Any,
+        vectors: Any,
+        replace: bool,
+        *,
+        timestamps: Any = None,
+        ttl: Any = None,
+        dedupe: str | None = None,
+        scope: dict[str, Any] | None = None,
+        generated: bool = False,
+    ) -> WriteResult:
+        """Every write: check, embed, dedupe (under the write lock, against what is stored),
+        commit, update the index and caches. `scope`: metadata fields every slot carries and
+        dedupe stays within; `generated`: slots the model wrote (dedupe only among those, so
+        a generated slot never rewrites a user's)."""
         self._check_writable()
         texts = check_texts(texts)
         ids = check_ids(ids, len(texts))
-        meta = encode_metadata(metadata, len(texts))
+        meta = encode_metadata(scoped_metadata(metadata, len(texts), scope), len(texts))
+        written = slot_times.check_timestamps(timestamps, len(texts))
+        ttls = slot_times.check_ttl(ttl, len(texts))
         if vectors is None:
             vecs = self._embed(texts)
         else:
             vecs = check_vectors(vectors, self.manifest.dim, len(texts))
         with self._index.lock.write():
             self._check_open()
-            addrs, replaced = self._table.write(ids, texts, meta, vecs, replace)
-            self._index.apply_write(addrs, vecs, removed=replaced)
-            self._reads.after_write(replaced, addrs, vecs, list(zip(ids, texts, meta, strict=True)))
+            now = slot_times.now()
+            if scope is not None and replace:
+                self._check_in_scope(ids, scope, now)
+            times = written or [now] * len(texts)
+            dedupe_scope = {**(scope or {}), **({"generated": True} if generated else {})}
+            plan = self._plan_dedupe(dedupe, ids, texts, vecs, dedupe_scope or None, now)
+            w = plan.write
+            rows = [texts[i] for i in w], [meta[i] for i in w], vecs[w], [times[i] for i in w]
+            expires = slot_times.expiry_times(rows[3], [ttls[i] for i in w], self.manifest.ttl)
+            addrs, replaced = self._table.write(
+                plan.write_ids,
+                rows[0],
+                rows[1],
+                rows[2],
+                replace or plan.rewrite,
+                rows[3],
+                expires,
+                now,
+            )
+            self._index.apply_write(addrs, rows[2], removed=replaced)
+            self._reads.after_write(
+                replaced,
+                addrs,
+                rows[2],
+                list(zip(plan.write_ids, rows[0], rows[1], rows[3], strict=True)),
+                expires,
+            )
         # heavy work outside the lock; a brief swap inside
         if self._index.seal_when_due():
             self._reads.after_seal()
-        return ids
+        return WriteResult(plan.ids, plan.merged)
+
+    def _check_in_scope(self, ids: list[str], scope: dict[str, Any], now: float) -> None:
+        """An upsert within a scope may replace only that scope's slots."""
+        present = [i for i, found in zip(ids, self._table.contains(ids, now), strict=True) if found]
+        elsewhere = [s.id for s in self._table.get(present, now) if not holds(s.metadata, scope)]
+        if elsewhere:
+            raise InvalidInputError(
+                f"ids stored outside the scope {scope} cannot be upserted within it: "
+                f"{elsewhere[:5]}"
+            )
+
+    def _plan_dedupe(
+        self,
+        mode: str | None,
+        ids: list[str],
+        texts: list[str],
+        vectors: np.ndarray,
+        scope: dict[str, Any] | None,
+        now: float,
+    ) -> DedupePlan:
+        """Under the write lock: which inputs repeat a stored slot (in `scope`) or each other."""
+        where = None if scope is None else compile_where(scope)
+
+        def exact(keys: list[int]) -> dict[int, list[Twin]]:
+            found: dict[int, list[Twin]] = {}
+            for _, slot_id, text, key in self._table.exact_twins(keys, where, now):
+                found.setdefault(key, []).append((slot_id, text))
+            return found
+
+        def near(queries: np.ndarray) -> list[list[tuple[float, Twin]]]:
+            hits = self._reads.nearest(queries, NEAR_CANDIDATES, where, now)
+            return [[(h.score, (h.id, h.text)) for h in row] for row in hits]
+
+        return plan_dedupe(mode, ids, texts, vectors, exact, near)
 
     # -- maintenance -------------------------------------------------------------------
     def compact(self) -> dict[str, int]:
-        """Seal the growing shard, rewrite sealed shards without their tombstones, and merge
-        the lexical index's segments (dropping what deletes left in them)."""
+        """Retire expired slots, seal the growing shard, rewrite sealed shards without their
+        tombstones, and merge the lexical index's segments (dropping what deletes left in
+        them). The counts say what was done (`expired`: slots retired)."""
         self._check_writable()
+        with self._index.lock.write():
+            self._check_open()
+            expired = self._table.retire_expired(slot_times.now())
+            if len(expired):
+                self._forget(expired)
+            self._reads.forget_expiry()
         done = self._index.compact()
         with self._index.lock.write():
             self._table.optimize_lexical()
         self._reads.after_seal()
-        return done
+        return {**done, "expired": len(expired)}
 
     def reindex(self, lexical: LexicalConfig | dict | None = None) -> None:
         """Build the lexical index again from the live slots (as `lexical` says, else as the
@@ -362,14 +542,15 @@ class Memory(AnswersFromMemory):
 
     # -- reads -------------------------------------------------------------------------
     def get(self, ids: str | list[str]) -> list[Slot]:
-        """The stored slots for `ids`, in order; UnknownIdError if any is not stored."""
+        """The stored slots for `ids`, in order; UnknownIdError if any is not stored (or has
+        expired)."""
         self._check_open()
-        return self._table.get(check_lookup_ids(ids))
+        return self._table.get(check_lookup_ids(ids), slot_times.now())
 
     def contains(self, ids: str | list[str]) -> list[bool]:
         """Whether each of `ids` is stored, in order (one query; unknown ids are not an error)."""
         self._check_open()
-        return self._table.contains(check_lookup_ids(ids))
+        return self._table.contains(check_lookup_ids(ids), slot_times.now())
 
     @overload
     def search(
@@ -383,6 +564,9 @@ class Memory(AnswersFromMemory):
         refine_factor: int | None = None,
         mode: str | None = None,
         hybrid: HybridConfig | dict | None = None,
+        recency_half_life: float | None = None,
+        hops: int = 1,
+        recall: RecallConfig | dict | None = None,
     ) -> list[Hit]: ...
 
     @overload
@@ -397,6 +581,9 @@ class Memory(AnswersFromMemory):
         refine_factor: int | None = None,
         mode: str | None = None,
         hybrid: HybridConfig | dict | None = None,
+        recency_half_life: float | None = None,
+        hops: int = 1,
+        recall: RecallConfig | dict | None = None,
     ) -> list[list[Hit]]: ...
 
     @overload
@@ -411,6 +598,9 @@ class Memory(AnswersFromMemory):
         refine_factor: int | None = None,
         mode: str | None = None,
         hybrid: HybridConfig | dict | None = None,
+        recency_half_life: float | None = None,
+        hops: int = 1,
+        recall: RecallConfig | dict | None = None,
     ) -> list[Hit] | list[list[Hit]]: ...
 
     def search(
@@ -424,6 +614,9 @@ class Memory(AnswersFromMemory):
         refine_factor: int | None = None,
         mode: str | None = None,
         hybrid: HybridConfig | dict | None = None,
+        recency_half_life: float | None = None,
+        hops: int = 1,
+        recall: RecallConfig | dict | None = None,
     ) -> list[Hit] | list[list[Hit]]:
         """Top-k slots for a query: by meaning (dense), by words (lexical, BM25) or both fused.
 
@@ -440,11 +633,21 @@ class Memory(AnswersFromMemory):
         overrides the partitions probed in sealed shards for this call (more = slower,
         closer to exact), and `refine_factor` the IVF-PQ candidates re-ranked per hit; such a
         call bypasses the cache, whose entries hold results of the memory's own settings.
+
+        `recency_half_life` (in the unit of the write times; None = no recency) favours
+        recent slots among the relevant ones, and `hops` > 1 reads recursively, the next
+        hop's query formed from the question and what the previous hop read; `recall` (a
+        `RecallConfig` or a dict of its fields) holds the finer settings. See
+        `rag_memory.recall` for the formula; `Hit.hop` and `Hit.relevance` say what each
+        read found. `hops=1` without a half-life is the plain search.
         """
         self._check_open()
         k = check_k(k)
         mode = check_mode(mode)
         hybrid_config = resolve_hybrid(hybrid)
+        half_life = check_half_life(recency_half_life)
+        hops = check_hops(hops, k)
+        recall_config = resolve_recall(recall)
         where_sql = None if where is None else compile_where(where)
         if not isinstance(cache, bool):
             raise InvalidInputError(f"cache must be True or False, got {cache!r}")
@@ -453,7 +656,35 @@ class Memory(AnswersFromMemory):
             for name, value in (("nprobe", nprobe), ("refine_factor", refine_factor))
             if value is not None
         }
-        return self._reads.search(query, k, where, where_sql, cache, overrides, mode, hybrid_config)
+
+        def plain(q: Any, n: int, search_mode: str | None = mode) -> Any:
+            return self._reads.search(
+                q, n, where, where_sql, cache, overrides, search_mode, hybrid_config
+            )
+
+        if half_life is None and hops == 1:
+            return plain(query, k)
+        single, queries = self._reads.split_queries(query)
+        is_text = isinstance(queries[0], str)
+        resolved = self._reads.resolve_mode(mode, is_text)
+        scale_free = resolved == "lexical" or (
+            resolved == "hybrid" and hybrid_config.fusion == "rrf"
+        )
+        results = [
+            read_with_recall(
+                q,
+                k,
+                search=plain,
+                dense_search=lambda v, n: plain(v, n, "dense"),
+                embed=self._reads.encode,
+                half_life=half_life,
+                hops=hops,
+                config=recall_config,
+                scale_free=scale_free,
+            )
+            for q in queries
+        ]
+        return results[0] if single else results
 
     def iter_vectors(self, batch: int = 65_536) -> Iterator[tuple[list[Slot], np.ndarray]]:
         """Yield (slots, their float32 unit vectors) for every live slot, in chunks of at most
@@ -467,6 +698,7 @@ class Memory(AnswersFromMemory):
         """Counts, shards per tier, bytes, the memory-wide version number, and the generator's
         slot KV cache figures once `generate` (or `generator`) has created one."""
         self._check_open()
+        expiry = self._expiry_stats()  # before the read lock: it may refresh the hidden set
         with self._index.lock.read():
             return {
                 "path": str(self.path),
@@ -478,12 +710,18 @@ class Memory(AnswersFromMemory):
                 "read_only": self.read_only,
                 **self._index.stats(),
                 "lexical": self._lexical_stats(),
+                "expiry": expiry,
+                "reads": self._reads.reads.stats(),
                 "disk_bytes": _directory_bytes(self.path),
                 "cache": self._reads.cache.stats() if self._reads.cache else {"enabled": False},
                 **({"generator": self._generator.stats()} if self._generator else {}),
             }
 
     # -- internals ---------------------------------------------------------------------
+    def _expiry_stats(self) -> dict[str, Any]:
+        _, hidden = self._reads.visibility()
+        return {"default_ttl": self.manifest.ttl, "expired_not_retired": len(hidden)}
+
     def _lexical_stats(self) -> dict[str, Any]:
         config = self._table.lexical  # the table holds the manifest's, validated at open
         return {

@@ -18,16 +18,23 @@ from typing import Any
 
 import numpy as np
 
+from . import slot_times
 from .cache import CacheConfig, QueryCache, group_key
 from .errors import InvalidInputError, SearchModeError
 from .hybrid import DEFAULT_TEXT_MODE, DENSE, HYBRID, LEXICAL, HybridConfig, fuse
 from .index.tiered import TieredIndex
+from .read_counts import ReadCounts, ReadTotals
 from .store.slot_table import SlotTable
-from .types import Hit, Legs, Slot
+from .types import Hit, HitText, Legs, Slot
 from .validation import as_list, check_texts, check_vectors, is_text_batch
 
 Embed = Callable[[list[str]], np.ndarray]
 WhereSQL = tuple[str, list[Any]]
+# Expired slots stay in the index until compaction retires them. A search without a filter
+# skips them by asking FAISS for this many more hits at most; past it, the search runs with
+# the visible slots as its filter (a memory whose writer never compacts).
+MAX_HIDDEN_OVERFETCH = 1_024
+_NO_ADDRS = np.empty(0, np.int64)
 
 
 class ReadPath:
@@ -47,6 +54,11 @@ class ReadPath:
         self._check_open = check_open  # raises once the memory is closed
         self._dim = index.manifest.dim
         self.cache = None if cache is None else QueryCache(cache, self._dim, index.version)
+        self.reads = ReadTotals()
+        # Expiry: the addresses hidden now (expired, not yet retired), and when the next
+        # live slot expires; until then no search asks the table (-inf: ask at the next).
+        self._hidden = _NO_ADDRS
+        self._next_expiry = -np.inf
 
     # -- search ------------------------------------------------------------------------
     def search(
@@ -75,6 +87,7 @@ class ReadPath:
             return by_text[0] if isinstance(query, str) else by_text
         single, queries = self._query_vectors(query, qcache)
         self.catch_up()
+        now, hidden = self.visibility()
         key = group_key(k, where)
         found: list[list[Hit] | None] = (
             qcache.lookup(queries, key) if qcache else [None] * len(queries)
@@ -84,13 +97,80 @@ class ReadPath:
             missed = queries if len(todo) == len(queries) else queries[todo]
             with self._index.lock.read():
                 self._check_open()
-                fresh = self._search_index(missed, k, where_sql, overrides)
+                scores, addrs = self._dense(missed, k, where_sql, overrides, now, hidden)
+                fresh = self._hydrate(scores, addrs)
                 if qcache:  # under the read lock: no write between the search and the store
                     qcache.store(missed, key, where_sql, fresh, self._index.version)
             for i, hits in zip(todo, fresh, strict=True):
                 found[i] = hits
             self._index.rebalance_in_background()
+        self._count(found, dense=len(todo))  # type: ignore[arg-type]
         return found[0] if single else found  # type: ignore[return-value]
+
+    def _count(self, results: list[list[Hit]], dense: int = 0, lexical: int = 0) -> None:
+        n = len(results)
+        self.reads.record(
+            ReadCounts(
+                searches=n,
+                dense_queries=dense,
+                lexical_queries=lexical,
+                cache_hits=n - max(dense, lexical),
+                slots_read=sum(map(len, results)),
+                hops=n,
+            )
+        )
+
+    # -- expiry ------------------------------------------------------------------------
+    def visibility(self) -> tuple[float, np.ndarray]:
+        """(now, addresses of the slots expired and not yet retired). The table is asked only
+        once the next known expiry time has passed; when the hidden set changes, cached
+        results (which may hold a slot that just expired) are dropped."""
+        now = slot_times.now()
+        if now >= self._next_expiry:
+            with self._index.lock.write():  # one refresh at a time, no search in between
+                if now >= self._next_expiry:
+                    hidden = self._table.expired_addrs(now)
+                    if not np.array_equal(hidden, self._hidden) and self.cache is not None:
+                        self.cache.clear(self._index.version)
+                    self._hidden = hidden
+                    self._next_expiry = self._table.next_expiry(after=now)
+        return now, self._hidden
+
+    def forget_expiry(self) -> None:
+        """Ask the table again at the next search (slots were retired or written)."""
+        self._next_expiry = -np.inf
+
+    def _dense(
+        self,
+        queries: np.ndarray,
+        k: int,
+        where_sql: WhereSQL | None,
+        overrides: dict[str, int],
+        now: float,
+        hidden: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Under the read lock: FAISS (scores, addresses) of the top-k visible slots passing
+        `where` (-1 padded), expired slots skipped (see MAX_HIDDEN_OVERFETCH)."""
+        allowed = None
+        if where_sql is not None or len(hidden) > MAX_HIDDEN_OVERFETCH:
+            visible = self._table.unexpired_where(where_sql, now) if len(hidden) else where_sql
+            allowed = self._table.matching_addrs(*visible)  # type: ignore[misc]
+            if not len(allowed):
+                return np.full((len(queries), k), -np.inf, np.float32), np.full(
+                    (len(queries), k), -1, np.int64
+                )
+            return self._index.search(queries, k, allowed, **overrides)
+        if not len(hidden):
+            return self._index.search(queries, k, None, **overrides)
+        scores, addrs = self._index.search(queries, k + len(hidden), None, **overrides)
+        keep = ~np.isin(addrs, hidden)
+        out_scores = np.full((len(queries), k), -np.inf, np.float32)
+        out_addrs = np.full((len(queries), k), -1, np.int64)
+        for row in range(len(queries)):
+            kept = np.flatnonzero(keep[row])[:k]
+            out_scores[row, : len(kept)] = scores[row, kept]
+            out_addrs[row, : len(kept)] = addrs[row, kept]
+        return out_scores, out_addrs
 
     def resolve_mode(self, mode: str | None, is_text: bool) -> str:
         """The mode a search runs in: a vector query is dense (asking for another mode is an
@@ -119,6 +199,7 @@ class ReadPath:
     ) -> list[list[Hit]]:
         """Lexical or hybrid hits per text, through the exact-text results cache."""
         self.catch_up()
+        now, hidden = self.visibility()
         key = (group_key(k, where), mode, hybrid.key() if mode == HYBRID else None)
         version = self._index.version
         found: list[list[Hit] | None] = (
@@ -126,6 +207,7 @@ class ReadPath:
         )
         todo = [i for i, hits in enumerate(found) if hits is None]
         if not todo:
+            self._count(found)  # type: ignore[arg-type]
             return found  # type: ignore[return-value]
         missed = [texts[i] for i in todo]
         vectors = None
@@ -133,13 +215,14 @@ class ReadPath:
             vectors = qcache.encode(missed, self._embed) if qcache else self._embed(missed)
         with self._index.lock.read():
             self._check_open()
-            fresh = self._fused(missed, vectors, k, where_sql, overrides, mode, hybrid)
+            fresh = self._fused(missed, vectors, k, where_sql, overrides, mode, hybrid, now, hidden)
             if qcache:  # under the read lock: no write between the search and the store
                 qcache.store_texts(missed, key, fresh, self._index.version)
         for i, hits in zip(todo, fresh, strict=True):
             found[i] = hits
         if vectors is not None:
             self._index.rebalance_in_background()
+        self._count(found, dense=len(todo) if vectors is not None else 0, lexical=len(todo))  # type: ignore[arg-type]
         return found  # type: ignore[return-value]
 
     def _fused(
@@ -151,19 +234,20 @@ class ReadPath:
         overrides: dict[str, int],
         mode: str,
         hybrid: HybridConfig,
+        now: float,
+        hidden: np.ndarray,
     ) -> list[list[Hit]]:
         """Under the read lock: each text's lexical leg, and for hybrid its dense leg, fused."""
         fetch_k = k if mode == LEXICAL else max(k, hybrid.fetch_k)
         empty = np.empty(0, np.float32), np.empty(0, np.int64)
         dense: list[tuple[np.ndarray, np.ndarray]] = [empty] * len(texts)
         if vectors is not None:
-            allowed = None if where_sql is None else self._table.matching_addrs(*where_sql)
-            if allowed is None or len(allowed):
-                scores, addrs = self._index.search(vectors, fetch_k, allowed, **overrides)
-                dense = list(zip(scores, addrs, strict=True))
+            scores, addrs = self._dense(vectors, fetch_k, where_sql, overrides, now, hidden)
+            dense = list(zip(scores, addrs, strict=True))
+        lexical_where = self._table.unexpired_where(where_sql, now) if len(hidden) else where_sql
         ranked: list[list[tuple[float, int, Legs]]] = []
         for text, dense_leg in zip(texts, dense, strict=True):
-            lexical_leg = self._table.lexical_search(text, fetch_k, where_sql)
+            lexical_leg = self._table.lexical_search(text, fetch_k, lexical_where)
             if mode == LEXICAL:
                 ls, la = lexical_leg
                 ranked.append(
@@ -179,6 +263,26 @@ class ReadPath:
             [Hit.from_row(rows[a], s, legs) for s, a, legs in hits if a in rows] for hits in ranked
         ]
 
+    def split_queries(self, query: Any) -> tuple[bool, list[Any]]:
+        """(is a single query, the queries one by one: texts, or 1-D unit vectors)."""
+        if isinstance(query, str) or is_text_batch(query):
+            return isinstance(query, str), check_texts(as_list(query, "query"))
+        single, vectors = self._query_vectors(query, None)
+        return single, list(vectors)
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        """Unit vectors of `texts`, through the cache's embedding layer where there is one."""
+        return self.cache.encode(texts, self._embed) if self.cache else self._embed(texts)
+
+    def nearest(
+        self, vectors: np.ndarray, k: int, where_sql: WhereSQL | None, now: float
+    ) -> list[list[Hit]]:
+        """Under the caller's write lock: the k visible slots nearest each vector (passing
+        `where`), uncached and uncounted: what a write's dedupe compares with."""
+        hidden = self._table.expired_addrs(now)
+        scores, addrs = self._dense(vectors, k, where_sql, {}, now, hidden)
+        return self._hydrate(scores, addrs)
+
     def _query_vectors(self, query: Any, qcache: QueryCache | None) -> tuple[bool, np.ndarray]:
         """(is a single query, (nq, dim) unit query vectors); texts seen before skip the
         embedder."""
@@ -190,17 +294,6 @@ class ReadPath:
             raise InvalidInputError("query is an empty list")
         single = np.ndim(query) == 1
         return single, check_vectors(query, self._dim, what="query vectors")
-
-    def _search_index(
-        self, queries: np.ndarray, k: int, where_sql: WhereSQL | None, overrides: dict[str, int]
-    ) -> list[list[Hit]]:
-        allowed = None
-        if where_sql is not None:
-            allowed = self._table.matching_addrs(*where_sql)
-            if not len(allowed):
-                return [[] for _ in range(len(queries))]
-        scores, addrs = self._index.search(queries, k, allowed, **overrides)
-        return self._hydrate(scores, addrs)
 
     def _hydrate(self, scores: np.ndarray, addrs: np.ndarray) -> list[list[Hit]]:
         """Turn FAISS (score, address) rows into Hits, rows read for the batch at once (the
@@ -226,11 +319,16 @@ class ReadPath:
 
     def iter_slots(self, batch: int) -> Iterator[tuple[list[Slot], np.ndarray]]:
         """(slots, their vectors) of every live slot in chunks, under the read lock."""
+        _, hidden = self.visibility()
         with self._index.lock.read():
             for addrs, vectors in self._index.iter_live_vectors(batch):
+                if len(hidden):
+                    visible = ~np.isin(addrs, hidden)
+                    addrs, vectors = addrs[visible], vectors[visible]
                 rows = self._table.fetch(addrs.tolist())
                 slots = [
-                    Slot(rows[a][0], rows[a][1], json.loads(rows[a][2]), a) for a in addrs.tolist()
+                    Slot(i, text, json.loads(meta), a, written, expires)
+                    for i, text, meta, a, written, expires in map(rows.__getitem__, addrs.tolist())
                 ]
                 yield slots, vectors
 
@@ -240,10 +338,18 @@ class ReadPath:
         removed: np.ndarray,
         addrs: np.ndarray,
         vectors: np.ndarray,
-        rows: list[tuple[str, str, str]],
+        rows: list[HitText],
+        expires: list[float | None] | None = None,
     ) -> None:
-        """Under the write lock, after the index applied a write: patch cached results."""
+        """Under the write lock, after the index applied a write: patch cached results.
+        `expires`: the new slots' expiry times; one already past (an imported history) is
+        hidden at once, so the cache is dropped rather than patched with it."""
+        soonest = min((e for e in expires or () if e is not None), default=np.inf)
+        self._next_expiry = min(self._next_expiry, soonest)
         if self.cache is None:
+            return
+        if soonest <= slot_times.now():
+            self.cache.clear(self._index.version)
             return
         self.cache.apply_write(
             self._index.version,
@@ -270,5 +376,6 @@ class ReadPath:
 
     def _forget_cached(self) -> None:
         self._table.forget_cached_rows()  # the writer may have deleted rows cached here
+        self.forget_expiry()  # and written slots that expire
         if self.cache is not None:
             self.cache.clear(self._index.version)

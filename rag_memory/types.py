@@ -7,8 +7,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 # The two row shapes that travel between the slot table and the caches, named once:
-SlotRow = tuple[str, str, str, int]  # a slot-table row: id, text, metadata JSON, address
-HitText = tuple[str, str, str]  # what a cached result keeps per hit: id, text, metadata JSON
+# a slot-table row: id, text, metadata JSON, address, write time (None: written before
+# write times were recorded), expiry time (None: never)
+SlotRow = tuple[str, str, str, int, float | None, float | None]
+# what a cached result keeps per hit: id, text, metadata JSON, write time
+HitText = tuple[str, str, str, float | None]
 # Per hit of a lexical or hybrid search: (dense score, dense rank, lexical score, lexical
 # rank), ranks from 1, None for a leg that did not return the slot (rag_memory.hybrid).
 Legs = tuple[float | None, int | None, float | None, int | None]
@@ -16,12 +19,17 @@ Legs = tuple[float | None, int | None, float | None, int | None]
 
 @dataclass(frozen=True, slots=True)
 class Slot:
-    """One stored text slot. `address` is its int64 slot address, never reused."""
+    """One stored text slot. `address` is its int64 slot address, never reused;
+    `written_at` when it was written (seconds since the epoch, or the unit of the
+    `timestamps` it was added with; None for a slot stored before write times were kept);
+    `expires_at` when it expires (None: never)."""
 
     id: str
     text: str
     metadata: dict[str, Any] = field(default_factory=dict)
     address: int = -1
+    written_at: float | None = None
+    expires_at: float | None = None
 
 
 class Hit:
@@ -31,16 +39,21 @@ class Hit:
     carries each leg's score and rank (`dense_score`, `dense_rank`, `lexical_score`,
     `lexical_rank`; None for a leg that did not return it, and on a dense hit).
 
+    `written_at` is the slot's write time (`Slot.written_at`). A recency-aware or multi-hop
+    read (`rag_memory.recall`) also sets `hop`, the hop that read the slot (1 for every
+    other search), and `relevance`, the score before recency counted (None otherwise).
+
     `metadata` is decoded from its stored JSON on first access: a batch search returns
     thousands of hits, and decoding metadata nobody reads would cost more than the search.
     `cached` says the query cache answered (the hit is then a `CachedHit`); neither it nor
     `cache_similarity` takes part in equality: a cached hit equals the fresh one.
     """
 
-    # _row is the slot-table row (id, text, metadata JSON or None, address), shared with the
-    # row cache rather than copied field by field: building a batch's hits is the library's
-    # main cost over FAISS on a small index. _metadata is the decoded dict, once read.
-    __slots__ = ("_row", "score", "_metadata", "legs")
+    # _row is the slot-table row (id, text, metadata JSON or None, address, times),
+    # shared with the row cache rather than copied field by field: building a batch's hits is
+    # the library's main cost over FAISS on a small index. _metadata is the decoded dict,
+    # once read. _read is (hop, relevance) for a hit of a recency-aware or multi-hop read.
+    __slots__ = ("_row", "score", "_metadata", "legs", "_read")
     cached = False
     cache_similarity: float | None = None
 
@@ -54,22 +67,46 @@ class Hit:
         *,
         metadata_json: str | None = None,
         legs: Legs | None = None,
+        written_at: float | None = None,
     ) -> None:
-        self._row = (id, text, metadata_json, address)
+        self._row: SlotRow = (id, text, metadata_json, address, written_at, None)  # type: ignore[assignment]
         self.score = score
         self._metadata = metadata
         self.legs = legs
+        self._read: tuple[int, float] | None = None
 
     @classmethod
     def from_row(cls, row: SlotRow, score: float, legs: Legs | None = None) -> Hit:
-        """A fresh hit from a slot-table row (id, text, metadata JSON, address): the hot path
-        of every search, so it skips __init__'s keyword handling (~40% of a hit's cost)."""
+        """A fresh hit from a slot-table row (id, text, metadata JSON, address, written_at):
+        the hot path of every search, so it skips __init__'s keyword handling (~40% of a
+        hit's cost)."""
         self = cls.__new__(cls)
         self._row = row
         self.score = score
         self._metadata = None
         self.legs = legs
+        self._read = None
         return self
+
+    def reread(self, score: float, hop: int, relevance: float) -> Hit:
+        """This hit as a recency-aware or multi-hop read returns it: ranked by `score`, read
+        at `hop`, `relevance` its score before recency counted."""
+        hit = Hit.from_row(self._row, score, self.legs)
+        hit._metadata = self._metadata
+        hit._read = (hop, relevance)
+        return hit
+
+    @property
+    def written_at(self) -> float | None:
+        return self._row[4]
+
+    @property
+    def hop(self) -> int:
+        return 1 if self._read is None else self._read[0]
+
+    @property
+    def relevance(self) -> float | None:
+        return None if self._read is None else self._read[1]
 
     @property
     def dense_score(self) -> float | None:
@@ -113,8 +150,12 @@ class Hit:
         stored = self._row[2]
         return json.dumps(self.metadata, ensure_ascii=False) if stored is None else stored
 
+    def hit_text(self) -> HitText:
+        """What a cached result keeps of this hit."""
+        return (self.id, self.text, self.metadata_json, self.written_at)
+
     def _key(self) -> tuple:
-        return (self.id, self.score, self.text, self.metadata, self.address)
+        return (self.id, self.score, self.text, self.metadata, self.address, self.written_at)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Hit) and self._key() == other._key()
@@ -154,7 +195,27 @@ class CachedHit(Hit):
         metadata_json: str,
         cache_similarity: float | None,
         legs: Legs | None = None,
+        written_at: float | None = None,
     ) -> None:
-        super().__init__(id, score, text, address=address, metadata_json=metadata_json, legs=legs)
+        super().__init__(
+            id,
+            score,
+            text,
+            address=address,
+            metadata_json=metadata_json,
+            legs=legs,
+            written_at=written_at,
+        )
         self.cached = True
         self.cache_similarity = cache_similarity
+
+
+class WriteResult(list[str]):
+    """The ids a write stored its inputs under, in input order (a list, as before), and
+    `merged`: input position -> the id of the slot that input merged into, for every input
+    dedupe folded into a stored slot or into an earlier input of the same call (empty
+    without dedupe)."""
+
+    def __init__(self, ids: list[str], merged: dict[int, str] | None = None) -> None:
+        super().__init__(ids)
+        self.merged: dict[int, str] = {} if merged is None else merged

@@ -19,6 +19,7 @@ from helpers import build_sealed_memory, unit_vectors
 
 from rag_memory import CorruptFileError, Memory, integrity
 from rag_memory.cli import main
+from rag_memory.store.slot_table import row_checksum
 from rag_memory.verify import verify_memory
 
 
@@ -428,27 +429,54 @@ def test_growing_vector_low_bit_flip_is_refused(stored: Path) -> None:
         Memory.open(stored, read_only=True)
 
 
-def test_schema_v1_table_opens_and_is_upgraded(stored: Path) -> None:
-    """A slot table written before row checksums (schema 1) opens read-only and as writer;
-    the writer upgrades it, and rows written from then on are verified."""
-    with Memory.open(stored, read_only=True) as mem:
-        before = [(h.id, h.score) for h in mem.search(unit_vectors(1, 8, seed=5)[0], k=5)]
-    conn = sqlite3.connect(stored / "slots.sqlite")
-    conn.execute("ALTER TABLE slots DROP COLUMN checksum")
-    conn.execute("ALTER TABLE vectors DROP COLUMN checksum")
-    conn.execute("UPDATE meta SET value = 1 WHERE key = 'schema_version'")
+def _as_schema(path: Path, schema: int) -> None:
+    """Turn a slot table back into one of an older schema: 2 has no write times, expiry or
+    dedupe keys; 1 not even row checksums."""
+    conn = sqlite3.connect(path)
+    conn.execute("DROP INDEX slots_expiry")
+    conn.execute("DROP INDEX slots_text_key")
+    for column in ("written_at", "expires_at", "text_key"):
+        conn.execute(f"ALTER TABLE slots DROP COLUMN {column}")
+    if schema == 1:
+        conn.execute("ALTER TABLE slots DROP COLUMN checksum")
+        conn.execute("ALTER TABLE vectors DROP COLUMN checksum")
+    else:  # schema 2 checksums cover the row's cells without times
+        rows = conn.execute("SELECT addr, id, text, metadata FROM slots").fetchall()
+        conn.executemany(
+            "UPDATE slots SET checksum = ? WHERE addr = ?",
+            [(row_checksum(*row), row[0]) for row in rows],
+        )
+    conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (schema,))
     conn.commit()
     conn.close()
+
+
+@pytest.mark.parametrize("schema", [1, 2])
+def test_older_schema_table_opens_and_is_upgraded(stored: Path, schema: int) -> None:
+    """A slot table written before row checksums (schema 1) or before write times (schema 2)
+    opens read-only and as writer; the writer upgrades it to the current schema, its old
+    rows keep verifying (no write time, never expire), rows written from then on carry
+    checksums and times, and exact dedupe finds the old rows."""
     with Memory.open(stored, read_only=True) as mem:
-        assert [(h.id, h.score) for h in mem.search(unit_vectors(1, 8, seed=5)[0], k=5)] == before
+        before = [(h.id, h.score) for h in mem.search(unit_vectors(1, 8, seed=5)[0], k=5)]
+        old_text = mem.get(before[0][0])[0].text
+    _as_schema(stored / "slots.sqlite", schema)
+    with Memory.open(stored, read_only=True) as mem:
+        hits = mem.search(unit_vectors(1, 8, seed=5)[0], k=5)
+        assert [(h.id, h.score) for h in hits] == before
+        assert {h.written_at for h in hits} == {None}
     with Memory.open(stored) as mem:
-        mem.add(["fresh"], ids=["fresh"], vectors=unit_vectors(1, 8, seed=6))
+        mem.add(["fresh"], ids=["fresh"], vectors=unit_vectors(1, 8, seed=6), timestamps=[7.0])
+        twin = mem.add([old_text.upper()], vectors=unit_vectors(1, 8, seed=7), dedupe="exact")
+        assert twin == [before[0][0]] and twin.merged == {0: before[0][0]}
     conn = sqlite3.connect(stored / "slots.sqlite")
-    assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == 2
+    assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == 3
     assert conn.execute("SELECT checksum FROM slots WHERE id = 'fresh'").fetchone()[0] is not None
     conn.close()
     with Memory.open(stored, read_only=True) as mem:
-        assert len(mem) == 301 and mem.get(["fresh"])[0].text == "fresh"
+        assert len(mem) == 301 and mem.get(["fresh"])[0].written_at == 7.0
+        assert mem.get(before[1][0])[0].written_at is None
+    assert verify_memory(stored).ok
 
 
 # -- rag-memory verify DIR: everything, whatever its size ---------------------------------

@@ -162,10 +162,12 @@ def test_row_cache_keeps_recent_rows_by_bytes_and_forgets_deleted_slots(tmp_path
     assert loads[-1] == [2]  # 2 was not used recently: loaded again; 1 was kept
     assert dict(RowCache(0).lookup([1], load)) == {1: rows[1]}  # disabled: always loads
     table = SlotTable.create(tmp_path / "slots.sqlite", 4)
-    (address,), _ = table.write(["s9"], ["nine"], ["{}"], unit_vectors(1, 4), replace=False)
+    (address,), _ = table.write(
+        ["s9"], ["nine"], ["{}"], unit_vectors(1, 4), False, [1.0], [None], now=2.0
+    )
     assert table.fetch([address])[address][0] == "s9"
     assert table.fetch([address])[address][0] == "s9"  # now cached
-    table.tombstone(["s9"])
+    table.tombstone(["s9"], now=2.0)
     assert address not in table.fetch([address])  # a deleted slot is never served from cache
     table.close()
 

@@ -41,8 +41,11 @@ def _cached_hits(
             metadata_json=meta,
             cache_similarity=similarity,
             legs=None if legs is None else legs[n],
+            written_at=written_at,
         )
-        for n, (score, addr, (i, text, meta)) in enumerate(zip(scores, addrs, rows, strict=True))
+        for n, (score, addr, (i, text, meta, written_at)) in enumerate(
+            zip(scores, addrs, rows, strict=True)
+        )
     ]
 
 
@@ -90,7 +93,7 @@ class QueryCache:
                 where,
                 [h.score for h in hits],
                 [h.address for h in hits],
-                [(h.id, h.text, h.metadata_json) for h in hits],
+                [h.hit_text() for h in hits],
                 version,
             )
 
@@ -114,7 +117,7 @@ class QueryCache:
                 version,
                 tuple(h.score for h in hits),
                 tuple(h.address for h in hits),
-                tuple((h.id, h.text, h.metadata_json) for h in hits),
+                tuple(h.hit_text() for h in hits),
                 tuple(h.legs for h in hits),
             )
             self.texts.put(text, key, entry)

@@ -64,7 +64,7 @@ class Entry:
         return (
             self.vector.nbytes
             + _ENTRY_OVERHEAD
-            + sum(_HIT_OVERHEAD + len(i) + len(t) + len(m) for i, t, m in self.rows)
+            + sum(_HIT_OVERHEAD + len(i) + len(t) + len(m) for i, t, m, _ in self.rows)
         )
 
     def kth(self) -> float:

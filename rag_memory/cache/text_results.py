@@ -41,7 +41,7 @@ def _size(key: tuple[str, Any], entry: TextEntry) -> int:
     return (
         _ENTRY_OVERHEAD
         + len(key[0])
-        + sum(_HIT_OVERHEAD + len(i) + len(t) + len(m) for i, t, m in entry.rows)
+        + sum(_HIT_OVERHEAD + len(i) + len(t) + len(m) for i, t, m, _ in entry.rows)
     )
 
 

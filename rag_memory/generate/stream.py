@@ -27,12 +27,16 @@ def drain(pieces: PieceStream, each: Callable[[str], object] | None = None) -> A
             each(piece)
 
 
-def with_retrieval(pieces: PieceStream, hits: list[Hit], retrieval_s: float) -> PieceStream:
-    """A piece stream whose Answer carries the retrieved `hits` and the search's time."""
+def with_retrieval(
+    pieces: PieceStream, hits: list[Hit], retrieval_s: float, reads: dict[str, int]
+) -> PieceStream:
+    """A piece stream whose Answer carries the retrieved `hits`, the search's time and the
+    memory reads it cost."""
     answer = yield from pieces
     timings = {
         **answer.timings,
         "retrieval_s": retrieval_s,
         "total_s": answer.timings["total_s"] + retrieval_s,
+        "reads": reads,
     }
     return replace(answer, hits=hits, timings=timings)

@@ -5,6 +5,8 @@ Grammar (the operators Chroma users know):
     {"field": {"$eq"|"$ne"|"$gt"|"$gte"|"$lt"|"$lte": value}}
     {"field": {"$in"|"$nin": [value, ...]}}
     {"$and": [where, ...]}  {"$or": [where, ...]}
+    {"$written_at": {"$gte": t}}  the slot's write time (a column, not metadata; numbers only)
+    {"$expires_at": ...}          its expiry time (a slot that never expires has none)
 Several keys in one object are AND-ed. Values are str, int (SQLite's int64), float or bool.
 The result is (sql, params) with every key and value bound as a parameter, never spliced
 into the SQL text.
@@ -40,6 +42,8 @@ from ..validation import SQLITE_INT_MAX, SQLITE_INT_MIN, shown, string_problem
 _COMPARISONS = {"$eq": "=", "$ne": "!=", "$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
 _ORDERED = {"$gt", "$gte", "$lt", "$lte"}
 _LOGICAL = {"$and": " AND ", "$or": " OR "}
+# Fields that name a column of the slot table rather than a metadata key.
+SLOT_COLUMNS = {"$written_at": "written_at", "$expires_at": "expires_at"}
 
 # Objects a filter may nest ({"$and": [{...}]} is two deep). Compiled most-nested-first, the
 # heaviest filters found fail SQLite 3.40's parser stack from 32 levels on (several keys per
@@ -161,9 +165,41 @@ def _membership(field: str, op: str, values: Any) -> Clause:
     return clause if op == "$in" else _negate(clause)
 
 
+def _on_column(field: str, condition: Any) -> Clause:
+    """A condition on one of the slot table's own columns (`SLOT_COLUMNS`): numbers only, the
+    comparison and membership operators; a slot without the value matches only $ne / $nin."""
+    column = SLOT_COLUMNS[field]
+    op, value = ("$eq", condition) if not isinstance(condition, dict) else (None, None)
+    if op is None:
+        if len(condition) != 1:
+            raise InvalidFilterError(
+                f"where: {field!r} needs exactly one operator, got {shown(list(condition))}"
+            )
+        ((op, value),) = condition.items()
+    values = value if op in ("$in", "$nin") else [value]
+    if op not in _COMPARISONS and op not in ("$in", "$nin"):
+        raise InvalidFilterError(f"where: unknown operator {op!r} for field {field!r}")
+    if not isinstance(values, list) or not values:
+        raise InvalidFilterError(f"where: {op} for {field!r} needs a non-empty list")
+    for v in values:
+        _check_value(field, op, v)
+        if isinstance(v, (bool, str)):
+            raise InvalidFilterError(f"where: {field!r} is a time: compare it with numbers")
+    if op in ("$in", "$nin"):
+        clause = Clause(f"{column} IN (SELECT value FROM json_each(?))", [json.dumps(values)])
+        return clause if op == "$in" else _negate(clause)
+    cmp = "=" if op == "$ne" else _COMPARISONS[op]
+    clause = Clause(f"{column} {cmp} ?", [value])
+    return _negate(clause) if op == "$ne" else clause
+
+
 def _field(field: str, condition: Any) -> Clause:
+    if field in SLOT_COLUMNS:
+        return _on_column(field, condition)
     if field.startswith("$"):
-        raise InvalidFilterError(f"where: unknown operator {field!r} (use $and / $or)")
+        raise InvalidFilterError(
+            f"where: unknown operator {field!r} (use $and / $or, or one of {sorted(SLOT_COLUMNS)})"
+        )
     problem = string_problem(field)
     if problem:
         raise InvalidFilterError(f"where: key {field!r} {problem}")

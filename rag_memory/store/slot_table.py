@@ -22,18 +22,21 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import math
 import os
 import sqlite3
 import threading
 import zlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import numpy as np
+from tqdm.auto import tqdm
 
+from ..dedupe import text_key
 from ..errors import (
     CorruptFileError,
     IdAlreadyStoredError,
@@ -56,8 +59,11 @@ from .row_cache import RowCache
 logger = logging.getLogger(__name__)
 
 TABLE_FILE = "slots.sqlite"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 ROW_CHECKSUMS_SINCE = 2  # schema 1 tables have no checksum columns
+# Schema 3 adds each slot's write time, expiry time and exact-dedupe key (rag_memory.dedupe);
+# rows written before it have none (NULL: no known write time, never expire).
+SLOT_TIMES_SINCE = 3
 # The `shard` column: 0 while a slot's vector is in the growing shard (and its blob in
 # `vectors`), a sealed shard's id once sealed, RETIRED_SHARD once a deleted slot's shard is
 # gone (compacted away). Compare with these names, not by truthiness.
@@ -80,7 +86,15 @@ _CODE_OF_MESSAGE = {message: code for code, (message, _) in _STORAGE_RESULTS.ite
     message: code for code, message in _CORRUPT_RESULTS.items()
 }
 
-_SCHEMA = """
+# Partial indexes: the next expiry and the expired slots are one index probe, and a memory
+# without ttls pays nothing; an exact-dedupe lookup is one probe per new text.
+_TIME_INDEXES = """
+CREATE INDEX slots_expiry ON slots(expires_at)
+    WHERE deleted_version IS NULL AND expires_at IS NOT NULL;
+CREATE INDEX slots_text_key ON slots(text_key) WHERE deleted_version IS NULL;
+"""
+_SCHEMA = (
+    """
 CREATE TABLE slots (
     addr INTEGER PRIMARY KEY AUTOINCREMENT,
     id TEXT NOT NULL,
@@ -89,20 +103,41 @@ CREATE TABLE slots (
     shard INTEGER NOT NULL,
     added_version INTEGER NOT NULL,
     deleted_version INTEGER,
-    checksum INTEGER
+    checksum INTEGER,
+    written_at REAL,
+    expires_at REAL,
+    text_key INTEGER
 );
 CREATE UNIQUE INDEX slots_live_id ON slots(id) WHERE deleted_version IS NULL;
 CREATE INDEX slots_added ON slots(added_version);
 CREATE INDEX slots_deleted ON slots(deleted_version);
+"""
+    + _TIME_INDEXES
+    + """
 CREATE TABLE vectors (addr INTEGER PRIMARY KEY, vector BLOB NOT NULL, checksum INTEGER);
 CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
+)
 
 
-def row_checksum(addr: Any, slot_id: Any, text: Any, metadata: Any) -> int:
-    """CRC-32 of a slot row's immutable cells (any type a damaged cell may come back as)."""
-    cells = "\x00".join(map(str, (addr, slot_id, text, metadata)))
-    return zlib.crc32(cells.encode("utf-8", "surrogatepass"))
+# A row is hidden from reads once its expiry time has passed (`?` = the clock's now).
+_UNEXPIRED = "(expires_at IS NULL OR expires_at > ?)"
+
+
+def row_checksum(
+    addr: Any,
+    slot_id: Any,
+    text: Any,
+    metadata: Any,
+    written_at: Any = None,
+    expires_at: Any = None,
+) -> int:
+    """CRC-32 of a slot row's immutable cells (any type a damaged cell may come back as);
+    its times count where it has a write time (rows written before schema 3 have none)."""
+    cells: tuple[Any, ...] = (addr, slot_id, text, metadata)
+    if written_at is not None:
+        cells += (written_at, expires_at)
+    return zlib.crc32("\x00".join(map(str, cells)).encode("utf-8", "surrogatepass"))
 
 
 def vector_checksum(addr: int, blob: Any) -> int:
@@ -143,6 +178,8 @@ class SlotTable:
             self._writer = None if read_only else self._connect()
             if self._writer is not None and self._schema < ROW_CHECKSUMS_SINCE:
                 self._add_checksum_columns()
+            if self._writer is not None and self._schema < SLOT_TIMES_SINCE:
+                self._add_time_columns()
             if self._writer is not None and lexical is not None:
                 self.build_lexical(lexical, only_if_missing=True)
             if hashed_at_open(path):
@@ -303,20 +340,56 @@ class SlotTable:
             conn.execute("ALTER TABLE slots ADD COLUMN checksum INTEGER")
             conn.execute("ALTER TABLE vectors ADD COLUMN checksum INTEGER")
             conn.execute(
-                "UPDATE meta SET value = ? WHERE key = 'schema_version'", (SCHEMA_VERSION,)
+                "UPDATE meta SET value = ? WHERE key = 'schema_version'", (ROW_CHECKSUMS_SINCE,)
             )
-        self._schema = SCHEMA_VERSION
+        self._schema = ROW_CHECKSUMS_SINCE
+
+    def _add_time_columns(self) -> None:
+        """Schema 2 -> 3: write time, expiry time and dedupe key columns. Rows already stored
+        get no times (unknown write time, no expiry) and their dedupe keys, in one
+        transaction."""
+        with self._transaction() as conn:
+            for column in ("written_at REAL", "expires_at REAL", "text_key INTEGER"):
+                conn.execute(f"ALTER TABLE slots ADD COLUMN {column}")
+            for statement in _TIME_INDEXES.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            live = conn.execute(
+                "SELECT addr, text FROM slots WHERE deleted_version IS NULL"
+            ).fetchall()
+            conn.executemany(
+                "UPDATE slots SET text_key = ? WHERE addr = ?",
+                (
+                    (text_key(text), addr)
+                    for addr, text in tqdm(live, desc="dedupe keys", disable=len(live) < 100_000)
+                ),
+            )
+            conn.execute(
+                "UPDATE meta SET value = ? WHERE key = 'schema_version'", (SLOT_TIMES_SINCE,)
+            )
+        self._schema = SLOT_TIMES_SINCE
 
     def _checksum_column(self, column: str) -> str:
         """`column` where the table has checksums, else NULL (a schema 1 table)."""
+        return self._column(column, ROW_CHECKSUMS_SINCE)
+
+    def _column(self, column: str, since: int) -> str:
+        """`column` where the table's schema has it (from schema `since` on), else NULL."""
         self._reader()  # connected, so the schema is known
-        return column if self._schema >= ROW_CHECKSUMS_SINCE else "NULL"
+        return column if self._schema >= since else "NULL"
+
+    def _times_columns(self) -> str:
+        """The write and expiry time columns for a SELECT (NULLs before schema 3)."""
+        return ", ".join(self._column(c, SLOT_TIMES_SINCE) for c in ("written_at", "expires_at"))
 
     def _verify_rows(self, rows: Sequence[tuple]) -> None:
-        """Rows (id, text, metadata, addr, checksum, ...): CorruptFileError for the first
-        whose checksum does not match its cells (NULL: written before checksums)."""
-        for slot_id, text, metadata, addr, checksum, *_ in rows:
-            if checksum is not None and checksum != row_checksum(addr, slot_id, text, metadata):
+        """Rows (id, text, metadata, addr, checksum, written_at, expires_at, ...):
+        CorruptFileError for the first whose checksum does not match its cells (NULL:
+        written before checksums)."""
+        for slot_id, text, metadata, addr, checksum, written, expires, *_ in rows:
+            if checksum is not None and checksum != row_checksum(
+                addr, slot_id, text, metadata, written, expires
+            ):
                 raise CorruptFileError(
                     self.path, f"slot address {addr}: the row does not match its checksum"
                 )
@@ -327,8 +400,8 @@ class SlotTable:
         checked, last = 0, 0
         while True:
             rows = self._query(
-                f"SELECT id, text, metadata, addr, {self._checksum_column('checksum')} "
-                "FROM slots WHERE addr > ? ORDER BY addr LIMIT ?",
+                f"SELECT id, text, metadata, addr, {self._checksum_column('checksum')}, "
+                f"{self._times_columns()} FROM slots WHERE addr > ? ORDER BY addr LIMIT ?",
                 (last, batch),
             )
             if not rows:
@@ -428,7 +501,57 @@ class SlotTable:
         return self._query("SELECT value FROM meta WHERE key = 'version'")[0][0]
 
     def live_count(self) -> int:
+        """Live slots, expired ones included (they are live until compaction retires them)."""
         return self._query("SELECT value FROM meta WHERE key = 'live'")[0][0]
+
+    # -- expiry ------------------------------------------------------------------------
+    def _unexpired(self) -> str:
+        """The SQL test that a row has not expired at the statement's `?` (bound to now);
+        rows written before schema 3 never expire."""
+        self._reader()  # connected, so the schema is known
+        return _UNEXPIRED if self._schema >= SLOT_TIMES_SINCE else "(? IS NOT NULL)"
+
+    def unexpired_where(
+        self, where: tuple[str, Sequence[Any]] | None, now: float
+    ) -> tuple[str, list[Any]]:
+        """A compiled `where` (or none) AND-ed with "not expired at `now`"."""
+        if where is None:
+            return self._unexpired(), [now]
+        return f"({where[0]}) AND {self._unexpired()}", [*where[1], now]
+
+    def next_expiry(self, after: float = -math.inf) -> float:
+        """The earliest expiry time later than `after` of a live slot (inf: none); one index
+        probe."""
+        if self._column("expires_at", SLOT_TIMES_SINCE) == "NULL":
+            return math.inf
+        (value,) = self._query(
+            "SELECT min(expires_at) FROM slots WHERE deleted_version IS NULL "
+            "AND expires_at IS NOT NULL AND expires_at > ?",
+            (after,),
+        )[0]
+        return math.inf if value is None else float(value)
+
+    def expired_addrs(self, now: float) -> np.ndarray:
+        """Addresses of the live slots expired at `now` (hidden from reads)."""
+        if self.next_expiry() > now:
+            return np.empty(0, np.int64)
+        rows = self._query(
+            "SELECT addr FROM slots WHERE deleted_version IS NULL AND expires_at <= ?", (now,)
+        )
+        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+    # -- dedupe ------------------------------------------------------------------------
+    def exact_twins(
+        self, keys: Sequence[int], where: tuple[str, Sequence[Any]] | None, now: float
+    ) -> list[tuple[int, str, str, int]]:
+        """(addr, id, text, text_key) of the visible slots whose dedupe key is one of `keys`
+        and which pass `where` (the write's scope)."""
+        scope, params = self.unexpired_where(where, now)
+        return self._query(
+            "SELECT addr, id, text, text_key FROM slots WHERE deleted_version IS NULL AND "
+            f"text_key IN (SELECT value FROM json_each(?)) AND {scope}",
+            (_in_list(list(keys)), *params),
+        )
 
     # -- writes ------------------------------------------------------------------------
     def write(
@@ -437,27 +560,34 @@ class SlotTable:
         texts: Sequence[str],
         metadata: Sequence[str],
         vectors: np.ndarray,
-        replace: bool,
+        replace: bool | Collection[str],
+        written_at: Sequence[float],
+        expires_at: Sequence[float | None],
+        now: float,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Insert slots into the growing shard in one transaction.
+        """Insert slots into the growing shard in one transaction, with their write and
+        expiry times (`now`: the clock expiry is judged by).
 
-        With replace=False an id that is already live raises IdAlreadyStoredError; with replace=True
-        its old address is tombstoned. Returns (new addresses, replaced addresses).
+        With replace=False an id that is already live raises IdAlreadyStoredError; with
+        replace=True (or a collection holding that id) its old address is tombstoned. A slot
+        that has expired is hidden, so its id is free: it is tombstoned either way. Returns
+        (new addresses, replaced addresses).
         """
         with self._transaction() as conn:
             existing = conn.execute(
-                "SELECT addr, id FROM slots WHERE deleted_version IS NULL AND id IN "
-                "(SELECT value FROM json_each(?))",
-                (_in_list(ids),),
+                "SELECT addr, id, expires_at <= ? FROM slots WHERE deleted_version IS NULL "
+                "AND id IN (SELECT value FROM json_each(?))",
+                (now, _in_list(ids)),
             ).fetchall()
-            if existing and not replace:
-                taken = sorted(i for _, i in existing)
+            replaceable = (lambda _: replace) if isinstance(replace, bool) else replace.__contains__
+            taken = sorted(i for _, i, expired in existing if not expired and not replaceable(i))
+            if taken:
                 raise IdAlreadyStoredError(
                     f"ids already stored (use upsert to replace): {taken[:5]}"
                     + (f" and {len(taken) - 5} more" if len(taken) > 5 else "")
                 )
             version = self._bump_version(conn, len(ids) - len(existing))
-            replaced = np.array([a for a, _ in existing], dtype=np.int64)
+            replaced = np.array([a for a, _, _ in existing], dtype=np.int64)
             if len(replaced):
                 self._retire(conn, replaced, version)
             # AUTOINCREMENT hands out sqlite_sequence + 1 onwards; taking them explicitly
@@ -469,24 +599,23 @@ class SlotTable:
                 + 1
             )
             conn.executemany(
-                "INSERT INTO slots (addr, id, text, metadata, shard, added_version, checksum) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO slots (addr, id, text, metadata, shard, added_version, checksum, "
+                "written_at, expires_at, text_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
-                    (a, i, t, m, GROWING_SHARD, version, row_checksum(a, i, t, m))
-                    for a, i, t, m in zip(
-                        range(first, first + len(ids)), ids, texts, metadata, strict=True
+                    (a, i, t, m, GROWING_SHARD, version, row_checksum(a, i, t, m, w, e), w, e)
+                    + (text_key(t),)
+                    for a, i, t, m, w, e in zip(
+                        range(first, first + len(ids)),
+                        ids,
+                        texts,
+                        metadata,
+                        written_at,
+                        expires_at,
+                        strict=True,
                     )
                 ],
             )
-            addrs = np.array(
-                [
-                    r[0]
-                    for r in conn.execute(
-                        "SELECT addr FROM slots WHERE added_version = ? ORDER BY addr", (version,)
-                    )
-                ],
-                dtype=np.int64,
-            )
+            addrs = np.arange(first, first + len(ids), dtype=np.int64)
             vecs = np.ascontiguousarray(vectors, dtype="<f4")
             conn.executemany(
                 "INSERT INTO vectors (addr, vector, checksum) VALUES (?, ?, ?)",
@@ -500,21 +629,35 @@ class SlotTable:
         self._rows.discard(replaced.tolist())
         return addrs, replaced
 
-    def tombstone(self, ids: Sequence[str]) -> np.ndarray:
-        """Mark the live slots of `ids` deleted; UnknownIdError (and no change) if any is absent."""
+    def tombstone(self, ids: Sequence[str], now: float) -> np.ndarray:
+        """Mark the live slots of `ids` deleted; UnknownIdError (and no change) if any is
+        absent or expired (hidden, as from every read)."""
         with self._transaction() as conn:
             rows = conn.execute(
                 "SELECT addr, id FROM slots WHERE deleted_version IS NULL AND id IN "
-                "(SELECT value FROM json_each(?))",
-                (_in_list(ids),),
+                f"(SELECT value FROM json_each(?)) AND {_UNEXPIRED}",
+                (_in_list(ids), now),
             ).fetchall()
             missing = set(ids) - {i for _, i in rows}
             if missing:
                 raise UnknownIdError(f"unknown ids (nothing was deleted): {sorted(missing)[:5]}")
-            version = self._bump_version(conn, -len(rows))
-            addrs = np.array([a for a, _ in rows], dtype=np.int64)
-            self._retire(conn, addrs, version)
-        self._rows.discard(addrs.tolist())
+            return self._tombstone_rows(conn, [a for a, _ in rows])
+
+    def retire_expired(self, now: float) -> np.ndarray:
+        """Tombstone every slot expired at `now` (compaction's first step); their addresses."""
+        if self.next_expiry() > now:
+            return np.empty(0, np.int64)
+        with self._transaction() as conn:
+            rows = conn.execute(
+                "SELECT addr FROM slots WHERE deleted_version IS NULL AND expires_at <= ?", (now,)
+            ).fetchall()
+            return self._tombstone_rows(conn, [a for (a,) in rows])
+
+    def _tombstone_rows(self, conn: sqlite3.Connection, addr_list: list[int]) -> np.ndarray:
+        version = self._bump_version(conn, -len(addr_list))
+        addrs = np.array(addr_list, dtype=np.int64)
+        self._retire(conn, addrs, version)
+        self._rows.discard(addr_list)
         return addrs
 
     def _retire(self, conn: sqlite3.Connection, addrs: np.ndarray, version: int) -> None:
@@ -539,15 +682,17 @@ class SlotTable:
         ).fetchone()[0]
 
     # -- reads -------------------------------------------------------------------------
-    def get(self, ids: Sequence[str]) -> list[Slot]:
-        """The live slots of `ids`, in the order asked; UnknownIdError if any is absent."""
+    def get(self, ids: Sequence[str], now: float) -> list[Slot]:
+        """The live slots of `ids`, in the order asked; UnknownIdError if any is absent (or
+        expired at `now`)."""
         rows = self._query(
-            f"SELECT id, text, metadata, addr, {self._checksum_column('checksum')} FROM slots "
-            "WHERE deleted_version IS NULL AND id IN (SELECT value FROM json_each(?))",
-            (_in_list(ids),),
+            f"SELECT id, text, metadata, addr, {self._checksum_column('checksum')}, "
+            f"{self._times_columns()} FROM slots WHERE deleted_version IS NULL AND id IN "
+            f"(SELECT value FROM json_each(?)) AND {self._unexpired()}",
+            (_in_list(ids), now),
         )
         self._verify_rows(rows)
-        by_id = {r[0]: Slot(r[0], r[1], json.loads(r[2]), r[3]) for r in rows}
+        by_id = {r[0]: Slot(r[0], r[1], json.loads(r[2]), r[3], r[5], r[6]) for r in rows}
         missing = [i for i in ids if i not in by_id]
         if missing:
             raise UnknownIdError(
@@ -556,12 +701,12 @@ class SlotTable:
             )
         return [by_id[i] for i in ids]
 
-    def contains(self, ids: Sequence[str]) -> list[bool]:
-        """Whether each of `ids` is a live slot (one query, whatever the answer)."""
+    def contains(self, ids: Sequence[str], now: float) -> list[bool]:
+        """Whether each of `ids` is a live slot not expired at `now` (one query)."""
         rows = self._query(
             "SELECT id FROM slots WHERE deleted_version IS NULL AND id IN "
-            "(SELECT value FROM json_each(?))",
-            (_in_list(ids),),
+            f"(SELECT value FROM json_each(?)) AND {self._unexpired()}",
+            (_in_list(ids), now),
         )
         live = {r[0] for r in rows}
         return [i in live for i in ids]
@@ -571,7 +716,8 @@ class SlotTable:
         self._rows.clear()
 
     def fetch(self, addrs: Sequence[int]) -> Mapping[int, SlotRow]:
-        """addr -> (id, text, metadata JSON, addr) for the live slots among `addrs` (read-only).
+        """addr -> (id, text, metadata JSON, addr, written_at, expires_at) for the live slots among
+        `addrs` (read-only; expired ones included: the read path hides those).
 
         The hot path of every search: hot rows come from the RowCache; for the others the
         addresses, our own int64s and never user input, are written into the statement as
@@ -586,13 +732,13 @@ class SlotTable:
         literal = ",".join(map(str, map(int, addrs)))
         rows = self._query(
             f"SELECT id, text, metadata, addr, {self._checksum_column('checksum')}, "
-            f"deleted_version FROM slots WHERE addr IN ({literal})"
+            f"{self._times_columns()}, deleted_version FROM slots WHERE addr IN ({literal})"
         )
         self._verify_rows(rows)
         if len(rows) != len(set(addrs)):
             missing = sorted(set(addrs) - {r[3] for r in rows})
             raise CorruptFileError(self.path, f"slot address {missing[:1]} has no row")
-        return [(r[0], r[1], r[2], r[3]) for r in rows if r[5] is None]
+        return [(r[0], r[1], r[2], r[3], r[5], r[6]) for r in rows if r[7] is None]
 
     def matching_addrs(
         self, where_sql: str, params: Sequence[Any], among: Sequence[int] | None = None

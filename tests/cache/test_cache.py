@@ -236,12 +236,12 @@ def test_read_only_reader_sees_other_process_writes(tmp_path: Path) -> None:
 def test_version_guard_clears_on_a_missed_write() -> None:
     cache = ResultCache(DIM, 1 << 20, DEFAULT_THRESHOLD, None, version=5)
     q = unit_vectors(1, DIM)[0]
-    cache.put(q, group_key(3, None), None, [0.5], [1], [("a", "t", "{}")], version=5)
+    cache.put(q, group_key(3, None), None, [0.5], [1], [("a", "t", "{}", None)], version=5)
     assert cache.lookup(q, group_key(3, None)) is not None
     empty = np.empty(0, np.int64)
     cache.apply_write(7, empty, empty, np.empty((0, DIM), np.float32), [], lambda w, a: set())
     assert cache.lookup(q, group_key(3, None)) is None and cache.version == 7
-    cache.put(q, group_key(3, None), None, [0.5], [1], [("a", "t", "{}")], version=6)
+    cache.put(q, group_key(3, None), None, [0.5], [1], [("a", "t", "{}", None)], version=6)
     assert len(cache) == 0  # a result computed before the latest write is refused
 
 

@@ -1,0 +1,190 @@
+"""Recency-aware and multi-hop reads: what `search(..., recency_half_life=, hops=)` adds on
+top of one plain search.
+
+Recency. A memory the model writes while it works holds facts that change ("Mary moved to
+the bathroom" ... "Mary went to the garden"); the latest relevant one is the right one. A
+plain multiplicative decay on the score (score * 2^(-age / half_life)) lets a recent slot
+about something else beat an older relevant one: on bAbI a statement about John written just
+now outranks the one about Mary the question asks for. Recency therefore adds a *bounded*
+bonus to the relevance:
+
+    score_i = relevance_i + margin * 2^(-(t_newest - t_i) / half_life)
+
+t_i is the slot's write time, t_newest the newest write time among the candidates (so only
+the timestamps' own unit matters, never the wall clock), and relevance_i the score the search
+mode ranks by: the cosine (dense), the convex-fused score (hybrid), or for the scale-free
+scores (BM25, RRF) the score divided by the top candidate's. The bonus lies in [0, margin],
+so a slot can rise only past slots at most `margin` more relevant than itself: recency decides
+*between relevant slots* (of near-equal relevance) and never lifts an unrelated one over a
+relevant one. A slot without a write time gets no bonus. This is the "relevance + recency"
+retrieval score of Generative Agents (Park et al., UIST 2023) with the recency term capped
+by a margin instead of weighted freely; `RecallConfig.margin`'s default was measured on the
+bAbI training files (README, "Memory that changes").
+
+Multi-hop. Memory Networks read recursively: the second hop's query is the question plus what
+the first hop read, u2 = u1 + o1 (Weston et al. 2015; Sukhbaatar et al., "End-To-End Memory
+Networks", NeurIPS 2015), which is how "Where is the football?" reaches "John went to the
+kitchen" through "John picked up the football". Here hop h reads its share of the k slots
+(k split as evenly as possible, earlier hops first), and the next query is formed either
+from text (the question followed by the texts just read, searched in the same mode) or in
+embedding space (the normalised sum of the question's embedding and the softmax-weighted
+embeddings of what was read, searched densely). Each hop skips the slots earlier hops read;
+every hit carries the hop that read it. `hops=1` with no half-life is the plain search,
+untouched.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from .errors import InvalidInputError
+from .types import Hit
+from .validation import check_int, config_from_dict, is_number, shown
+
+HOP_QUERIES = ("text", "vector")
+MAX_HOPS = 8
+DEFAULT_MARGIN = 0.1
+DEFAULT_FETCH_K = 100
+# Weights of the slots a hop read in the next hop's query vector: softmax(relevance / T),
+# the generator's default temperature (generate.config.DEFAULT_TEMPERATURE) for cosines.
+HOP_TEMPERATURE = 0.05
+
+Search = Callable[[Any, int], list[Hit]]  # (query text or vector, k) -> hits, best first
+Embed = Callable[[list[str]], np.ndarray]  # texts -> unit vectors
+
+
+@dataclass(frozen=True)
+class RecallConfig:
+    """The finer settings of recency-aware and multi-hop reads (`search(..., recall=...)`).
+
+    Attributes:
+        margin: the largest recency bonus (the relevance gap recency may close; see above).
+        hop_query: how the next hop's query is formed, "text" or "vector".
+        fetch_k: candidates each hop takes from the search before recency re-ranks them
+            (at least the hop's own k).
+    """
+
+    margin: float = DEFAULT_MARGIN
+    hop_query: str = "text"
+    fetch_k: int = DEFAULT_FETCH_K
+
+    def __post_init__(self) -> None:
+        m = self.margin
+        if not is_number(m) or not math.isfinite(m) or m < 0:
+            raise InvalidInputError(f"RecallConfig.margin must be a number >= 0, got {shown(m)}")
+        object.__setattr__(self, "margin", float(m))
+        if self.hop_query not in HOP_QUERIES:
+            raise InvalidInputError(
+                f"RecallConfig.hop_query must be one of {HOP_QUERIES}, got {self.hop_query!r}"
+            )
+        object.__setattr__(self, "fetch_k", check_int(self.fetch_k, "RecallConfig.fetch_k"))
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> RecallConfig:
+        return config_from_dict(cls, values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def resolve_recall(recall: RecallConfig | dict | None) -> RecallConfig:
+    if recall is None:
+        return RecallConfig()
+    if isinstance(recall, dict):
+        return RecallConfig.from_dict(recall)
+    if isinstance(recall, RecallConfig):
+        return recall
+    raise InvalidInputError(f"recall must be a RecallConfig, a dict or None, got {shown(recall)}")
+
+
+def check_half_life(half_life: Any) -> float | None:
+    if half_life is None:
+        return None
+    if not is_number(half_life) or not math.isfinite(half_life) or half_life <= 0:
+        raise InvalidInputError(
+            f"recency_half_life must be a finite number > 0 (in the unit of the write "
+            f"times) or None, got {shown(half_life)}"
+        )
+    return float(half_life)
+
+
+def check_hops(hops: Any, k: int) -> int:
+    hops = check_int(hops, "hops", maximum=MAX_HOPS)
+    if hops > k:
+        raise InvalidInputError(f"hops={hops} needs k >= hops (each hop reads a slot), got k={k}")
+    return hops
+
+
+def hop_shares(k: int, hops: int) -> list[int]:
+    """How many of the k slots each hop reads: as even as possible, earlier hops first."""
+    base, extra = divmod(k, hops)
+    return [base + (1 if h < extra else 0) for h in range(hops)]
+
+
+def with_recency(
+    hits: Sequence[Hit], half_life: float | None, margin: float, scale_free: bool
+) -> list[tuple[float, float, Hit]]:
+    """(score, relevance, hit) per candidate, best first (ties by address): relevance plus
+    the bounded recency bonus (module docstring); without a half-life, relevance alone."""
+    if not hits:
+        return []
+    top = max(h.score for h in hits)
+    scale = top if scale_free and top > 0 else 1.0
+    times = [h.written_at for h in hits]
+    newest = max((t for t in times if t is not None), default=None)
+    scored = []
+    for hit, t in zip(hits, times, strict=True):
+        relevance = hit.score / scale
+        bonus = 0.0
+        if half_life is not None and t is not None and newest is not None:
+            bonus = margin * 2.0 ** (-(newest - t) / half_life)
+        scored.append((relevance + bonus, relevance, hit))
+    scored.sort(key=lambda item: (-item[0], item[2].address))
+    return scored
+
+
+def read_with_recall(
+    query: Any,
+    k: int,
+    *,
+    search: Search,
+    dense_search: Search,
+    embed: Embed,
+    half_life: float | None,
+    hops: int,
+    config: RecallConfig,
+    scale_free: bool,
+) -> list[Hit]:
+    """The hits of a recency-aware and/or multi-hop read of one query (text or vector):
+    hop 1's hits first, then hop 2's, each ranked by `with_recency`. `search` runs the
+    caller's mode; `dense_search` takes the vector queries of "vector" hops."""
+    by_text = config.hop_query == "text" and isinstance(query, str)
+    read: set[int] = set()
+    out: list[Hit] = []
+    current, vector = query, None
+    for hop, share in enumerate(hop_shares(k, hops), start=1):
+        run = search if hop == 1 or by_text else dense_search
+        fetch = max(share, config.fetch_k) + len(read)
+        candidates = [h for h in run(current, fetch) if h.address not in read]
+        ranked = with_recency(candidates, half_life, config.margin, scale_free and run is search)
+        hits = [hit.reread(score, hop, relevance) for score, relevance, hit in ranked[:share]]
+        out.extend(hits)
+        read.update(h.address for h in hits)
+        if hop == hops or not hits:
+            break
+        if by_text:
+            current = " ".join([current, *(h.text for h in hits)])
+            continue
+        if vector is None:
+            vector = embed([query])[0] if isinstance(query, str) else np.asarray(query, np.float32)
+        relevance = np.array([h.relevance for h in hits], dtype=np.float64)
+        weights = np.exp((relevance - relevance.max()) / HOP_TEMPERATURE)
+        vector = vector + (weights[:, None] / weights.sum() * embed([h.text for h in hits])).sum(0)
+        vector = (vector / np.linalg.norm(vector)).astype(np.float32)
+        current = vector
+    return out
