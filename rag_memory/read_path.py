@@ -274,6 +274,12 @@ class ReadPath:
         """Unit vectors of `texts`, through the cache's embedding layer where there is one."""
         return self.cache.encode(texts, self._embed) if self.cache else self._embed(texts)
 
+    def vectors_of(self, hits: list[Hit]) -> tuple[list[Hit], np.ndarray]:
+        """(the hits still stored, their stored vectors): the keys a multi-hop read adds."""
+        with self._index.lock.read():
+            found, vectors = self._index.vectors_of(np.array([h.address for h in hits]))
+        return [h for h, f in zip(hits, found.tolist(), strict=True) if f], vectors
+
     def nearest(
         self, vectors: np.ndarray, k: int, where_sql: WhereSQL | None, now: float
     ) -> list[list[Hit]]:

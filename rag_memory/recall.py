@@ -10,8 +10,10 @@ bonus to the relevance:
 
     score_i = relevance_i + margin * 2^(-(t_newest - t_i) / half_life)
 
-t_i is the slot's write time, t_newest the newest write time among the candidates (so only
-the timestamps' own unit matters, never the wall clock), and relevance_i the score the search
+t_i is the slot's write time, t_newest the newest write time among the candidates within
+`margin` of the best relevance (the only ones recency can lift to the top; a newer slot
+counts as age 0), so only the timestamps' own unit matters, never the wall clock; relevance_i
+the score the search
 mode ranks by: the cosine (dense), the convex-fused score (hybrid), or for the scale-free
 scores (BM25, RRF) the score divided by the top candidate's. The bonus lies in [0, margin],
 so a slot can rise only past slots at most `margin` more relevant than itself: recency decides
@@ -28,7 +30,7 @@ kitchen" through "John picked up the football". Here hop h reads its share of th
 (k split as evenly as possible, earlier hops first), and the next query is formed either
 from text (the question followed by the texts just read, searched in the same mode) or in
 embedding space (the normalised sum of the question's embedding and the softmax-weighted
-embeddings of what was read, searched densely). Each hop skips the slots earlier hops read;
+stored vectors of what was read, searched densely: MemN2N's u + o with the slots' own keys). Each hop skips the slots earlier hops read;
 every hit carries the hop that read it. `hops=1` with no half-life is the plain search,
 untouched.
 """
@@ -55,7 +57,8 @@ DEFAULT_FETCH_K = 100
 HOP_TEMPERATURE = 0.05
 
 Search = Callable[[Any, int], list[Hit]]  # (query text or vector, k) -> hits, best first
-Embed = Callable[[list[str]], np.ndarray]  # texts -> unit vectors
+# hits -> (those still stored, their stored unit vectors)
+StoredVectors = Callable[[list[Hit]], tuple[list[Hit], np.ndarray]]
 
 
 @dataclass(frozen=True)
@@ -135,14 +138,20 @@ def with_recency(
         return []
     top = max(h.score for h in hits)
     scale = top if scale_free and top > 0 else 1.0
-    times = [h.written_at for h in hits]
-    newest = max((t for t in times if t is not None), default=None)
+    relevances = [h.score / scale for h in hits]
+    best = max(relevances)
+    # the newest of the slots recency may lift to the top: those within `margin` of the best
+    reachable = [
+        h.written_at
+        for h, r in zip(hits, relevances, strict=True)
+        if r >= best - margin and h.written_at is not None
+    ]
+    newest = max(reachable, default=None)
     scored = []
-    for hit, t in zip(hits, times, strict=True):
-        relevance = hit.score / scale
-        bonus = 0.0
+    for hit, relevance in zip(hits, relevances, strict=True):
+        t, bonus = hit.written_at, 0.0
         if half_life is not None and t is not None and newest is not None:
-            bonus = margin * 2.0 ** (-(newest - t) / half_life)
+            bonus = margin * 2.0 ** (-max(0.0, newest - t) / half_life)
         scored.append((relevance + bonus, relevance, hit))
     scored.sort(key=lambda item: (-item[0], item[2].address))
     return scored
@@ -154,7 +163,8 @@ def read_with_recall(
     *,
     search: Search,
     dense_search: Search,
-    embed: Embed,
+    stored_vectors: StoredVectors,
+    query_vector: Callable[[str], np.ndarray],
     half_life: float | None,
     hops: int,
     config: RecallConfig,
@@ -181,10 +191,13 @@ def read_with_recall(
             current = " ".join([current, *(h.text for h in hits)])
             continue
         if vector is None:
-            vector = embed([query])[0] if isinstance(query, str) else np.asarray(query, np.float32)
-        relevance = np.array([h.relevance for h in hits], dtype=np.float64)
+            vector = query_vector(query) if isinstance(query, str) else np.asarray(query)
+        kept, keys = stored_vectors(hits)
+        if not kept:  # what the hop read was deleted meanwhile: nothing to add
+            break
+        relevance = np.array([h.relevance for h in kept], dtype=np.float64)
         weights = np.exp((relevance - relevance.max()) / HOP_TEMPERATURE)
-        vector = vector + (weights[:, None] / weights.sum() * embed([h.text for h in hits])).sum(0)
+        vector = vector + (weights[:, None] / weights.sum() * keys).sum(axis=0)
         vector = (vector / np.linalg.norm(vector)).astype(np.float32)
         current = vector
     return out

@@ -63,6 +63,14 @@ class GrowingShard:
         vectors = faiss.rev_swig_ptr(self._index.get_xb(), n * self.dim).reshape(n, self.dim)
         return self._addrs.copy(), vectors.copy()
 
+    def vectors_of(self, addrs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(which of `addrs` this shard holds, their vectors), without copying the rest."""
+        held = np.isin(addrs, self._addrs)
+        rows = [int(np.flatnonzero(self._addrs == a)[0]) for a in addrs[held].tolist()]
+        n = self._index.ntotal
+        table = faiss.rev_swig_ptr(self._index.get_xb(), n * self.dim).reshape(n, self.dim)
+        return held, table[rows].copy()
+
     def add(self, addrs: np.ndarray, vectors: np.ndarray) -> None:
         if len(addrs):
             self._index.add(vectors)

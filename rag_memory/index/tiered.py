@@ -342,6 +342,20 @@ class TieredIndex:
                 keep = ~np.isin(shard.addrs[start:stop], shard.tombstones)
                 yield shard.addrs[start:stop][keep], shard.all_vectors(start, stop)[keep]
 
+    def vectors_of(self, addrs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(which of `addrs` are live slots, their full-precision vectors in that order):
+        what a multi-hop read adds to its next query (caller holds the read lock)."""
+        addrs = np.asarray(addrs, dtype=np.int64)
+        found = np.zeros(len(addrs), dtype=bool)
+        out = np.empty((len(addrs), self.manifest.dim), dtype=np.float32)
+        held, vectors = self._growing.vectors_of(addrs)
+        found[held], out[held] = True, vectors
+        for shard in self._sealed.shards:
+            held = ~found & np.isin(addrs, shard.addrs) & ~np.isin(addrs, shard.tombstones)
+            if held.any():
+                found[held], out[held] = True, shard.vectors_of(addrs[held])
+        return found, out[found]
+
     # -- sealing and compaction --------------------------------------------------------
     def seal_when_due(self) -> int:
         """After a write: seal if the growing shard is full. A failure is deferred maintenance
