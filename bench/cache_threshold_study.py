@@ -24,159 +24,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
-import re
 import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
-from _data import HARD_NEGATIVE_PAIRS, SCIFACT, scifact_or_exit
+from _data import HARD_NEGATIVE_PAIRS, scifact_or_exit
+from _probes import build_probes, fold, other_claims
 
 from rag_memory import CacheConfig, Memory
 from rag_memory.cache.result_cache import SAME_VECTOR_SLACK
-from rag_memory.datasets.jsonl import read_jsonl
 from rag_memory.embed import Embedder
 
-SEED = 6
 THRESHOLDS = (
     [round(0.90 + 0.01 * i, 2) for i in range(10)]
     + [round(0.991 + 0.001 * i, 3) for i in range(9)]
     + [1.0]
 )
-SYNONYMS = {
-    "increases": "raises",
-    "increase": "raise",
-    "decreases": "lowers",
-    "reduces": "lowers",
-    "reduce": "lower",
-    "associated with": "linked to",
-    "causes": "leads to",
-    "patients": "subjects",
-    "higher": "greater",
-    "regulates": "controls",
-    "inhibits": "suppresses",
-    "promotes": "enhances",
-    "required": "needed",
-    "treatment": "therapy",
-    "important": "essential",
-    "risk": "likelihood",
-    "mice": "rodents",
-    "effective": "efficacious",
-}
-ANTONYMS = {
-    "increases": "decreases",
-    "decreases": "increases",
-    "increase": "decrease",
-    "decrease": "increase",
-    "higher": "lower",
-    "lower": "higher",
-    "more": "less",
-    "less": "more",
-    "positive": "negative",
-    "negative": "positive",
-    "promotes": "inhibits",
-    "inhibits": "promotes",
-    "reduces": "increases",
-    "improves": "worsens",
-    "upregulates": "downregulates",
-    "activates": "inhibits",
-    "enhances": "impairs",
-    "induces": "prevents",
-    "prevents": "induces",
-}
-AUXILIARIES = ("is", "are", "was", "were", "can", "does", "do", "has", "have", "may", "will")
-VERBS = (
-    "increases",
-    "decreases",
-    "reduces",
-    "causes",
-    "activates",
-    "inhibits",
-    "regulates",
-    "promotes",
-    "induces",
-    "prevents",
-    "impairs",
-    "enhances",
-    "improves",
-    "affects",
-    "predicts",
-    "mediates",
-    "suppresses",
-    "controls",
-    "binds",
-    "protects",
-)
-PREPOSITIONS = ("in", "during", "among", "after", "for", "with")
-
-
-def _sub_word(text: str, table: dict[str, str]) -> str | None:
-    """Replace the first word (or phrase) of `table` found in `text`, keeping its capital."""
-    for old, new in table.items():
-        m = re.search(rf"\b{re.escape(old)}\b", text, flags=re.IGNORECASE)
-        if m:
-            repl = new[0].upper() + new[1:] if m.group(0)[0].isupper() else new
-            return text[: m.start()] + repl + text[m.end() :]
-    return None
-
-
-def paraphrases(q: str, rng: random.Random) -> dict[str, str]:
-    out = {
-        "casing": q.lower() if rng.random() < 0.5 else q.upper(),
-        "punctuation": q.rstrip(".!? ") + rng.choice(["?", "!", " ."]),
-    }
-    words = q.rstrip(".").split()
-    for i in range(len(words) - 2, 1, -1):  # a short trailing prepositional phrase to the front
-        if words[i] in PREPOSITIONS and len(words) - i <= 5:
-            head = " ".join(words[:i])
-            out["word order"] = (
-                f"{words[i].capitalize()} {' '.join(words[i + 1 :])}, "
-                f"{head[0].lower() + head[1:] if not head[:2].isupper() else head}."
-            )
-            break
-    synonym = _sub_word(q, SYNONYMS)
-    if synonym:
-        out["synonym"] = synonym
-    return {k: v for k, v in out.items() if v != q}
-
-
-def hard_negatives(q: str) -> dict[str, str]:
-    out = {}
-    m = re.search(rf"\b({'|'.join(AUXILIARIES)}) not\b", q)
-    if m:
-        out["negation"] = q[: m.start()] + m.group(1) + q[m.end() :]
-    else:
-        m = re.search(rf"\b({'|'.join(AUXILIARIES)})\b(?! no\b)", q)  # "has not no": no
-        if m:
-            out["negation"] = q[: m.end()] + " not" + q[m.end() :]
-    antonym = _sub_word(q, ANTONYMS)
-    if antonym:
-        out["antonym"] = antonym
-    m = re.search(rf" ({'|'.join(VERBS)}) ", q)
-    if m:
-        subj, obj = q[: m.start()], q[m.end() :].rstrip(".")
-        if subj and obj:
-            obj = obj if obj[:2].isupper() else obj[0].upper() + obj[1:]
-            subj = subj if subj[:2].isupper() else subj[0].lower() + subj[1:]
-            out["swapped entities"] = f"{obj} {m.group(1)} {subj}."
-    return out
-
-
-def build_probes(train: list[str], hand: list[tuple[str, str]]) -> list[tuple[str, str, int]]:
-    """(kind, text, index of the cached claim it paraphrases or -1) for every probe."""
-    rng = random.Random(SEED)
-    probes = []
-    for i, q in enumerate(train):
-        probes += [(kind, text, i) for kind, text in paraphrases(q, rng).items()]
-        probes += [(kind, text, -1) for kind, text in hard_negatives(q).items()]
-    probes += [("hand-written", neg, -1) for _, neg in hand]
-    return probes
-
-
-def _fold(text: str) -> str:
-    """all-MiniLM-L6-v2 is uncased: texts equal up to case embed to the same vector."""
-    return " ".join(text.lower().split())
 
 
 def sweep(
@@ -198,7 +62,7 @@ def sweep(
                 row.setdefault("recall_by_kind", {}).setdefault(kind, [0, 0])
                 row["recall_by_kind"][kind][0] += ok
                 row["recall_by_kind"][kind][1] += 1
-            elif s >= t - SAME_VECTOR_SLACK and _fold(text) != _fold(cached_texts[b]):
+            elif s >= t - SAME_VECTOR_SLACK and fold(text) != fold(cached_texts[b]):
                 # (a negative that *is* a cached claim, e.g. SciFact holds both "increases" and
                 # "decreases" versions, is that claim's own exact hit, not a wrong one)
                 row["wrong"][kind] = row["wrong"].get(kind, 0) + 1
@@ -215,7 +79,7 @@ def natural_negative_sims(
     embedder: Embedder, train: list[str], train_vecs: np.ndarray
 ) -> np.ndarray:
     """Best cosine of each other claim against the cached train claims (leave-one-out)."""
-    others = sorted({q["text"] for q in read_jsonl(SCIFACT / "queries.jsonl")} - set(train))
+    others = other_claims(train)
     gram = train_vecs @ train_vecs.T
     same = np.array([[a == b for b in train] for a in train])  # duplicates are not negatives
     gram[same] = -1.0
@@ -233,11 +97,11 @@ def check_through_memory(data: dict, cached: list[str], probes, threshold: float
         mem.add(data["texts"], ids=data["ids"], vectors=data["vectors"])
         mem.search(cached, k=10)
         results = mem.search([p[1] for p in probes], k=10)
-        known = {_fold(c) for c in cached}  # a negative that *is* a cached claim hits rightly
+        known = {fold(c) for c in cached}  # a negative that *is* a cached claim hits rightly
         wrong = sum(
             1
             for (kind, text, src), hits in zip(probes, results, strict=True)
-            if src < 0 and hits and hits[0].cached and _fold(text) not in known
+            if src < 0 and hits and hits[0].cached and fold(text) not in known
         )
         right = sum(
             1
@@ -274,7 +138,7 @@ def main() -> int:
         for r in rows:
             print(r["threshold"], r["wrong"], r["precision"], r["recall"])
         for (kind, text, src), s, b in zip(probes, sims, best, strict=True):
-            if src < 0 and s > 0.996 and _fold(text) != _fold(cached[b]):
+            if src < 0 and s > 0.996 and fold(text) != fold(cached[b]):
                 print(f"{s:.4f} {kind}: {text!r} ~ {cached[b]!r}")
         return 0
     safe = [r["threshold"] for r in rows if sum(r["wrong"].values()) == 0]
