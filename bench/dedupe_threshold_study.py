@@ -36,11 +36,10 @@ import numpy as np
 from _data import HARD_NEGATIVE_PAIRS, SCIFACT
 from _probes import ANTONYMS, build_probes, fold, other_claims, train_claims
 
+from rag_memory.dedupe import NEAR_CANDIDATES as CANDIDATES
 from rag_memory.embed import Embedder
 from rag_memory.near_duplicates import may_merge, words
 
-# How many stored slots nearest a new one are tried, best first (rag_memory.dedupe.NEAR_CANDIDATES).
-CANDIDATES = 4
 THRESHOLDS = (
     [round(0.80 + 0.02 * i, 2) for i in range(5)]
     + [round(0.90 + 0.01 * i, 2) for i in range(10)]

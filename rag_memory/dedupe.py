@@ -27,6 +27,7 @@ import numpy as np
 
 from .cache.embedding_cache import collapse_whitespace
 from .errors import InvalidInputError
+from .near_duplicates import NEAR_DUPLICATE_COSINE, may_merge
 
 DEDUPE_MODES = ("exact", "near")
 _EDGE_PUNCTUATION = " \t\n.,;:!?\"'`()[]{}"
@@ -142,6 +143,4 @@ def _near(vectors: np.ndarray, texts: Sequence[str], i: int, j: int) -> bool:
 
 
 def _may_merge(new_text: str, stored_text: str, cos: float) -> bool:
-    from .near_duplicates import NEAR_DUPLICATE_COSINE, may_merge
-
     return cos >= NEAR_DUPLICATE_COSINE and may_merge(new_text, stored_text)

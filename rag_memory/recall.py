@@ -30,7 +30,8 @@ kitchen" through "John picked up the football". Here hop h reads its share of th
 (k split as evenly as possible, earlier hops first), and the next query is formed either
 from text (the question followed by the texts just read, searched in the same mode) or in
 embedding space (the normalised sum of the question's embedding and the softmax-weighted
-stored vectors of what was read, searched densely: MemN2N's u + o with the slots' own keys). Each hop skips the slots earlier hops read;
+stored vectors of what was read, searched densely: MemN2N's u + o with the slots' own
+keys). Each hop skips the slots earlier hops read;
 every hit carries the hop that read it. `hops=1` with no half-life is the plain search,
 untouched.
 """

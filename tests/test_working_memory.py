@@ -8,12 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import HashEmbedder, unit_vectors
 
 from rag_memory import Memory, slot_times
 from rag_memory.errors import InvalidFilterError, InvalidInputError, UnknownIdError
 from rag_memory.recall import RecallConfig
-
-from helpers import HashEmbedder, unit_vectors
 
 DIM = 16
 
@@ -177,7 +176,7 @@ def test_recency_decides_between_relevant_slots_never_for_an_unrelated_one(
         # the margin bounds how far recency may reach: none, and the order is relevance's
         none = mem.search(e0(), k=3, recency_half_life=10, recall={"margin": 0})
         assert [h.id for h in none] == ["old", "newer", "unrelated"]
-        wide = mem.search(e0(), k=3, recency_half_life=1e6, recall=RecallConfig(margin=0.5))
+        wide = mem.search(e0(), k=3, recency_half_life=1, recall=RecallConfig(margin=0.5))
         assert wide[0].id == "unrelated"  # a margin above the gap lets it through, as documented
 
 
@@ -188,7 +187,7 @@ def test_recency_works_in_every_mode_and_scope(tmp_path: Path, mode: str) -> Non
         alice.add(["alice lives in paris", "alice lives in berlin"], timestamps=[1, 2])
         bob.add(["bob lives in rome"], timestamps=[3])
         query = "alice lives in paris berlin" if mode != "dense" else "alice lives in paris"
-        hits = alice.search(query, k=2, mode=mode, recency_half_life=1, recall={"margin": 2})
+        hits = alice.search(query, k=2, mode=mode, recency_half_life=0.1, recall={"margin": 2})
         assert [h.text for h in hits] == ["alice lives in berlin", "alice lives in paris"]
         assert {h.metadata["user"] for h in hits} == {"alice"}
 
@@ -305,7 +304,7 @@ def test_a_scope_writes_its_fields_and_reads_only_its_slots(tmp_path: Path) -> N
             alice.add(["x"], metadata={"user": "bob"})
         assert mem.get(b)[0].text == "note" and len(mem) == 2
         session = alice.scope(session=1)
-        (c,) = session.remember("hello", role="user")
+        c = session.remember("hello", role="user")
         assert mem.get(c)[0].metadata == {"role": "user", "user": "alice", "session": 1}
         assert [h.id for h in session.search("note", k=5)] == [c]
         for bad in ({}, {"$written_at": 1}, {"user": ["a"]}):
