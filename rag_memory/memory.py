@@ -665,11 +665,6 @@ class Memory(AnswersFromMemory):
         if half_life is None and hops == 1:
             return plain(query, k)
         single, queries = self._reads.split_queries(query)
-        is_text = isinstance(queries[0], str)
-        resolved = self._reads.resolve_mode(mode, is_text)
-        scale_free = resolved == "lexical" or (
-            resolved == "hybrid" and hybrid_config.fusion == "rrf"
-        )
         results = [
             read_with_recall(
                 q,
@@ -681,7 +676,6 @@ class Memory(AnswersFromMemory):
                 half_life=half_life,
                 hops=hops,
                 config=recall_config,
-                scale_free=scale_free,
             )
             for q in queries
         ]

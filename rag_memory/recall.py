@@ -8,20 +8,20 @@ about something else beat an older relevant one: on bAbI a statement about John 
 now outranks the one about Mary the question asks for. Recency therefore adds a *bounded*
 bonus to the relevance:
 
-    score_i = relevance_i + margin * 2^(-(t_newest - t_i) / half_life)
+    score_i = relevance_i + margin * top * 2^(-max(0, t_newest - t_i) / half_life)
 
-t_i is the slot's write time, t_newest the newest write time among the candidates within
-`margin` of the best relevance (the only ones recency can lift to the top; a newer slot
-counts as age 0), so only the timestamps' own unit matters, never the wall clock; relevance_i
-the score the search
-mode ranks by: the cosine (dense), the convex-fused score (hybrid), or for the scale-free
-scores (BM25, RRF) the score divided by the top candidate's. The bonus lies in [0, margin],
-so a slot can rise only past slots at most `margin` more relevant than itself: recency decides
-*between relevant slots* (of near-equal relevance) and never lifts an unrelated one over a
-relevant one. A slot without a write time gets no bonus. This is the "relevance + recency"
-retrieval score of Generative Agents (Park et al., UIST 2023) with the recency term capped
-by a margin instead of weighted freely; `RecallConfig.margin`'s default was measured on the
-bAbI training files (README, "Memory that changes").
+relevance_i is the score the search mode ranks by (cosine, BM25, fused), top the best
+candidate's, t_i the slot's write time and t_newest the newest write time among the
+candidates within `margin * top` of the top (the only ones recency can lift to first place;
+a newer slot counts as age 0). So only the timestamps' own unit matters, never the wall
+clock, and the bonus lies in [0, margin * top]: a slot can rise only past slots at most a
+fraction `margin` of the top score more relevant than itself. Recency decides *between
+relevant slots* (of near-equal relevance) and never lifts an unrelated one over a relevant
+one; scaling by the top score makes one margin mean the same in every mode (a cosine of 0.4,
+a BM25 of 12, a fused 1.0). A slot without a write time gets no bonus. This is the
+"relevance + recency" score of Generative Agents (Park et al., UIST 2023) with the recency
+term capped by a margin instead of weighted freely; `RecallConfig.margin`'s default was
+measured on the bAbI training files (README, "Memory that changes").
 
 Multi-hop. Memory Networks read recursively: the second hop's query is the question plus what
 the first hop read, u2 = u1 + o1 (Weston et al. 2015; Sukhbaatar et al., "End-To-End Memory
@@ -51,7 +51,7 @@ from .validation import check_int, config_from_dict, is_number, shown
 
 HOP_QUERIES = ("text", "vector")
 MAX_HOPS = 8
-DEFAULT_MARGIN = 0.1
+DEFAULT_MARGIN = 0.15
 DEFAULT_FETCH_K = 100
 # Weights of the slots a hop read in the next hop's query vector: softmax(relevance / T),
 # the generator's default temperature (generate.config.DEFAULT_TEMPERATURE) for cosines.
@@ -67,7 +67,8 @@ class RecallConfig:
     """The finer settings of recency-aware and multi-hop reads (`search(..., recall=...)`).
 
     Attributes:
-        margin: the largest recency bonus (the relevance gap recency may close; see above).
+        margin: the largest recency bonus as a fraction of the top candidate's score (the
+            relevance gap recency may close; see above).
         hop_query: how the next hop's query is formed, "text" or "vector".
         fetch_k: candidates each hop takes from the search before recency re-ranks them
             (at least the hop's own k).
@@ -131,29 +132,25 @@ def hop_shares(k: int, hops: int) -> list[int]:
 
 
 def with_recency(
-    hits: Sequence[Hit], half_life: float | None, margin: float, scale_free: bool
+    hits: Sequence[Hit], half_life: float | None, margin: float
 ) -> list[tuple[float, float, Hit]]:
     """(score, relevance, hit) per candidate, best first (ties by address): relevance plus
     the bounded recency bonus (module docstring); without a half-life, relevance alone."""
     if not hits:
         return []
-    top = max(h.score for h in hits)
-    scale = top if scale_free and top > 0 else 1.0
-    relevances = [h.score / scale for h in hits]
-    best = max(relevances)
-    # the newest of the slots recency may lift to the top: those within `margin` of the best
-    reachable = [
-        h.written_at
-        for h, r in zip(hits, relevances, strict=True)
-        if r >= best - margin and h.written_at is not None
-    ]
-    newest = max(reachable, default=None)
+    best = max(h.score for h in hits)
+    reach = margin * max(best, 0.0)  # the largest bonus, in the mode's own score unit
+    # the newest of the slots recency may lift to the top: those within reach of the best
+    newest = max(
+        (h.written_at for h in hits if h.score >= best - reach and h.written_at is not None),
+        default=None,
+    )
     scored = []
-    for hit, relevance in zip(hits, relevances, strict=True):
+    for hit in hits:
         t, bonus = hit.written_at, 0.0
         if half_life is not None and t is not None and newest is not None:
-            bonus = margin * 2.0 ** (-max(0.0, newest - t) / half_life)
-        scored.append((relevance + bonus, relevance, hit))
+            bonus = reach * 2.0 ** (-max(0.0, newest - t) / half_life)
+        scored.append((hit.score + bonus, hit.score, hit))
     scored.sort(key=lambda item: (-item[0], item[2].address))
     return scored
 
@@ -169,7 +166,6 @@ def read_with_recall(
     half_life: float | None,
     hops: int,
     config: RecallConfig,
-    scale_free: bool,
 ) -> list[Hit]:
     """The hits of a recency-aware and/or multi-hop read of one query (text or vector):
     hop 1's hits first, then hop 2's, each ranked by `with_recency`. `search` runs the
@@ -182,7 +178,7 @@ def read_with_recall(
         run = search if hop == 1 or by_text else dense_search
         fetch = max(share, config.fetch_k) + len(read)
         candidates = [h for h in run(current, fetch) if h.address not in read]
-        ranked = with_recency(candidates, half_life, config.margin, scale_free and run is search)
+        ranked = with_recency(candidates, half_life, config.margin)
         hits = [hit.reread(score, hop, relevance) for score, relevance, hit in ranked[:share]]
         out.extend(hits)
         read.update(h.address for h in hits)
