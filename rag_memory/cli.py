@@ -74,6 +74,20 @@ def _search_options(fusion_flag: str) -> Callable[[Callable[..., Any]], Callable
                     default=None,
                     help=f"Dense weight in [0, 1] of convex fusion [default: {DEFAULT_ALPHA}].",
                 ),
+                click.option(
+                    "--recency-half-life",
+                    type=float,
+                    default=None,
+                    help="Favour recent slots among the relevant ones; the half-life is in the "
+                    "unit of the write times (seconds, unless they were imported) [default: off].",
+                ),
+                click.option(
+                    "--hops",
+                    type=int,
+                    default=1,
+                    show_default=True,
+                    help="Multi-hop read: each hop's query adds what the previous one read.",
+                ),
             )
         ):
             command = option(command)
@@ -101,6 +115,9 @@ def _hit_record(hit: Hit) -> dict[str, Any]:
         "dense_rank": hit.dense_rank,
         "lexical_score": hit.lexical_score,
         "lexical_rank": hit.lexical_rank,
+        "written_at": hit.written_at,
+        "hop": hit.hop,
+        "relevance": hit.relevance,
         "text": hit.text,
         "metadata": hit.metadata,
     }
@@ -121,6 +138,8 @@ def search(
     mode: str | None,
     hybrid_fusion: str | None,
     alpha: float | None,
+    recency_half_life: float | None,
+    hops: int,
     as_json: bool,
 ) -> None:
     """Print the top-k slots of DIRECTORY for QUERY."""
@@ -130,7 +149,15 @@ def search(
         raise click.BadParameter(f"not JSON: {exc}", param_hint="--where") from None
     hybrid = _hybrid(mode, hybrid_fusion, alpha)
     with Memory.open(directory, read_only=True) as mem:
-        hits = mem.search(query, k=k, where=where_obj, mode=mode, hybrid=hybrid)
+        hits = mem.search(
+            query,
+            k=k,
+            where=where_obj,
+            mode=mode,
+            hybrid=hybrid,
+            recency_half_life=recency_half_life,
+            hops=hops,
+        )
     for rank, hit in enumerate(hits, 1):
         if as_json:
             click.echo(json.dumps({"rank": rank, **_hit_record(hit)}))
@@ -168,6 +195,8 @@ def ask(
     mode: str | None,
     hybrid_fusion: str | None,
     alpha: float | None,
+    recency_half_life: float | None,
+    hops: int,
     stream: bool,
     as_json: bool,
 ) -> None:
@@ -176,7 +205,14 @@ def ask(
     hybrid = _hybrid(mode, hybrid_fusion, alpha)
     with Memory.open(directory, read_only=True) as mem:
         pieces = mem.generate_stream(
-            question, k=k, fusion=fusion, mode=mode, hybrid=hybrid, **options
+            question,
+            k=k,
+            fusion=fusion,
+            mode=mode,
+            hybrid=hybrid,
+            recency_half_life=recency_half_life,
+            hops=hops,
+            **options,
         )
         show = stream and not as_json
         answer = drain(pieces, (lambda piece: click.echo(piece, nl=False)) if show else None)

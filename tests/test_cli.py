@@ -55,6 +55,25 @@ def _json_hits(directory: Path, query: str, *options: str) -> list[dict]:
 LEGS = ("dense_score", "dense_rank", "lexical_score", "lexical_rank")
 
 
+def test_search_recency_and_hops(tmp_path: Path, embedder) -> None:
+    with Memory.create(tmp_path / "m", embedder=embedder) as mem:
+        mem.add(
+            ["Mary went to the kitchen.", "Mary went to the garden."],
+            ids=["old", "new"],
+            timestamps=[1, 2],
+        )
+    plain = _json_hits(tmp_path / "m", "Where did Mary go?", "--mode", "dense")
+    recent = _json_hits(
+        tmp_path / "m", "Where did Mary go?", "--mode", "dense", "--recency-half-life", "1"
+    )
+    assert recent[0]["id"] == "new" and recent[0]["written_at"] == 2.0
+    assert recent[0]["relevance"] == next(r["score"] for r in plain if r["id"] == "new")
+    hops = _json_hits(tmp_path / "m", "Where did Mary go?", "-k", "2", "--hops", "2")
+    assert [r["hop"] for r in hops] == [1, 2]
+    bad = CliRunner().invoke(main, ["search", str(tmp_path / "m"), "q", "--hops", "0"])
+    assert bad.exit_code != 0 and "hops" in bad.output
+
+
 def test_search_modes_print_each_legs_scores_and_ranks(memory_dir: Path) -> None:
     # "Celsius" is a word of one slot only: BM25 finds just that one
     lexical = _json_hits(memory_dir, "Celsius", "--mode", "lexical")

@@ -558,3 +558,43 @@ def test_prompt_starts_with_bos_exactly_when_the_tokenizer_adds_one(adds_bos: bo
     assert (layout.prefix_ids[0] == 1) is adds_bos
     assert 1 not in layout.question_ids(tokenizer, "a") + layout.slot_ids(tokenizer, "a")
     assert layout.stop_ids == {2, 6}  # EOS and the vocabulary's end-of-turn token
+
+
+def test_generate_counts_its_reads(fact_memory: Memory) -> None:
+    answer = fact_memory.generate(QUESTION, k=2, mode="dense", max_new_tokens=4)
+    assert answer.timings["reads"] == {
+        "searches": 1,
+        "dense_queries": 1,
+        "lexical_queries": 0,
+        "cache_hits": 0,
+        "slots_read": 2,
+        "hops": 1,
+    }
+    two_hops = fact_memory.generate(QUESTION, k=2, mode="dense", hops=2, max_new_tokens=4)
+    assert two_hops.timings["reads"]["hops"] == 2 and [h.hop for h in two_hops.hits] == [1, 2]
+    closed = fact_memory.generate(QUESTION, k=0, max_new_tokens=4)
+    assert closed.timings["reads"]["searches"] == 0
+    reads = fact_memory.stats()["reads"]
+    assert reads["answers"] == 3 and reads["per_answer"]["hops"] == pytest.approx(1.0)
+
+
+def test_remember_writes_question_and_answer_back_for_later_reads(fact_memory: Memory) -> None:
+    user_ids = {f"f{i}" for i in range(len(FACTS))}
+    chat = fact_memory.scope(session="s1")
+    answer = fact_memory.generate(
+        QUESTION, k=2, max_new_tokens=12, remember=True, scope={"session": "s1"}
+    )
+    assert "Quelltown" in answer.text
+    written = chat.search(QUESTION, k=2, mode="dense", where={"generated": True})
+    by_role = {h.metadata["role"]: h for h in written}
+    assert set(by_role) == {"question", "answer"}
+    question, reply = by_role["question"], by_role["answer"]
+    assert question.text == QUESTION and reply.text == answer.text
+    assert reply.metadata["read"] == [h.id for h in answer.hits]
+    assert reply.metadata["question_id"] == question.id and reply.metadata["session"] == "s1"
+    assert not {question.id, reply.id} & user_ids  # new ids: no user slot was overwritten
+    assert [s.text for s in fact_memory.get([f"f{i}" for i in range(len(FACTS))])] == FACTS
+    # a later question in the same session reads the answer written back
+    later = chat.generate("Tell me again: the capital of Zorbania?", k=2, max_new_tokens=12)
+    assert {h.id for h in later.hits} == {question.id, reply.id}
+    assert fact_memory.scope(session="s2").search(QUESTION, k=5, where={"generated": True}) == []
