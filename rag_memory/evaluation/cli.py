@@ -13,6 +13,8 @@ import click
 from ..generate.config import DEFAULT_TEMPERATURE
 from ..hybrid import DEFAULT_TEXT_MODE, SEARCH_MODES
 from ..hybrid import FUSIONS as HYBRID_FUSIONS
+from ..recall import HOP_QUERIES
+from .babi import BabiConfig
 from .qa import FUSIONS, QAConfig
 from .report import fmt
 from .retrieval import ALL_MODES, HYBRID_DEFAULTS, MODE_CHOICES, RetrievalConfig
@@ -285,4 +287,49 @@ def qa(**options: Any) -> None:
             f"  int8 slot KV: same answer as float16 for {d['same_answers']} of "
             f"{d['questions']} questions"
         )
+    _written(written)
+
+
+@eval_group.command()
+@click.option(
+    "--data",
+    default="../shared/data/babi-en",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Folder of bAbI files (qaN_*_train.txt / qaN_*_test.txt).",
+)
+@click.option("--tasks", default="1,2,3", show_default=True, callback=_int_list)
+@click.option(
+    "--split",
+    type=click.Choice(["train", "test", "valid"]),
+    default=None,
+    help="Which file of a task, where the folder holds several.",
+)
+@click.option(
+    "--n",
+    default=BabiConfig.n,
+    show_default=True,
+    help="Questions per task answered by the model configurations (0 = retrieval only); "
+    "retrieval figures cover every question.",
+)
+@click.option("--k", type=int, default=None, help="Slots read [default: supporting facts].")
+@click.option("--half-life", default=BabiConfig.half_life, show_default=True, type=float)
+@click.option("--margin", default=BabiConfig.margin, show_default=True, type=float)
+@click.option(
+    "--hop-query", type=click.Choice(HOP_QUERIES), default=BabiConfig.hop_query, show_default=True
+)
+@click.option("--fusion", default=BabiConfig.fusion, show_default=True)
+@click.option("--max-new-tokens", default=BabiConfig.max_new_tokens, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--model", default=None, help="Generator model [default: SmolLM2-135M-Instruct].")
+@click.option("--out", default=BabiConfig.out, show_default=True, type=click.Path())
+def babi(**options: Any) -> None:
+    """bAbI: facts written as the story goes; recall, accuracy and reads per configuration."""
+    results, written = run_task("babi", BabiConfig(**options))
+    for task, t in results["tasks"].items():
+        click.echo(f"task {task} ({t['file']}, {t['questions']} questions):")
+        for name, c in t["configs"].items():
+            recall = "" if c["recall"] is None else f"recall@k {c['recall']:.3f}  "
+            accuracy = "" if c["accuracy"] is None else f"accuracy {c['accuracy']:5.1f}%  "
+            click.echo(f"  {name:<20} {recall}{accuracy}")
     _written(written)

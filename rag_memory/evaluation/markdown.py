@@ -335,3 +335,70 @@ def render_qa(results: Mapping[str, Any]) -> str:
             _footer(results),
         ]
     )
+
+
+# Published accuracies on tasks 1 / 2 / 3 (%), for the report's context: MemNN strongly
+# supervised (Weston et al. 2015), MemN2N with 1k training examples (Sukhbaatar et al. 2015),
+# an LSTM (Weston et al. 2015).
+BABI_ANCHORS = {
+    "MemNN (strongly supervised)": {"1": 100.0, "2": 100.0, "3": 100.0},
+    "MemN2N (1k examples)": {"1": 100.0, "2": 92.0, "3": 60.0},
+    "LSTM": {"1": 50.0, "2": 20.0, "3": 20.0},
+}
+
+
+def render_babi(results: Mapping[str, Any]) -> str:
+    """Per task: recall@k, accuracy, reads and latency per configuration; the anchors."""
+    cfg, tasks = results["config"], results["tasks"]
+    sections = [
+        f"# bAbI evaluation: {results['dataset']['path']}",
+        f"Tasks {', '.join(tasks)} ({', '.join(t['file'] for t in tasks.values())}). Each "
+        "story's statements are written into a fresh scope one at a time in story order, "
+        "their line numbers as write times; each question is asked at its point in the story "
+        "and reads only what was written before it. Recency: half-life "
+        f"{cfg['half_life']} lines, margin {cfg['margin']}; hops: one per supporting fact, "
+        f"next query by {cfg['hop_query']}; k = {cfg['k'] or 'the number of supporting facts'}.",
+    ]
+    for task, t in tasks.items():
+        rows = []
+        for name, c in t["configs"].items():
+            reads = c["reads_per_question"] or {}
+            rows.append(
+                [
+                    name,
+                    fmt(c["recall"], 3) if c["recall"] is not None else "n/a",
+                    f"{fmt(c['accuracy'], 1)} ({c['answered']})" if c["answered"] else "n/a",
+                    fmt(reads.get("hops"), 1) if reads else "0",
+                    fmt(reads.get("slots_read"), 1) if reads else fmt(c["slots_in_prompt"], 1),
+                    fmt(c["read_latency"]["p50_ms"], 2) if c["read_latency"] else "n/a",
+                    fmt(c["answer_seconds_p50"], 2) if c["answer_seconds_p50"] else "n/a",
+                ]
+            )
+        sections += [
+            f"## Task {task}: {t['file']}",
+            f"{t['stories']} stories, {t['statements']} statements, {t['questions']} questions "
+            f"(recall over all of them; accuracy over the sampled ones, count in brackets).",
+            table(
+                [
+                    "configuration",
+                    "supporting-fact recall@k",
+                    "accuracy %",
+                    "hops",
+                    "slots read (or in the prompt)",
+                    "read p50 ms",
+                    "answer p50 s",
+                ],
+                rows,
+            ),
+        ]
+    anchors = [[name, *(fmt(v.get(task), 0) for task in tasks)] for name, v in BABI_ANCHORS.items()]
+    sections += [
+        "## Published anchors (accuracy %)",
+        table(["model", *(f"task {t}" for t in tasks)], anchors),
+        "Accuracy: the answer word as a whole word in the generated answer (eval qa's answer "
+        f"match); the question is sent as `{results['prompt']!r}`. Per question and "
+        "configuration: per_question.jsonl.",
+        *(["![accuracy per configuration](babi_accuracy.png)"] if results["config"]["n"] else []),
+        _footer(results),
+    ]
+    return "\n\n".join(sections)

@@ -194,8 +194,21 @@ def open_paragraph_memory(
         raise
 
 
+class GeneratorSettings(Protocol):
+    """What an eval config says of its generator (QAConfig, BabiConfig)."""
+
+    @property
+    def model(self) -> str | None: ...
+
+    @property
+    def temperature(self) -> float: ...
+
+    @property
+    def slot_cache_dir(self) -> str | None: ...
+
+
 def default_generator(
-    config: QAConfig, kv_dtype: str = "float16"
+    config: GeneratorSettings, kv_dtype: str = "float16"
 ) -> tuple[Answerer, dict[str, Any]]:
     """The real generator and its settings for results.json (`Generator` loads torch on first
     access, so it is only touched here)."""

@@ -93,7 +93,8 @@ def write_result_folder(
     render: Callable[[dict], str],
     plots: Mapping[str, Callable[[Path], Path]],
 ) -> dict[str, Path]:
-    """Write results.json, per_query.jsonl (if any), report.md and each plot; return paths."""
+    """Write results.json, per_query.jsonl / per_question.jsonl (if any), report.md and each
+    plot; return paths."""
     out.mkdir(parents=True, exist_ok=True)
     results = dict(results)
     results["environment"] = {"packages": measure.package_versions(), "machine": measure.machine()}
@@ -107,6 +108,12 @@ def write_result_folder(
                 for qid, metrics in scores.items():
                     f.write(json.dumps({"system": system, "query_id": qid, **metrics}) + "\n")
         written["per_query"] = path
+    per_question = results.pop("per_question", None)
+    if per_question is not None:  # records already in their final shape (eval babi)
+        path = out / "per_question.jsonl"
+        with open(path, "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(record) + "\n" for record in per_question)
+        written["per_question"] = path
     for name, draw in plots.items():
         written[name] = draw(out / f"{name}.png")
     results["files"] = sorted(p.name for p in written.values()) + ["report.md", "results.json"]

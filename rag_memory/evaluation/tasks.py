@@ -17,7 +17,8 @@ import numpy as np
 from ..errors import InvalidInputError
 from ..hybrid import RRF_K
 from . import plots
-from .markdown import render_qa, render_retrieval, render_systems
+from .babi import BabiConfig, run_babi
+from .markdown import render_babi, render_qa, render_retrieval, render_systems
 from .qa import QAConfig, run_qa
 from .report import write_result_folder
 from .retrieval import RetrievalConfig, run_retrieval
@@ -99,6 +100,25 @@ def _qa_plots(results: dict[str, Any], lat: Latencies) -> dict[str, Callable[[Pa
     }
 
 
+def _babi_plots(results: dict[str, Any], lat: Latencies) -> dict[str, Callable[[Path], Path]]:
+    tasks = results["tasks"]
+    scores = {
+        name: {task: t["configs"][name]["accuracy"] or 0.0 for task, t in tasks.items()}
+        for name in next(iter(tasks.values()))["configs"]
+        if any(t["configs"][name]["accuracy"] is not None for t in tasks.values())
+    }
+    if not scores:  # --n 0: retrieval figures only
+        return {}
+    return {
+        "babi_accuracy": lambda p: plots.score_bars(
+            scores,
+            {task: f"task {task}" for task in tasks},
+            p,
+            f"bAbI answer accuracy per configuration ({results['config']['n']} questions a task)",
+        )
+    }
+
+
 TASKS: dict[str, EvalTask] = {
     "retrieval": EvalTask(
         "retrieval",
@@ -124,6 +144,15 @@ TASKS: dict[str, EvalTask] = {
         run_qa,
         render_qa,
         _qa_plots,
+    ),
+    "babi": EvalTask(
+        "babi",
+        "bAbI: facts written as a story goes, supporting-fact recall, accuracy and reads "
+        "per configuration (closed-book, gold, concat, dense, recency, hops, hybrid)",
+        BabiConfig,
+        run_babi,
+        render_babi,
+        _babi_plots,
     ),
 }
 
