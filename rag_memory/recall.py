@@ -39,6 +39,7 @@ untouched.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -49,7 +50,12 @@ from .errors import InvalidInputError
 from .types import Hit
 from .validation import check_int, config_from_dict, is_number, shown
 
-HOP_QUERIES = ("text", "vector")
+# How the next hop's query is formed from the current one and what the hop read: the read
+# texts appended ("text") or only their words the query lacks ("new_words"); the read slots'
+# stored vectors added to the query vector ("vector", MemN2N's u + o) or only their part
+# orthogonal to it ("new_vector").
+HOP_QUERIES = ("text", "new_words", "vector", "new_vector")
+_WORD = re.compile(r"\w+")
 MAX_HOPS = 8
 DEFAULT_MARGIN = 0.15
 DEFAULT_FETCH_K = 100
@@ -170,7 +176,7 @@ def read_with_recall(
     """The hits of a recency-aware and/or multi-hop read of one query (text or vector):
     hop 1's hits first, then hop 2's, each ranked by `with_recency`. `search` runs the
     caller's mode; `dense_search` takes the vector queries of "vector" hops."""
-    by_text = config.hop_query == "text" and isinstance(query, str)
+    by_text = config.hop_query in ("text", "new_words") and isinstance(query, str)
     read: set[int] = set()
     out: list[Hit] = []
     current, vector = query, None
@@ -185,7 +191,7 @@ def read_with_recall(
         if hop == hops or not hits:
             break
         if by_text:
-            current = " ".join([current, *(h.text for h in hits)])
+            current = _next_text(current, [h.text for h in hits], config.hop_query)
             continue
         if vector is None:
             vector = query_vector(query) if isinstance(query, str) else np.asarray(query)
@@ -194,7 +200,21 @@ def read_with_recall(
             break
         relevance = np.array([h.relevance for h in kept], dtype=np.float64)
         weights = np.exp((relevance - relevance.max()) / HOP_TEMPERATURE)
-        vector = vector + (weights[:, None] / weights.sum() * keys).sum(axis=0)
+        read_vector = (weights[:, None] / weights.sum() * keys).sum(axis=0)
+        if config.hop_query == "new_vector":
+            unit = vector / np.linalg.norm(vector)
+            vector = read_vector - float(read_vector @ unit) * unit
+        else:
+            vector = vector + read_vector
         vector = (vector / np.linalg.norm(vector)).astype(np.float32)
         current = vector
     return out
+
+
+def _next_text(query: str, read: list[str], how: str) -> str:
+    """The next hop's query text: the read texts appended, or only their new words."""
+    if how == "text":
+        return " ".join([query, *read])
+    seen = {w.casefold() for w in _WORD.findall(query)}
+    new = [w for text in read for w in _WORD.findall(text) if w.casefold() not in seen]
+    return " ".join(dict.fromkeys(new)) or query
