@@ -57,7 +57,7 @@ from .validation import check_int, config_from_dict, is_number, shown
 HOP_QUERIES = ("text", "new_words", "vector", "new_vector")
 _WORD = re.compile(r"\w+")
 MAX_HOPS = 8
-DEFAULT_MARGIN = 0.15
+DEFAULT_MARGIN = 0.25
 DEFAULT_FETCH_K = 100
 # Weights of the slots a hop read in the next hop's query vector: softmax(relevance / T),
 # the generator's default temperature (generate.config.DEFAULT_TEMPERATURE) for cosines.
@@ -78,11 +78,15 @@ class RecallConfig:
         hop_query: how the next hop's query is formed, "text" or "vector".
         fetch_k: candidates each hop takes from the search before recency re-ranks them
             (at least the hop's own k).
+        diversity: from hop 2 on, each candidate loses this fraction of the top score times
+            its highest cosine to a slot already read (maximal marginal relevance), so a hop
+            reads what adds to the chain rather than a near copy of its last link.
     """
 
     margin: float = DEFAULT_MARGIN
-    hop_query: str = "text"
+    hop_query: str = "new_words"
     fetch_k: int = DEFAULT_FETCH_K
+    diversity: float = 0.0
 
     def __post_init__(self) -> None:
         m = self.margin
@@ -94,6 +98,9 @@ class RecallConfig:
                 f"RecallConfig.hop_query must be one of {HOP_QUERIES}, got {self.hop_query!r}"
             )
         object.__setattr__(self, "fetch_k", check_int(self.fetch_k, "RecallConfig.fetch_k"))
+        d = self.diversity
+        if not is_number(d) or not 0 <= d <= 1:
+            raise InvalidInputError(f"RecallConfig.diversity must be in [0, 1], got {shown(d)}")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> RecallConfig:
@@ -184,6 +191,8 @@ def read_with_recall(
         run = search if hop == 1 or by_text else dense_search
         fetch = max(share, config.fetch_k) + len(read)
         candidates = [h for h in run(current, fetch) if h.address not in read]
+        if hop > 1 and config.diversity and candidates:
+            candidates = _diversified(candidates, out, stored_vectors, config.diversity)
         ranked = with_recency(candidates, half_life, config.margin)
         hits = [hit.reread(score, hop, relevance) for score, relevance, hit in ranked[:share]]
         out.extend(hits)
@@ -218,3 +227,19 @@ def _next_text(query: str, read: list[str], how: str) -> str:
     seen = {w.casefold() for w in _WORD.findall(query)}
     new = [w for text in read for w in _WORD.findall(text) if w.casefold() not in seen]
     return " ".join(dict.fromkeys(new)) or query
+
+
+def _diversified(
+    candidates: list[Hit], read: list[Hit], stored_vectors: StoredVectors, weight: float
+) -> list[Hit]:
+    """Candidates rescored by maximal marginal relevance (Carbonell & Goldstein, SIGIR 1998):
+    minus `weight` x the top score x their highest cosine to a slot already read, so a
+    later hop prefers what adds to what was read over a near copy of it."""
+    kept, keys = stored_vectors(candidates)
+    _, read_keys = stored_vectors(read)
+    if not kept or not len(read_keys):
+        return candidates
+    penalty = weight * max(kept[0].score, 0.0) * (keys @ read_keys.T).max(axis=1)
+    return [
+        h.reread(h.score - float(p), h.hop, h.score) for h, p in zip(kept, penalty, strict=True)
+    ]

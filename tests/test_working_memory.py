@@ -215,7 +215,7 @@ def test_bad_read_options_are_clear_errors(vector_memory: Memory, options, probl
 
 
 # -- multi-hop -----------------------------------------------------------------------------
-@pytest.mark.parametrize("hop_query", ["text", "vector"])
+@pytest.mark.parametrize("hop_query", ["text", "new_words", "vector", "new_vector"])
 def test_a_second_hop_reads_what_the_first_points_to(tmp_path: Path, embedder, hop_query) -> None:
     """bAbI task 2's chain: the football, who has it, where that person is."""
     story = [
@@ -321,3 +321,11 @@ def test_stats_count_reads(vector_memory: Memory) -> None:
     total = vector_memory.stats()["reads"]["total"]
     assert total["searches"] == 2 + 1 + 2 and total["hops"] == 5
     assert total["cache_hits"] == 1 and total["slots_read"] == 6 + 3 + (100 + 102)
+
+
+def test_readme_example_of_a_conversation_whose_facts_change() -> None:
+    """The README's worked example runs as written (its asserts are the claims it makes)."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    marker = "<!-- example: memory-that-changes"
+    block = readme.split(marker, 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    exec(compile(block, "README.md", "exec"), {})

@@ -55,7 +55,7 @@ PROMPTED = (CLOSED_BOOK, GOLD, CONCAT)  # plain prompting, no memory read
 _EMBED_BATCH = 256
 # Recency half-life in story lines, measured on the training files of tasks 1-3 (README,
 # "Memory that changes"): a statement a few lines older has all but lost its bonus.
-DEFAULT_HALF_LIFE = 1.0
+DEFAULT_HALF_LIFE = 0.5
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ class BabiConfig:
     k: int | None = None
     half_life: float = DEFAULT_HALF_LIFE
     margin: float = DEFAULT_MARGIN
-    hop_query: str = "text"
+    hop_query: str = "new_words"
     fusion: str = "xattn"
     max_new_tokens: int = 8
     seed: int = 0
