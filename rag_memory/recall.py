@@ -59,6 +59,10 @@ _WORD = re.compile(r"\w+")
 MAX_HOPS = 8
 DEFAULT_MARGIN = 0.25
 DEFAULT_FETCH_K = 100
+# Measured on 300 bAbI task 2 training questions (dense, new_words, recency 0.5 lines):
+# both supporting facts read by 2 hops 0.483 at 0, 0.563 at 0.3, 0.687 at 0.6, 0.710 at 0.8,
+# 0.657 at 1.0.
+DEFAULT_DIVERSITY = 0.8
 # Weights of the slots a hop read in the next hop's query vector: softmax(relevance / T),
 # the generator's default temperature (generate.config.DEFAULT_TEMPERATURE) for cosines.
 HOP_TEMPERATURE = 0.05
@@ -86,7 +90,7 @@ class RecallConfig:
     margin: float = DEFAULT_MARGIN
     hop_query: str = "new_words"
     fetch_k: int = DEFAULT_FETCH_K
-    diversity: float = 0.0
+    diversity: float = DEFAULT_DIVERSITY
 
     def __post_init__(self) -> None:
         m = self.margin
