@@ -9,7 +9,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 
@@ -100,3 +103,45 @@ def build_sealed_memory(
         mem.delete(gone)
         mem.add(["late"], ids=["late"], vectors=unit_vectors(1, dim, seed=99))
     return [i for i in ids if i not in gone] + ["late"]
+
+
+class FakeGenerator:
+    """Answers with the last word of the heaviest slot (plus a second line the runner must cut),
+    nothing without slots; records every call. Prefill time depends on the fusion mode."""
+
+    PREFILL = {"concat": 0.4, "mixture": 0.3, "xattn": 0.1}
+
+    def __init__(self) -> None:
+        self.calls: list[dict[str, Any]] = []
+
+    def answer(
+        self,
+        question: str,
+        slots: Sequence[str],
+        weights: Sequence[float],
+        fusion: str,
+        *,
+        slot_keys: Sequence[str] | None = None,
+        max_new_tokens: int | None = None,
+    ) -> SimpleNamespace:
+        self.calls.append(
+            {
+                "question": question,
+                "slots": list(slots),
+                "weights": list(weights),
+                "fusion": fusion,
+                "slot_keys": slot_keys,
+                "max_new_tokens": max_new_tokens,
+            }
+        )
+        text = f" {slots[int(np.argmax(weights))].split()[-1]}\nmore text" if slots else ""
+        prefill = self.PREFILL[fusion] / (10 if not slots else 1)
+        return SimpleNamespace(
+            text=text,
+            timings={
+                "prefill_s": prefill,
+                "total_s": prefill + 1,
+                "slot_cache_hits": 0,
+                "slot_cache_misses": len(slots) if fusion == "xattn" else 0,
+            },
+        )

@@ -4,14 +4,11 @@ folder, the real embedder, a fake generator)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any
 
-import numpy as np
 import pytest
 from click.testing import CliRunner
+from helpers import FakeGenerator
 
 from rag_memory.cli import main
 from rag_memory.datasets.babi import BabiQuestion, Statement, read_babi, task_files
@@ -34,27 +31,6 @@ STORY_2 = """1 Mary got the football there.
 3 John moved to the kitchen.
 4 Where is the football? \tgarden\t1 2
 """
-
-
-class FakeGenerator:
-    """Answers with the last word of the heaviest slot (nothing without slots)."""
-
-    def __init__(self) -> None:
-        self.calls: list[dict[str, Any]] = []
-
-    def answer(
-        self,
-        question: str,
-        slots: Sequence[str],
-        weights: Sequence[float],
-        fusion: str,
-        *,
-        slot_keys: Sequence[str] | None = None,
-        max_new_tokens: int | None = None,
-    ) -> SimpleNamespace:
-        self.calls.append({"question": question, "slots": list(slots), "fusion": fusion})
-        text = slots[int(np.argmax(weights))].split()[-1] if slots else ""
-        return SimpleNamespace(text=text, timings={})
 
 
 @pytest.fixture

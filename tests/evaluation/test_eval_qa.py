@@ -7,14 +7,13 @@ from __future__ import annotations
 import importlib.util
 import json
 import shlex
-from collections.abc import Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-import numpy as np
 import pytest
 from click.testing import CliRunner
+from helpers import FakeGenerator
 
 from rag_memory import InvalidInputError, Memory, generate
 from rag_memory.cli import main
@@ -94,48 +93,6 @@ def squad_doc() -> dict[str, Any]:
 def write_squad(path: Path, doc: dict[str, Any] | None = None) -> Path:
     path.write_text(json.dumps(squad_doc() if doc is None else doc), encoding="utf-8")
     return path
-
-
-class FakeGenerator:
-    """Answers with the last word of the heaviest slot (plus a second line the runner must cut),
-    nothing without slots; records every call. Prefill time depends on the fusion mode."""
-
-    PREFILL = {"concat": 0.4, "mixture": 0.3, "xattn": 0.1}
-
-    def __init__(self) -> None:
-        self.calls: list[dict[str, Any]] = []
-
-    def answer(
-        self,
-        question: str,
-        slots: Sequence[str],
-        weights: Sequence[float],
-        fusion: str,
-        *,
-        slot_keys: Sequence[str] | None = None,
-        max_new_tokens: int | None = None,
-    ) -> SimpleNamespace:
-        self.calls.append(
-            {
-                "question": question,
-                "slots": list(slots),
-                "weights": list(weights),
-                "fusion": fusion,
-                "slot_keys": slot_keys,
-                "max_new_tokens": max_new_tokens,
-            }
-        )
-        text = f" {slots[int(np.argmax(weights))].split()[-1]}\nmore text" if slots else ""
-        prefill = self.PREFILL[fusion] / (10 if not slots else 1)
-        return SimpleNamespace(
-            text=text,
-            timings={
-                "prefill_s": prefill,
-                "total_s": prefill + 1,
-                "slot_cache_hits": 0,
-                "slot_cache_misses": len(slots) if fusion == "xattn" else 0,
-            },
-        )
 
 
 # -- scoring: the official evaluate-v1.1.py on known examples ------------------------------
