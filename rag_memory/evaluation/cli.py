@@ -322,6 +322,18 @@ def qa(**options: Any) -> None:
 @click.option("--max-new-tokens", default=BabiConfig.max_new_tokens, show_default=True)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--model", default=None, help="Generator model [default: SmolLM2-135M-Instruct].")
+@click.option(
+    "--temperature",
+    default=BabiConfig.temperature,
+    show_default=True,
+    help="T of the slot weights softmax(score / T) of the memory configurations.",
+)
+@click.option(
+    "--slot-cache-dir",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="Keep slot KV caches on disk here across runs.",
+)
 @click.option("--out", default=BabiConfig.out, show_default=True, type=click.Path())
 def babi(**options: Any) -> None:
     """bAbI: facts written as the story goes; recall, accuracy and reads per configuration."""

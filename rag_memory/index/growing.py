@@ -65,8 +65,12 @@ class GrowingShard:
 
     def vectors_of(self, addrs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(which of `addrs` this shard holds, their vectors), without copying the rest."""
-        held = np.isin(addrs, self._addrs)
-        rows = [int(np.flatnonzero(self._addrs == a)[0]) for a in addrs[held].tolist()]
+        order = np.argsort(self._addrs, kind="stable")
+        at = np.minimum(np.searchsorted(self._addrs, addrs, sorter=order), max(len(order) - 1, 0))
+        held = np.zeros(len(addrs), dtype=bool)
+        if len(order):
+            held = self._addrs[order[at]] == addrs
+        rows = order[at[held]]
         n = self._index.ntotal
         table = faiss.rev_swig_ptr(self._index.get_xb(), n * self.dim).reshape(n, self.dim)
         return held, table[rows].copy()

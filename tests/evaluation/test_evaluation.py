@@ -291,7 +291,7 @@ def test_eval_systems_tiny_run_and_rerun_reproduces(tmp_path: Path) -> None:
 
 
 def test_task_registry_and_help() -> None:
-    assert set(TASKS) == {"retrieval", "systems", "qa"}
+    assert set(TASKS) == {"retrieval", "systems", "qa", "babi"}
     with pytest.raises(InvalidInputError, match="no eval task 'nope'"):
         run_task("nope", None)
     with pytest.raises(InvalidInputError, match="needs a QAConfig"):
@@ -303,6 +303,7 @@ def test_task_registry_and_help() -> None:
         ["eval", "retrieval", "--help"],
         ["eval", "systems", "--help"],
         ["eval", "qa", "--help"],
+        ["eval", "babi", "--help"],
     ):
         result = runner.invoke(main, command)
         assert result.exit_code == 0, (command, result.output)
