@@ -505,7 +505,7 @@ class Memory(AnswersFromMemory):
             expired = self._table.retire_expired(slot_times.now())
             if len(expired):
                 self._forget(expired)
-            self._reads.forget_expiry()
+            self._reads.refresh_expiry()
         done = self._index.compact()
         with self._index.lock.write():
             self._table.optimize_lexical()

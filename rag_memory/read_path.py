@@ -56,9 +56,10 @@ class ReadPath:
         self.cache = None if cache is None else QueryCache(cache, self._dim, index.version)
         self.reads = ReadTotals()
         # Expiry: the addresses hidden now (expired, not yet retired), and when the next
-        # live slot expires; until then no search asks the table (-inf: ask at the next).
+        # live slot expires; until then no search asks the table.
         self._hidden = _NO_ADDRS
-        self._next_expiry = -np.inf
+        self._next_expiry = np.inf
+        self.refresh_expiry()
 
     # -- search ------------------------------------------------------------------------
     def search(
@@ -123,22 +124,25 @@ class ReadPath:
     # -- expiry ------------------------------------------------------------------------
     def visibility(self) -> tuple[float, np.ndarray]:
         """(now, addresses of the slots expired and not yet retired). The table is asked only
-        once the next known expiry time has passed; when the hidden set changes, cached
-        results (which may hold a slot that just expired) are dropped."""
+        once the next known expiry time has passed (never, in a memory without ttls), so a
+        search takes the write lock only at the rare moment a slot expires."""
         now = slot_times.now()
         if now >= self._next_expiry:
             with self._index.lock.write():  # one refresh at a time, no search in between
                 if now >= self._next_expiry:
-                    hidden = self._table.expired_addrs(now)
-                    if not np.array_equal(hidden, self._hidden) and self.cache is not None:
-                        self.cache.clear(self._index.version)
-                    self._hidden = hidden
-                    self._next_expiry = self._table.next_expiry(after=now)
+                    self.refresh_expiry(now)
         return now, self._hidden
 
-    def forget_expiry(self) -> None:
-        """Ask the table again at the next search (slots were retired or written)."""
-        self._next_expiry = -np.inf
+    def refresh_expiry(self, now: float | None = None) -> None:
+        """Under the write lock (or before any search): read the hidden set and the next
+        expiry time from the table; when the set changed, drop cached results (they may hold
+        a slot that just expired)."""
+        now = slot_times.now() if now is None else now
+        hidden = self._table.expired_addrs(now)
+        if not np.array_equal(hidden, self._hidden) and self.cache is not None:
+            self.cache.clear(self._index.version)
+        self._hidden = hidden
+        self._next_expiry = self._table.next_expiry(after=now)
 
     def _dense(
         self,
@@ -382,6 +386,6 @@ class ReadPath:
 
     def _forget_cached(self) -> None:
         self._table.forget_cached_rows()  # the writer may have deleted rows cached here
-        self.forget_expiry()  # and written slots that expire
+        self.refresh_expiry()  # and written slots that expire
         if self.cache is not None:
             self.cache.clear(self._index.version)
