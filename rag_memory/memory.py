@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, overload
 import numpy as np
 
 from . import slot_times
-from .answering import AnswersFromMemory
+from .answering import GENERATED_KEY, ROLE_KEY, AnswersFromMemory
 from .cache import CacheConfig
 from .cache import resolve as resolve_cache
 from .dedupe import NEAR_CANDIDATES, DedupePlan, Twin, check_dedupe, plan_dedupe
@@ -359,7 +359,8 @@ class Memory(AnswersFromMemory):
         scope: dict[str, Any] | None = None,
     ) -> str:
         """Store one turn of a conversation (or any note the model keeps while it works),
-        its `role` in the metadata (`"role"`), and return its id: `add` for one text."""
+        its `role` in the metadata (`ROLE_KEY`, "role"), and return its id: `add` for one
+        text."""
         if not isinstance(text, str):
             raise InvalidInputError(f"remember stores one text, got {type(text).__name__}")
         if not isinstance(role, str) or not role:
@@ -368,7 +369,7 @@ class Memory(AnswersFromMemory):
             raise InvalidInputError(f"metadata must be a dict, got {type(metadata).__name__}")
         result = self.add(
             [text],
-            metadata={**(metadata or {}), "role": role},
+            metadata={**(metadata or {}), ROLE_KEY: role},
             timestamps=timestamp,
             ttl=ttl,
             dedupe=dedupe,
@@ -432,7 +433,7 @@ class Memory(AnswersFromMemory):
             if scope is not None and replace:
                 self._check_in_scope(ids, scope, now)
             times = written or [now] * len(texts)
-            dedupe_scope = {**(scope or {}), **({"generated": True} if generated else {})}
+            dedupe_scope = {**(scope or {}), **({GENERATED_KEY: True} if generated else {})}
             plan = self._plan_dedupe(dedupe, ids, texts, vecs, dedupe_scope or None, now)
             w = plan.write
             rows = [texts[i] for i in w], [meta[i] for i in w], vecs[w], [times[i] for i in w]

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 
 @dataclass
@@ -38,8 +38,13 @@ class ReadCounts:
     hops: int = 0
 
     def add(self, other: ReadCounts) -> None:
-        for f in fields(self):
-            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+        """Add `other` in place (on every search: no dataclass introspection here)."""
+        self.searches += other.searches
+        self.dense_queries += other.dense_queries
+        self.lexical_queries += other.lexical_queries
+        self.cache_hits += other.cache_hits
+        self.slots_read += other.slots_read
+        self.hops += other.hops
 
     def to_dict(self) -> dict[str, int]:
         return asdict(self)

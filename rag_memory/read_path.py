@@ -160,16 +160,13 @@ class ReadPath:
             visible = self._table.unexpired_where(where_sql, now) if len(hidden) else where_sql
             allowed = self._table.matching_addrs(*visible)  # type: ignore[misc]
             if not len(allowed):
-                return np.full((len(queries), k), -np.inf, np.float32), np.full(
-                    (len(queries), k), -1, np.int64
-                )
+                return _padded(len(queries), k)
             return self._index.search(queries, k, allowed, **overrides)
         if not len(hidden):
             return self._index.search(queries, k, None, **overrides)
         scores, addrs = self._index.search(queries, k + len(hidden), None, **overrides)
         keep = ~np.isin(addrs, hidden)
-        out_scores = np.full((len(queries), k), -np.inf, np.float32)
-        out_addrs = np.full((len(queries), k), -1, np.int64)
+        out_scores, out_addrs = _padded(len(queries), k)
         for row in range(len(queries)):
             kept = np.flatnonzero(keep[row])[:k]
             out_scores[row, : len(kept)] = scores[row, kept]
@@ -389,3 +386,8 @@ class ReadPath:
         self.refresh_expiry()  # and written slots that expire
         if self.cache is not None:
             self.cache.clear(self._index.version)
+
+
+def _padded(nq: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """No hit yet: FAISS's own padding (score -inf, address -1) for nq queries of k."""
+    return np.full((nq, k), -np.inf, np.float32), np.full((nq, k), -1, np.int64)

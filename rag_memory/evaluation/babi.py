@@ -47,14 +47,13 @@ from ..recall import DEFAULT_MARGIN, HOP_QUERIES
 from ..scope import MemoryScope
 from ..types import Hit
 from . import measure
-from .qa import QUESTION_TEMPLATE, Answerer, clean_answer, default_generator
+from .qa import QUESTION_TEMPLATE, Answerer, clean_answer, default_generator, sample_questions
 from .squad import answer_match
 
 logger = logging.getLogger(__name__)
 
 CLOSED_BOOK, GOLD, CONCAT = "closed_book", "gold", "concat"
 PROMPTED = (CLOSED_BOOK, GOLD, CONCAT)  # plain prompting, no memory read
-_EMBED_BATCH = 256
 # Recency half-life in story lines, measured on the training files of tasks 1-3 (README,
 # "Memory that changes"): a statement a few lines older has all but lost its bonus.
 DEFAULT_HALF_LIFE = 0.5
@@ -140,19 +139,15 @@ class _Tally:
 
 
 def _sampled(stories: list[Story], n: int, seed: int) -> set[tuple[int, int]]:
-    """(story, line) of n questions drawn without replacement (seeded), for the model."""
+    """(story, line) of n questions drawn as `eval qa` draws them, for the model."""
     keys = [(s.index, q.line) for s in stories for q in s.questions]
-    order = np.random.default_rng(seed).permutation(len(keys))[:n]
-    return {keys[i] for i in order}
+    return set(sample_questions(keys, n, seed))
 
 
 def _embedded(embedder: Embedder, stories: list[Story]) -> dict[str, np.ndarray]:
+    """Each distinct statement's vector, embedded in one batched call."""
     texts = sorted({e.text for s in stories for e in s.events if isinstance(e, Statement)})
-    vectors = [
-        embedder.encode(texts[i : i + _EMBED_BATCH])
-        for i in tqdm(range(0, len(texts), _EMBED_BATCH), desc="embedding statements", unit="batch")
-    ]
-    return dict(zip(texts, np.concatenate(vectors), strict=True))
+    return dict(zip(texts, embedder.encode(texts), strict=True))
 
 
 def run_babi(
@@ -224,24 +219,21 @@ def _run_task(
                 continue
             answer = (story.index, event.line) in sampled
             for name, row in _ask(config, scope, event, written, generator, answer).items():
-                tally = tallies.setdefault(name, _Tally())
-                _count(tally, row)
-                latencies.setdefault(name, []).extend(
-                    [row["read_ms"] / 1e3] if row.get("read_ms") is not None else []
+                _count(tallies.setdefault(name, _Tally()), row)
+                if row.get("read_ms") is not None:
+                    latencies.setdefault(name, []).append(row["read_ms"] / 1e3)
+                records.append(
+                    {
+                        "task": task,
+                        "story": story.index,
+                        "question": event.text,
+                        "answer": ",".join(event.answers),
+                        "supporting": list(event.supporting),
+                        "config": name,
+                        "retrieved": row.get("retrieved"),
+                        "prediction": row.get("prediction"),
+                    }
                 )
-                if row.get("prediction") is not None or row.get("retrieved") is not None:
-                    records.append(
-                        {
-                            "task": task,
-                            "story": story.index,
-                            "question": event.text,
-                            "answer": ",".join(event.answers),
-                            "supporting": list(event.supporting),
-                            "config": name,
-                            "retrieved": row.get("retrieved"),
-                            "prediction": row.get("prediction"),
-                        }
-                    )
             bar.update()
     bar.close()
     return tallies

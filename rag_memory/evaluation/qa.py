@@ -33,12 +33,12 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..datasets.squad import Paragraph, Question, SquadFile, read_squad
+from ..datasets.squad import Paragraph, SquadFile, read_squad
 from ..errors import InvalidInputError, UnknownIdError
 from ..generate import weights_from_scores
 from ..generate.config import DEFAULT_TEMPERATURE
@@ -59,7 +59,8 @@ BASELINE_FUSION = "concat"  # closed-book and oracle: plain prompting with no sl
 # context" wording and the bare question on 12 questions outside the seed-0 sample of 200
 # (oracle, SmolLM2-135M: F1 19.3 vs 13.4 / 17.5 / 7.9): a small model follows a number best.
 QUESTION_TEMPLATE = "{question} Answer in 1-5 words."
-_BUILD_BATCH = 64  # paragraphs embedded per mem.add call (one progress-bar step)
+_BUILD_BATCH = 64
+T = TypeVar("T")  # paragraphs embedded per mem.add call (one progress-bar step)
 
 
 class Answerer(Protocol):
@@ -125,7 +126,7 @@ class QAConfig:
         return (*self.fusions, *((INT8,) if self.kv_int8 else ()))
 
 
-def sample_questions(questions: Sequence[Question], n: int, seed: int) -> list[Question]:
+def sample_questions(questions: Sequence[T], n: int, seed: int) -> list[T]:
     """n questions drawn without replacement, in file order. They are the first n of one
     seeded permutation, so a small run's questions are part of a larger run's."""
     order = np.random.default_rng(seed).permutation(len(questions))[:n]
