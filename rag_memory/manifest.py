@@ -13,6 +13,7 @@ recorded is not compared, and the structural checks still run.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -61,6 +62,9 @@ class RouterRecord:
     sha256: str
     groups_sha256: str
     reason: str  # why this kind was chosen, shown in stats()
+    # ((nprobe, estimated recall@10), ...) measured at training (index/recall_curve.py);
+    # None in manifests written before it was recorded
+    recall_curve: tuple[tuple[int, float], ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -138,6 +142,7 @@ _ROUTER_TYPES: FieldTypes = {
     "sha256": str,
     "groups_sha256": str,
     "reason": str,
+    "recall_curve": (list, type(None)),
 }
 
 
@@ -190,7 +195,10 @@ def read_manifest(directory: Path) -> Manifest:
         shards.append(ShardInfo(**shard))
     data["shards"] = tuple(shards)
     if data["codec"] is not None:
+        if isinstance(data["codec"], dict):
+            data["codec"].setdefault("recall_curve", None)  # written before it was recorded
         _check_fields(path, data["codec"], _ROUTER_TYPES, "codec")
+        data["codec"]["recall_curve"] = _recall_curve(path, data["codec"]["recall_curve"])
     data["router"] = None if data["codec"] is None else RouterRecord(**data.pop("codec"))
     data.pop("codec", None)
     budgets = data["budgets"]
@@ -209,6 +217,30 @@ def read_manifest(directory: Path) -> Manifest:
     if ttl is not None and not (isinstance(ttl, (int, float)) and ttl > 0):
         raise CorruptFileError(path, f"ttl must be a number of seconds > 0 or null, got {ttl!r}")
     return Manifest(**data)
+
+
+def _recall_curve(path: Path, points: list | None) -> tuple[tuple[int, float], ...] | None:
+    """The router's recall curve: [nprobe, recall] pairs, nprobe rising, recall in [0, 1]."""
+    if points is None:
+        return None
+    curve = []
+    for point in points:
+        if (
+            not isinstance(point, list)
+            or len(point) != 2
+            or not is_int(point[0])
+            or point[0] < 1
+            or isinstance(point[1], bool)
+            or not isinstance(point[1], (int, float))
+            or not 0 <= point[1] <= 1
+        ):
+            raise CorruptFileError(
+                path, f"codec.recall_curve holds {point!r}, not [nprobe, recall]"
+            )
+        curve.append((int(point[0]), float(point[1])))
+    if not curve or any(a[0] >= b[0] or a[1] > b[1] for a, b in itertools.pairwise(curve)):
+        raise CorruptFileError(path, "codec.recall_curve is not rising in nprobe and recall")
+    return tuple(curve)
 
 
 def write_manifest(directory: Path, manifest: Manifest) -> None:

@@ -29,7 +29,7 @@ from .hybrid import HybridConfig, check_mode, resolve_hybrid
 from .index.budgets import check_budget, check_gpu_budget, resolve_budgets
 from .index.config import IndexConfig
 from .index.plan import check_trainable
-from .index.tiered import TieredIndex
+from .index.tiered import SearchKnobs, TieredIndex
 from .locks import check_lock_timeout
 from .manifest import Manifest
 from .read_counts import ReadTotals
@@ -47,6 +47,7 @@ from .validation import (
     check_k,
     check_lookup_ids,
     check_path,
+    check_recall_target,
     check_texts,
     check_vectors,
     encode_metadata,
@@ -563,6 +564,7 @@ class Memory(AnswersFromMemory):
         cache: bool = True,
         nprobe: int | None = None,
         refine_factor: int | None = None,
+        recall_target: float | None = None,
         mode: str | None = None,
         hybrid: HybridConfig | dict | None = None,
         recency_half_life: float | None = None,
@@ -580,6 +582,7 @@ class Memory(AnswersFromMemory):
         cache: bool = True,
         nprobe: int | None = None,
         refine_factor: int | None = None,
+        recall_target: float | None = None,
         mode: str | None = None,
         hybrid: HybridConfig | dict | None = None,
         recency_half_life: float | None = None,
@@ -597,6 +600,7 @@ class Memory(AnswersFromMemory):
         cache: bool = True,
         nprobe: int | None = None,
         refine_factor: int | None = None,
+        recall_target: float | None = None,
         mode: str | None = None,
         hybrid: HybridConfig | dict | None = None,
         recency_half_life: float | None = None,
@@ -613,6 +617,7 @@ class Memory(AnswersFromMemory):
         cache: bool = True,
         nprobe: int | None = None,
         refine_factor: int | None = None,
+        recall_target: float | None = None,
         mode: str | None = None,
         hybrid: HybridConfig | dict | None = None,
         recency_half_life: float | None = None,
@@ -632,8 +637,11 @@ class Memory(AnswersFromMemory):
         back whenever k matching slots exist. `cache=False` bypasses the query cache
         (neither read nor filled); hits the cache answered have `Hit.cached` set. `nprobe`
         overrides the partitions probed in sealed shards for this call (more = slower,
-        closer to exact), and `refine_factor` the IVF-PQ candidates re-ranked per hit; such a
-        call bypasses the cache, whose entries hold results of the memory's own settings.
+        closer to exact; `stats()["index"]` shows the default and the recall curve it was
+        read from), `recall_target` (0-1) probes the fewest partitions whose estimated
+        recall@10 reaches it instead, and `refine_factor` sets the IVF-PQ candidates
+        re-ranked per hit; such a call bypasses the cache, whose entries hold results of
+        the memory's own settings.
 
         `recency_half_life` (in the unit of the write times; None = no recency) favours
         recent slots among the relevant ones, and `hops` > 1 reads recursively, the next
@@ -652,11 +660,13 @@ class Memory(AnswersFromMemory):
         where_sql = None if where is None else compile_where(where)
         if not isinstance(cache, bool):
             raise InvalidInputError(f"cache must be True or False, got {cache!r}")
-        overrides = {
-            name: check_k(value, name)
-            for name, value in (("nprobe", nprobe), ("refine_factor", refine_factor))
-            if value is not None
-        }
+        overrides = SearchKnobs()
+        if nprobe is not None:
+            overrides["nprobe"] = check_k(nprobe, "nprobe")
+        if refine_factor is not None:
+            overrides["refine_factor"] = check_k(refine_factor, "refine_factor")
+        if recall_target is not None:
+            overrides["recall_target"] = check_recall_target(recall_target)
 
         def plain(q: Any, n: int, search_mode: str | None = mode) -> Any:
             return self._reads.search(

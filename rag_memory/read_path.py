@@ -22,7 +22,7 @@ from . import slot_times
 from .cache import CacheConfig, QueryCache, group_key
 from .errors import InvalidInputError, SearchModeError
 from .hybrid import DEFAULT_TEXT_MODE, DENSE, HYBRID, LEXICAL, HybridConfig, fuse
-from .index.tiered import TieredIndex
+from .index.tiered import SearchKnobs, TieredIndex
 from .read_counts import ReadCounts, ReadTotals
 from .store.slot_table import SlotTable
 from .types import Hit, HitText, Legs, Slot
@@ -69,7 +69,7 @@ class ReadPath:
         where: dict | None,
         where_sql: WhereSQL | None,
         use_cache: bool,
-        overrides: dict[str, int],
+        overrides: SearchKnobs,
         mode: str | None = None,
         hybrid: HybridConfig | None = None,
     ) -> list[Hit] | list[list[Hit]]:
@@ -149,7 +149,7 @@ class ReadPath:
         queries: np.ndarray,
         k: int,
         where_sql: WhereSQL | None,
-        overrides: dict[str, int],
+        overrides: SearchKnobs,
         now: float,
         hidden: np.ndarray,
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -194,7 +194,7 @@ class ReadPath:
         where: dict | None,
         where_sql: WhereSQL | None,
         qcache: QueryCache | None,
-        overrides: dict[str, int],
+        overrides: SearchKnobs,
         mode: str,
         hybrid: HybridConfig,
     ) -> list[list[Hit]]:
@@ -232,7 +232,7 @@ class ReadPath:
         vectors: np.ndarray | None,
         k: int,
         where_sql: WhereSQL | None,
-        overrides: dict[str, int],
+        overrides: SearchKnobs,
         mode: str,
         hybrid: HybridConfig,
         now: float,

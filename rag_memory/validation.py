@@ -263,6 +263,13 @@ def check_int(
     return int(value)
 
 
+def check_recall_target(value: Any, name: str = "recall_target") -> float:
+    """A recall target in (0, 1], or InvalidInputError naming the argument."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+        raise InvalidInputError(f"{name} must be a number in (0, 1], got {shown(value)}")
+    return float(value)
+
+
 def check_k(k: Any, name: str = "k") -> int:
     """A positive int (k, nprobe, ...), or InvalidInputError naming the argument."""
     if not is_int(k) or k <= 0:

@@ -363,7 +363,8 @@ def test_old_manifest_without_checksums_opens(sealed: Path) -> None:
 def test_manifest_edit_is_refused(sealed: Path) -> None:
     """A changed setting (nprobe) would change answers silently: the manifest's own checksum."""
     text = (sealed / "manifest.json").read_text()
-    (sealed / "manifest.json").write_text(text.replace('"nprobe": 32', '"nprobe": 3'))
+    assert '"nprobe": null' in text
+    (sealed / "manifest.json").write_text(text.replace('"nprobe": null', '"nprobe": 3'))
     with pytest.raises(CorruptFileError, match="manifest.json: checksum"):
         Memory.open(sealed, read_only=True)
 

@@ -9,8 +9,10 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from ..errors import InvalidInputError
-from ..validation import check_int, config_from_dict
+from ..validation import check_int, check_recall_target, config_from_dict
 from .base import SEALED_KINDS
+
+DEFAULT_RECALL_TARGET = 0.95
 
 KINDS = ("auto", *SEALED_KINDS)
 
@@ -25,8 +27,11 @@ class IndexConfig:
     nlist: int | None = None
     """Partitions of the coarse quantizer (the router); None: 4*sqrt(n) at the first seal,
     capped so that every centroid trains on >= 39 points (the FAISS guideline)."""
-    nprobe: int = 32
-    """Partitions probed per query."""
+    nprobe: int | None = None
+    """Partitions probed per query; None: the fewest that reach `recall_target` by the
+    router's recall curve, estimated at the first seal (`recall_curve.py`)."""
+    recall_target: float = DEFAULT_RECALL_TARGET
+    """The recall@10 the default nprobe aims at (when `nprobe` is None)."""
     pq_m: int | None = None
     """IVF-PQ sub-quantizers of 8 bits; None: dim // 8 (48 bytes per vector at dim 384)."""
     refine_factor: int = 40
@@ -53,10 +58,11 @@ class IndexConfig:
             raise InvalidInputError(f"IndexConfig.kind must be one of {KINDS}, got {self.kind!r}")
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name == "kind" or value is None:
+            if f.name in ("kind", "recall_target") or value is None:
                 continue
             minimum = 0 if f.name == "rebalance_every" else 1
             check_int(value, f"IndexConfig.{f.name}", minimum)
+        check_recall_target(self.recall_target, "IndexConfig.recall_target")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

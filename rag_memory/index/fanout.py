@@ -1,6 +1,7 @@
-"""A query batch over the sealed shards: route once, search the shards that hold the routed
-partitions (in parallel), merge their top-k exactly, and re-rank IVF-PQ candidates with
-full-precision vectors before the merge's final cut, as FAISS IndexRefine does."""
+"""A routed query batch over sealed shards searched one by one (the GPU tier: each shard is its
+own GPU index), their top-k merged exactly, and the exact re-ranking of IVF-PQ candidates with
+full-precision vectors before the final cut, as FAISS IndexRefine does (shared with the
+stacked CPU tiers, `stacked.py`)."""
 
 from __future__ import annotations
 
@@ -33,6 +34,12 @@ class ProbeCounts:
     total: int = 0
     disk_bytes: int = 0
 
+    def add(self, other: ProbeCounts) -> None:
+        self.per_shard.update(other.per_shard)  # each shard is searched by one path only
+        self.fast += other.fast
+        self.total += other.total
+        self.disk_bytes += other.disk_bytes
+
 
 def search_sealed(
     router: Router,
@@ -40,20 +47,19 @@ def search_sealed(
     queries: np.ndarray,
     k: int,
     allowed: np.ndarray | None,
-    nprobe: int,
+    route: Route,
     refine_factor: int,
     map_shards: MapShards,
 ) -> tuple[np.ndarray, np.ndarray, ProbeCounts]:
-    """Top-k (scores, addresses) of `queries` over the shards the router sends them to.
+    """Top-k (scores, addresses) of `queries` over those of `shards` that hold a partition
+    of `route` (the router's assignment, global partition ids).
 
     `map_shards(fn, shards)` runs `fn` on each shard; the index passes a thread pool's map
     when several shards are searched (each single-threaded: one OpenMP team per shard call
     would pay a barrier per shard, and stragglers on a busy machine) and plain `map` for one
     (FAISS then spreads the queries over the cores itself)."""
-    coarse, lists = router.route(queries, nprobe)
-    route = Route(lists, coarse)
-    groups = np.unique(router.groups[lists])
-    targets = [s for s in shards if s.group in groups]
+    routed = set(np.unique(router.groups[route.lists[route.lists >= 0]]).tolist())
+    targets = [s for s in shards if s.group in routed]
     refine = router.kind == "ivf_pq"
     # Candidates per query: never more than the routed shards hold (each shard allocates
     # nq x kk results, so an unbounded refine_factor would allocate without bound).
@@ -78,24 +84,29 @@ def search_sealed(
     best = merge_topk(pending, kk)
     if not refine:
         return best[0], best[1], counts
-    scores, addrs, read = _refine(queries, k, targets, best[1], best[2])
+    scores, addrs, read = refine_exact(queries, k, targets, best[1], best[2])
     counts.disk_bytes += read
     return scores, addrs, counts
 
 
-def _refine(
-    queries: np.ndarray, k: int, shards: list[SealedShard], addrs: np.ndarray, owner: np.ndarray
+def refine_exact(
+    queries: np.ndarray, k: int, shards: Sequence[SealedShard], addrs: np.ndarray, owner: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Re-rank IVF-PQ candidates exactly: the k * refine_factor best by PQ score over all
     shards (one codebook, so their scores compare) get their full-precision vectors read from
-    their shard's .vec file, a bounded chunk at a time. Returns (scores, addresses, bytes read)."""
+    their shard's .vec file (`owner`: the position in `shards` of each candidate's shard, -1
+    for padding), one read per shard in bounded chunks. Returns (scores, addresses, bytes read)."""
     exact = np.full(addrs.shape, -np.inf, dtype=np.float32)
+    rows, cols = np.nonzero((owner >= 0) & (addrs >= 0))
+    owners = owner[rows, cols]
+    by_shard = np.argsort(owners, kind="stable")
+    rows, cols, owners = rows[by_shard], cols[by_shard], owners[by_shard]
+    bounds = np.searchsorted(owners, np.arange(len(shards) + 1))
     read = 0
     for i, shard in enumerate(shards):
-        rows, cols = np.nonzero((owner == i) & (addrs >= 0))
-        for start in range(0, len(rows), REFINE_CHUNK_ROWS):
-            r = rows[start : start + REFINE_CHUNK_ROWS]
-            c = cols[start : start + REFINE_CHUNK_ROWS]
+        for start in range(int(bounds[i]), int(bounds[i + 1]), REFINE_CHUNK_ROWS):
+            stop = min(int(bounds[i + 1]), start + REFINE_CHUNK_ROWS)
+            r, c = rows[start:stop], cols[start:stop]
             vectors = shard.vectors_of(addrs[r, c])
             exact[r, c] = np.einsum("ij,ij->i", vectors, queries[r])
             read += vectors.nbytes

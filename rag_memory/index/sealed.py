@@ -155,6 +155,14 @@ class SealedShard:
         )
 
     @property
+    def cpu_index(self) -> faiss.IndexIVF:
+        """The CPU index installed now (a RAM copy, or memory-mapped for the disk and GPU
+        tiers): what the stacked search points into (`stacked.py`)."""
+        if self._cpu_index is None:
+            raise RuntimeError(f"shard {self.shard_id} has no index before install()")
+        return self._cpu_index
+
+    @property
     def index_bytes(self) -> int:
         """Bytes the index occupies when held in RAM or on the GPU."""
         return self.faiss_bytes + self.addrs.nbytes

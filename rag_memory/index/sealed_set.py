@@ -162,12 +162,16 @@ class SealedSet:
         return moved
 
     # -- changes (the caller holds the index's write lock) ------------------------------
-    def tombstone(self, removed: np.ndarray) -> None:
-        """Deleted addresses stay in their shard's files, hidden, until compaction."""
+    def tombstone(self, removed: np.ndarray) -> bool:
+        """Deleted addresses stay in their shard's files, hidden, until compaction. Returns
+        whether any shard got a new tombstone."""
+        changed = False
         for shard in self._shards.values():
             hit = removed[np.isin(removed, shard.addrs)]
             if len(hit):
                 shard.set_tombstones(np.concatenate([shard.tombstones, hit]))
+                changed = True
+        return changed
 
     def swap(
         self,

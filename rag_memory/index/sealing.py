@@ -21,6 +21,7 @@ import numpy as np
 from ..manifest import Manifest, RouterRecord, ShardInfo
 from .config import IndexConfig
 from .plan import choose_router
+from .recall_curve import estimate_recall_curve, nprobe_for
 from .router import GROUPS_FILE, ROUTER_FILE, Router, training_sample
 from .sealed import SealedShard
 from .shard_files import write_shard
@@ -32,17 +33,19 @@ def train_router(
     vectors: np.ndarray, config: IndexConfig, ram_bytes: int | None, shard_dir: Path
 ) -> tuple[Router, RouterRecord]:
     """Train and save the router on the first seal's vectors, as `plan.choose_router` says,
-    on a uniform random sample of them."""
+    on a uniform random sample of them, and estimate its recall at each nprobe on it."""
     choice = choose_router(len(vectors), vectors.shape[1], config, ram_bytes)
     sample = training_sample(vectors, choice.train_points)
     router = Router.train(sample, choice.kind, choice.nlist, choice.pq_m, choice.groups)
+    curve = estimate_recall_curve(router, sample)
     info = router.save(shard_dir)
     reason = (
         f"{choice.reason}; trained {router.nlist} partitions in {router.n_groups} groups on "
-        f"{len(sample):,} of {len(vectors):,} vectors, nprobe {config.nprobe}"
+        f"{len(sample):,} of {len(vectors):,} vectors; recall target {config.recall_target} "
+        f"-> nprobe {nprobe_for(curve, config.recall_target)} by the recall curve"
     )
     record = RouterRecord(
-        info.kind, info.nlist, info.groups, info.sha256, info.groups_sha256, reason
+        info.kind, info.nlist, info.groups, info.sha256, info.groups_sha256, reason, curve
     )
     return router, record
 

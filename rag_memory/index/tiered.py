@@ -4,8 +4,9 @@ The index owns its shards' whole lifecycle: it opens them (repairing what an int
 left behind), searches them, seals the growing shard into IVF shards, merges crowded groups,
 moves shards between tiers by heat, and, in a read-only replica, catches up with the writer's
 commits. Its state is private; callers use the methods below. A query is routed once (the
-router's coarse quantizer gives its nprobe partitions), then only the shards holding those
-partitions are searched, in parallel, and their top-k merged exactly (fanout.py). The heavy
+router's coarse quantizer gives its nprobe partitions), then the shards of the CPU tiers are
+searched as one stacked IVF index in one FAISS call per layer (stacked.py) and GPU-tier shards
+one by one (fanout.py), and their top-k merged exactly. The heavy
 pure parts (router training, shard writing and merging) are free functions in sealing.py and
 shard_files.py; this class calls them without its lock and swaps their results in under it.
 
@@ -23,7 +24,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import faiss
 import numpy as np
@@ -32,7 +33,7 @@ from ..errors import CorruptFileError, StorageError, UnsyncedReplaceError
 from ..fsutil import storage_error
 from ..locks import ReadWriteLock
 from ..manifest import MANIFEST_NAME, Manifest, RouterRecord, read_manifest
-from .base import TIERS, ShardTable, TableSnapshot
+from .base import TIERS, Route, ShardTable, TableSnapshot
 from .budgets import Budgets
 from .config import IndexConfig
 from .fanout import ProbeCounts, search_sealed
@@ -40,18 +41,31 @@ from .growing import GrowingShard
 from .maintenance import DeferredMaintenance
 from .merge import merge_topk
 from .plan import min_train_vectors
+from .recall_curve import nprobe_for
 from .router import Router
 from .sealed import SealedShard
 from .sealed_set import SealedSet
 from .sealing import groups_to_merge, orphan_files, train_router, write_group_shards
 from .shard_files import SHARDS_DIR, merge_shards, remove_shard_files
+from .stacked import StackedShards
 
 logger = logging.getLogger(__name__)
 
 QUERY_CHUNK = 256  # queries per sealed search: bounds the candidates held at once
+# nprobe of a memory whose router was trained before recall curves were recorded (the
+# default then), when its config leaves nprobe to the recall target
+UNCALIBRATED_NPROBE = 32
 # A reader beside a writer re-reads the manifest when the one it read was replaced (and its
 # retired files deleted) while it opened; this many times in a row is no longer a race.
 OPEN_ATTEMPTS = 20
+
+
+class SearchKnobs(TypedDict, total=False):
+    """Per-call search settings that override the memory's own (`Memory.search` checks them)."""
+
+    nprobe: int
+    refine_factor: int
+    recall_target: float
 
 
 @dataclass
@@ -101,6 +115,9 @@ class TieredIndex:
         # next commit syncs it first, and nothing the older manifest names is deleted before.
         self._manifest_unsynced = False
         self._closing = False
+        self._stacked: StackedShards | None = None
+        self._gpu_shards: list[SealedShard] = []
+        self._sealed_live = 0
         self.config = IndexConfig.from_dict(manifest.index)
         try:
             opened = self._open(manifest)
@@ -170,6 +187,17 @@ class TieredIndex:
     def _install(self, opened: _Opened) -> None:
         """Serve `opened` from now on (at open, or a replica's reload under the write lock)."""
         self._growing, self._sealed, self._version = opened.growing, opened.sealed, opened.version
+        self._restack()
+
+    def _restack(self) -> None:
+        """Rebuild what searches read of the sealed shards after any change to them (a
+        swap, a tier move, new tombstones): the stacked CPU tiers, the GPU-tier shards and
+        the live count. At open, or under the write lock."""
+        router, shards = self._sealed.router, self._sealed.shards
+        self._gpu_shards = [s for s in shards if s.tier == "gpu"]
+        cpu = [s for s in shards if s.tier != "gpu"]
+        self._stacked = None if router is None else StackedShards(router, cpu, self._stacked)
+        self._sealed_live = sum(s.live_count for s in shards)
 
     def _check_generations(self, manifest: Manifest, snapshot: TableSnapshot) -> None:
         """The manifest is the commit point and the table follows it, so the table's
@@ -264,7 +292,17 @@ class TieredIndex:
         return self._version
 
     def live_count(self) -> int:
-        return self._growing.live_count + sum(s.live_count for s in self._sealed.shards)
+        return self._growing.live_count + self._sealed_live
+
+    def nprobe(self, recall_target: float | None = None) -> int:
+        """Partitions a search probes: `IndexConfig.nprobe` when set (and no target is asked
+        for), else the fewest that reach the recall target on the router's recall curve."""
+        if recall_target is None and self.config.nprobe is not None:
+            return self.config.nprobe
+        record = self.manifest.router
+        if record is None or record.recall_curve is None:
+            return self.config.nprobe or UNCALIBRATED_NPROBE
+        return nprobe_for(record.recall_curve, recall_target or self.config.recall_target)
 
     def should_seal(self) -> bool:
         return len(self._growing) >= self.config.seal_threshold
@@ -276,7 +314,8 @@ class TieredIndex:
         (dropped by compaction)."""
         if len(removed):
             self._growing.remove(removed)
-            self._sealed.tombstone(removed)
+            if self._sealed.tombstone(removed):
+                self._restack()
         self._growing.add(added, vectors)
         self._version = self._table.version()
 
@@ -288,20 +327,22 @@ class TieredIndex:
         allowed: np.ndarray | None = None,
         nprobe: int | None = None,
         refine_factor: int | None = None,
+        recall_target: float | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k (scores, addresses) over the growing shard (exact) merged with the routed
-        sealed shards' top-k; `allowed` restricts the answer to those live addresses."""
+        sealed shards' top-k; `allowed` restricts the answer to those live addresses.
+        `nprobe`, else `recall_target`, else the config decides the partitions probed."""
         # No more hits than slots that can answer: results are allocated k wide per query.
         k = min(k, max(1, self.live_count() if allowed is None else len(allowed)))
-        router = self._sealed.router
-        if router is None or not len(self._sealed):
+        stack = self._stacked
+        if stack is None or not len(self._sealed):
             hits = self._growing.search(queries, k, allowed)
             return hits.scores, hits.addrs
         queries = np.ascontiguousarray(queries, dtype=np.float32)
-        nprobe = min(nprobe or self.config.nprobe, router.nlist)
+        nprobe = min(nprobe or self.nprobe(recall_target), stack.router.nlist)
         refine = refine_factor or self.config.refine_factor
         parts = [
-            self._search_sealed(router, queries[i : i + QUERY_CHUNK], k, allowed, nprobe, refine)
+            self._search_sealed(stack, queries[i : i + QUERY_CHUNK], k, allowed, nprobe, refine)
             for i in range(0, len(queries), QUERY_CHUNK)
         ]
         scores = np.concatenate([p[0] for p in parts])
@@ -313,16 +354,28 @@ class TieredIndex:
 
     def _search_sealed(
         self,
-        router: Router,
+        stack: StackedShards,
         queries: np.ndarray,
         k: int,
         allowed: np.ndarray | None,
         nprobe: int,
         refine: int,
     ) -> tuple[np.ndarray, np.ndarray]:
-        scores, addrs, counts = search_sealed(
-            router, self._sealed.shards, queries, k, allowed, nprobe, refine, self._pool.map
-        )
+        """Route the batch once; search the stacked CPU tiers and the GPU-tier shards."""
+        coarse, lists = stack.route(queries, nprobe)
+        parts, counts = [], ProbeCounts()
+        if len(stack):
+            *found, probed = stack.search(queries, k, allowed, coarse, lists, refine)
+            parts.append(tuple(found))
+            counts.add(probed)
+        if self._gpu_shards:
+            route = Route(stack.global_lists(lists), coarse)
+            *found, probed = search_sealed(
+                stack.router, self._gpu_shards, queries, k, allowed, route, refine, self._pool.map
+            )
+            parts.append(tuple(found))
+            counts.add(probed)
+        scores, addrs = merge_topk(parts, k)[:2]
         self._sealed.record_probes(len(queries), counts.per_shard)
         with self._counters_lock:
             self._counters.fast += counts.fast
@@ -475,6 +528,7 @@ class TieredIndex:
             self._manifest_unsynced = self._table_behind = True
             self._maintenance.failed("syncing the manifest of a seal", exc)
             self._finish_swap(new, retired)
+            self._restack()
             for shard in retiring:
                 shard.close()
             return
@@ -484,6 +538,7 @@ class TieredIndex:
             self._remove_orphans()
             raise
         self._finish_swap(new, retired)
+        self._restack()
         try:
             if self._table_behind:
                 self._record_all_shards()
@@ -545,9 +600,12 @@ class TieredIndex:
                 # reloads the new generation, whose shards the next rebalance places
                 logger.info("rebalance skipped: the writer replaced shards meanwhile")
                 return {}
-            if not self.read_only:
+            if moved or not self.read_only:
                 with self.lock.write():
-                    self._sealed.write_manifest(new_generation=False)
+                    if moved:
+                        self._restack()
+                    if not self.read_only:
+                        self._sealed.write_manifest(new_generation=False)
             return moved
 
     def record_lexical(self, lexical: dict[str, Any] | None) -> None:
@@ -580,7 +638,8 @@ class TieredIndex:
                 self._growing.remove(changes.growing_addrs)  # a slot is never added twice
                 self._growing.add(changes.growing_addrs, changes.growing_vectors)
                 self._growing.remove(changes.deleted)
-                self._sealed.tombstone(changes.deleted)
+                if self._sealed.tombstone(changes.deleted):
+                    self._restack()
                 self._version = changes.version
             on_change()
 
@@ -612,6 +671,8 @@ class TieredIndex:
                 "kind_chosen": record.kind if record else None,
                 "nlist_chosen": record.nlist if record else None,
                 "reason": record.reason if record else "no sealed shard yet: exact search",
+                "nprobe_chosen": self.nprobe() if record else None,
+                "recall_curve": record.recall_curve if record else None,
             },
         }
 

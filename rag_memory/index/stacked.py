@@ -1,0 +1,206 @@
+"""The sealed shards of the CPU tiers searched as one IVF index: one FAISS call per query batch.
+
+Shards are the unit of placement (a tier, a file, a heat count each); they need not be the unit
+of search. Searching a query's nprobe partitions shard by shard costs a FAISS call, a thread
+hand-off and a merge per shard touched (up to nprobe of them), which dominates a small search.
+FAISS can present several indexes' inverted lists as one: `VStackInvertedLists` concatenates
+the lists of several `InvertedLists` without copying them (FAISS wiki, "Indexes that do not fit
+in RAM"; `benchs/distributed_ondisk` combines on-disk shards the same way). A sealed shard
+holds the partitions of one group in its own (local) numbering, so numbering the router's
+partitions group by group makes the groups' lists consecutive: stacking one shard of every
+group, in group order, gives an IVF index over all partitions whose quantizer is the router's
+centroids in that order. A group sealed several times (one shard per seal until a merge) has
+several shards: the k-th shard of every group forms the k-th layer, and a layer without a
+shard for some group stacks an empty list set there. A batch is routed once, each layer is
+searched with that assignment in one call, and the layers' top-k are merged (at most
+`merge_threshold` layers, usually one).
+
+RAM- and disk-tier shards both stack: a disk shard's lists are memory-mapped, so probing them
+reads only the probed lists, as when it was searched alone. GPU-tier shards are searched on
+the GPU one by one (`fanout.search_sealed`). The stack holds references to the shards' FAISS
+indexes, so the lists it points into live as long as it does; the tiered index rebuilds it
+under its write lock whenever a shard, a tier or a tombstone changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import faiss
+import numpy as np
+
+from .fanout import ProbeCounts, refine_exact
+from .merge import merge_topk
+from .router import Router
+from .sealed import SealedShard
+
+
+class StackedShards:
+    """The CPU-tier sealed shards of one router, stacked into IVF indexes (module doc)."""
+
+    def __init__(
+        self,
+        router: Router,
+        shards: Sequence[SealedShard],
+        previous: StackedShards | None = None,
+    ) -> None:
+        """Stack `shards` (all cut from `router`, in RAM or on disk). The stacked quantizer is
+        taken from `previous` when it was built for the same router."""
+        self.router = router
+        self.shards = sorted(shards, key=lambda s: s.shard_id)
+        self.order: np.ndarray
+        self.quantizer: faiss.IndexFlatIP
+        if previous is not None and previous.router is router:
+            self.order, self.quantizer = previous.order, previous.quantizer
+        else:
+            # stable: within a group, partitions keep the order of their local numbers
+            self.order = np.argsort(router.groups, kind="stable")
+            self.quantizer = faiss.IndexFlatIP(router.template.d)
+            self.quantizer.add(np.ascontiguousarray(router.centroids[self.order]))
+        self.group_of_list = router.groups[self.order]  # stacked list -> group
+        sizes = np.bincount(router.groups, minlength=router.n_groups)
+        by_group: dict[int, list[SealedShard]] = {}
+        for shard in self.shards:
+            by_group.setdefault(shard.group, []).append(shard)
+        depth = max((len(v) for v in by_group.values()), default=0)
+        self._keep: list[object] = []  # what the stacked lists point into
+        self.layers = [self._layer(sizes, by_group, j) for j in range(depth)]
+        self.live_count = sum(s.live_count for s in self.shards)
+        tombs = [s.tombstones for s in self.shards if len(s.tombstones)]
+        self._tombstones = np.concatenate(tombs) if tombs else np.empty(0, np.int64)
+        self._tomb_selector = (
+            faiss.IDSelectorNot(faiss.IDSelectorBatch(self._tombstones)) if tombs else None
+        )
+        self._shard_ids = np.array([s.shard_id for s in self.shards], dtype=np.int64)
+        self._shard_groups = np.array([s.group for s in self.shards], dtype=np.int64)
+        self._shard_fast = np.array([s.tier != "disk" for s in self.shards], dtype=bool)
+        # bytes of disk-tier codes per stacked list: what probing that list reads from disk
+        self._disk_list_bytes = np.zeros(router.nlist, dtype=np.int64)
+        starts = np.concatenate([[0], np.cumsum(sizes)])
+        for shard in self.shards:
+            if shard.tier == "disk":
+                g = shard.group
+                self._disk_list_bytes[starts[g] : starts[g + 1]] += shard.list_bytes.astype(
+                    np.int64
+                )
+        self._owner_addrs = np.empty(0, np.int64)
+        self._owner_rows = np.empty(0, np.int64)
+        if router.kind == "ivf_pq":  # re-ranking reads each candidate from its shard's file
+            addrs = np.concatenate([s.addrs for s in self.shards] or [np.empty(0, np.int64)])
+            owners = np.repeat(np.arange(len(self.shards)), [len(s) for s in self.shards])
+            sort = np.argsort(addrs, kind="stable")
+            self._owner_addrs, self._owner_rows = addrs[sort], owners[sort]
+
+    def __len__(self) -> int:
+        return len(self.shards)
+
+    def _layer(
+        self, sizes: np.ndarray, by_group: dict[int, list[SealedShard]], depth: int
+    ) -> faiss.IndexIVF:
+        """The IVF index of every group's `depth`-th shard, empty lists where a group has none."""
+        router = self.router
+        template = router.template
+        code_size = template.code_size
+        lists = faiss.InvertedListsPtrVector()
+        ntotal = 0
+        for group, size in enumerate(sizes.tolist()):
+            members = by_group.get(group, [])
+            if depth < len(members):
+                index = members[depth].cpu_index
+                self._keep.append(index)
+                invlists = index.invlists
+                ntotal += index.ntotal
+            else:
+                invlists = faiss.ArrayInvertedLists(size, code_size)
+                self._keep.append(invlists)
+            lists.push_back(invlists)
+        stacked = faiss.VStackInvertedLists(lists.size(), lists.data())
+        self._keep.extend([lists, stacked])
+        d, nlist = template.d, template.nlist
+        if router.kind == "ivf_pq":
+            layer = faiss.IndexIVFPQ(
+                self.quantizer, d, nlist, template.pq.M, template.pq.nbits, template.metric_type
+            )
+            layer.pq = template.pq
+            layer.by_residual = template.by_residual
+            layer.is_trained = True
+        else:
+            layer = faiss.IndexIVFFlat(self.quantizer, d, nlist, template.metric_type)
+        layer.replace_invlists(stacked, False)
+        layer.ntotal = ntotal
+        return layer
+
+    def route(self, queries: np.ndarray, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
+        """(similarities, stacked list ids) of each query's `nprobe` nearest partitions."""
+        return self.quantizer.search(queries, min(nprobe, self.router.nlist))
+
+    def global_lists(self, lists: np.ndarray) -> np.ndarray:
+        """Stacked list ids -> the router's partition ids (-1 stays -1)."""
+        return np.where(lists >= 0, self.order[np.maximum(lists, 0)], -1)
+
+    def search(
+        self,
+        queries: np.ndarray,
+        k: int,
+        allowed: np.ndarray | None,
+        coarse: np.ndarray,
+        lists: np.ndarray,
+        refine_factor: int,
+    ) -> tuple[np.ndarray, np.ndarray, ProbeCounts]:
+        """Top-k (scores, addresses) over the stacked shards for a routed batch (`route`);
+        tombstones never answer, and with `allowed` only those addresses do."""
+        nq = len(queries)
+        refine = self.router.kind == "ivf_pq"
+        kk = min(k * refine_factor, max(k, self.live_count)) if refine else k
+        selector: faiss.IDSelector | None = self._tomb_selector
+        if allowed is not None:  # live slots only: tombstones are not among them
+            selector = faiss.IDSelectorBatch(allowed)  # must outlive the searches below
+        params = faiss.SearchParametersIVF(nprobe=lists.shape[1])
+        if selector is not None:
+            params.sel = selector
+        parts = []
+        for layer in self.layers:
+            scores = np.empty((nq, kk), dtype=np.float32)
+            addrs = np.empty((nq, kk), dtype=np.int64)
+            layer.search_preassigned_c(
+                nq,
+                faiss.swig_ptr(queries),
+                kk,
+                faiss.swig_ptr(lists),
+                faiss.swig_ptr(coarse),
+                faiss.swig_ptr(scores),
+                faiss.swig_ptr(addrs),
+                False,
+                params,
+            )
+            parts.append((scores, addrs))
+        best = merge_topk(parts, kk)
+        counts = self._probe_counts(lists)
+        if not refine:
+            return best[0], best[1], counts
+        owner = self._owners(best[1])
+        scores, addrs, read = refine_exact(queries, k, self.shards, best[1], owner)
+        counts.disk_bytes += read
+        return scores, addrs, counts
+
+    def _owners(self, addrs: np.ndarray) -> np.ndarray:
+        """The position in `shards` of the shard holding each address (-1 for padding)."""
+        rows = np.searchsorted(self._owner_addrs, addrs)
+        rows = np.minimum(rows, max(0, len(self._owner_addrs) - 1))
+        return np.where(addrs >= 0, self._owner_rows[rows] if len(rows.flat) else -1, -1)
+
+    def _probe_counts(self, lists: np.ndarray) -> ProbeCounts:
+        """Heat and tier accounting of a routed batch: each shard counts the probes of its
+        group's partitions; disk bytes are the codes of the probed disk-tier lists."""
+        probed = lists[lists >= 0]
+        per_group = np.bincount(self.group_of_list[probed], minlength=self.router.n_groups)
+        per_shard = per_group[self._shard_groups]
+        hit = np.flatnonzero(per_shard)
+        return ProbeCounts(
+            per_shard=dict(
+                zip(self._shard_ids[hit].tolist(), per_shard[hit].tolist(), strict=True)
+            ),
+            fast=int(per_shard[self._shard_fast].sum()),
+            total=int(per_shard.sum()),
+            disk_bytes=int(self._disk_list_bytes[probed].sum()),
+        )
