@@ -34,6 +34,7 @@ from ..integrity import check_checksum, check_unit_rows
 from ..manifest import ShardInfo
 from .base import Route, ShardHits
 from .ivf_file import IvfLayout, list_ids, parse_ivf, read_index
+from .preassigned import search_preassigned
 from .router import Router
 from .shard_files import shard_paths
 
@@ -210,23 +211,7 @@ class SealedShard:
             raise RuntimeError(
                 f"shard {self.shard_id} is searched before install() or after close()"
             )
-        nq, nprobe = local.shape
-        scores = np.empty((nq, k), dtype=np.float32)
-        addrs = np.empty((nq, k), dtype=np.int64)
-        params = faiss.SearchParametersIVF(nprobe=nprobe)
-        if selector is not None:
-            params.sel = selector
-        index.search_preassigned_c(
-            nq,
-            faiss.swig_ptr(queries),
-            k,
-            faiss.swig_ptr(local),
-            faiss.swig_ptr(coarse),
-            faiss.swig_ptr(scores),
-            faiss.swig_ptr(addrs),
-            False,
-            params,
-        )
+        scores, addrs = search_preassigned(index, queries, k, local, coarse, selector)
         return ShardHits(scores, addrs, int(probed.sum()), int((probed > 0).sum()))
 
     def stats(self) -> dict[str, Any]:

@@ -31,6 +31,7 @@ import numpy as np
 
 from .fanout import ProbeCounts, refine_exact
 from .merge import merge_topk
+from .preassigned import search_preassigned
 from .router import Router
 from .sealed import SealedShard
 
@@ -149,31 +150,14 @@ class StackedShards:
     ) -> tuple[np.ndarray, np.ndarray, ProbeCounts]:
         """Top-k (scores, addresses) over the stacked shards for a routed batch (`route`);
         tombstones never answer, and with `allowed` only those addresses do."""
-        nq = len(queries)
         refine = self.router.kind == "ivf_pq"
         kk = min(k * refine_factor, max(k, self.live_count)) if refine else k
         selector: faiss.IDSelector | None = self._tomb_selector
         if allowed is not None:  # live slots only: tombstones are not among them
             selector = faiss.IDSelectorBatch(allowed)  # must outlive the searches below
-        params = faiss.SearchParametersIVF(nprobe=lists.shape[1])
-        if selector is not None:
-            params.sel = selector
-        parts = []
-        for layer in self.layers:
-            scores = np.empty((nq, kk), dtype=np.float32)
-            addrs = np.empty((nq, kk), dtype=np.int64)
-            layer.search_preassigned_c(
-                nq,
-                faiss.swig_ptr(queries),
-                kk,
-                faiss.swig_ptr(lists),
-                faiss.swig_ptr(coarse),
-                faiss.swig_ptr(scores),
-                faiss.swig_ptr(addrs),
-                False,
-                params,
-            )
-            parts.append((scores, addrs))
+        parts = [
+            search_preassigned(layer, queries, kk, lists, coarse, selector) for layer in self.layers
+        ]
         best = merge_topk(parts, kk)
         counts = self._probe_counts(lists)
         if not refine:

@@ -168,6 +168,8 @@ class TieredIndex:
             growing.bytes_for(len(snapshot.growing_addrs)),
         )
         try:
+            if sealed.router is not None:
+                growing.index_with(sealed.router)
             addrs, vectors = snapshot.growing_addrs, snapshot.growing_vectors
             if len(sealed):  # the table lags the manifest after a crash between the commits
                 fresh = ~np.isin(addrs, sealed.all_addrs())
@@ -194,6 +196,8 @@ class TieredIndex:
         swap, a tier move, new tombstones): the stacked CPU tiers, the GPU-tier shards and
         the live count. At open, or under the write lock."""
         router, shards = self._sealed.router, self._sealed.shards
+        if router is not None:
+            self._growing.index_with(router)
         self._gpu_shards = [s for s in shards if s.tier == "gpu"]
         cpu = [s for s in shards if s.tier != "gpu"]
         self._stacked = None if router is None else StackedShards(router, cpu, self._stacked)
@@ -335,24 +339,21 @@ class TieredIndex:
         # No more hits than slots that can answer: results are allocated k wide per query.
         k = min(k, max(1, self.live_count() if allowed is None else len(allowed)))
         stack = self._stacked
-        if stack is None or not len(self._sealed):
+        if stack is None:  # no router yet: the growing shard is exact
             hits = self._growing.search(queries, k, allowed)
             return hits.scores, hits.addrs
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         nprobe = min(nprobe or self.nprobe(recall_target), stack.router.nlist)
         refine = refine_factor or self.config.refine_factor
         parts = [
-            self._search_sealed(stack, queries[i : i + QUERY_CHUNK], k, allowed, nprobe, refine)
+            self._search_routed(stack, queries[i : i + QUERY_CHUNK], k, allowed, nprobe, refine)
             for i in range(0, len(queries), QUERY_CHUNK)
         ]
-        scores = np.concatenate([p[0] for p in parts])
-        addrs = np.concatenate([p[1] for p in parts])
-        if len(self._growing):
-            grown = self._growing.search(queries, k, allowed)
-            scores, addrs = merge_topk([(grown.scores, grown.addrs), (scores, addrs)], k)
-        return scores, addrs
+        if len(parts) == 1:
+            return parts[0]
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
-    def _search_sealed(
+    def _search_routed(
         self,
         stack: StackedShards,
         queries: np.ndarray,
@@ -361,15 +362,20 @@ class TieredIndex:
         nprobe: int,
         refine: int,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Route the batch once; search the stacked CPU tiers and the GPU-tier shards."""
+        """Route the batch once; search the stacked CPU tiers, the GPU-tier shards and the
+        same partitions of the growing shard, and merge their top-k."""
         coarse, lists = stack.route(queries, nprobe)
-        parts, counts = [], ProbeCounts()
+        parts: list[tuple[np.ndarray, ...]] = []
+        counts = ProbeCounts()
+        route = Route(stack.global_lists(lists), coarse)
+        if len(self._growing) or not (len(stack) or self._gpu_shards):
+            grown = self._growing.search(queries, k, allowed, route)
+            parts.append((grown.scores, grown.addrs))
         if len(stack):
             *found, probed = stack.search(queries, k, allowed, coarse, lists, refine)
             parts.append(tuple(found))
             counts.add(probed)
         if self._gpu_shards:
-            route = Route(stack.global_lists(lists), coarse)
             *found, probed = search_sealed(
                 stack.router, self._gpu_shards, queries, k, allowed, route, refine, self._pool.map
             )

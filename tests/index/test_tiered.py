@@ -80,6 +80,44 @@ def test_routing_probes_only_near_partitions(tmp_path: Path) -> None:
         assert stats["probes"] <= len(QUERIES) * 4  # at most nprobe partitions per query
 
 
+def test_growing_shard_is_indexed_over_the_router_once_one_exists(tmp_path: Path) -> None:
+    """After the first seal, new slots are an IVF-Flat over the router's partitions: a search
+    scans only the probed partitions of the growing shard, probing all of them is exact, and
+    deletes, iteration and reopening see the same slots."""
+    config = IndexConfig(seal_threshold=6000, nlist=48, nprobe=4, shard_groups=6)
+    with Memory.create(tmp_path / "m", dim=DIM, index=config, cache=None) as mem:
+        first, later = VECTORS[:6000], VECTORS[6000:11_000]
+        mem.add([f"t{i}" for i in range(6000)], ids=[f"i{i}" for i in range(6000)], vectors=first)
+        rows = range(6000, 11_000)
+        mem.add([f"t{i}" for i in rows], ids=[f"i{i}" for i in rows], vectors=later)
+        growing = [s for s in mem.stats()["shards"] if not s["sealed"]][0]
+        assert growing["kind"] == "ivf_flat" and growing["vectors"] == 5000
+        faiss.cvar.indexIVF_stats.reset()
+        mem.search(QUERIES, k=10)  # nprobe 4 of 48: about a twelfth of each shard
+        assert faiss.cvar.indexIVF_stats.ndis < len(QUERIES) * 11_000 / 4
+        truth = faiss.IndexFlatIP(DIM)
+        truth.add(VECTORS[:11_000])
+        _, rows_found = truth.search(QUERIES, 10)
+        expected = [[f"i{r}" for r in row] for row in rows_found]
+        assert ids(mem.search(QUERIES, k=10, nprobe=48)) == expected
+        victim = expected[0][0]
+        assert int(victim[1:]) >= 6000  # in the growing shard
+        mem.delete([victim])
+        assert victim not in ids(mem.search(QUERIES[:1], k=10, nprobe=48))[0]
+        slots = {
+            s.id: v for batch, vs in mem.iter_vectors() for s, v in zip(batch, vs, strict=True)
+        }
+        assert len(slots) == 10_999 and victim not in slots
+        np.testing.assert_array_equal(slots["i7000"], VECTORS[7000])
+    with Memory.open(tmp_path / "m", cache=None) as mem:
+        growing = [s for s in mem.stats()["shards"] if not s["sealed"]][0]
+        assert growing["kind"] == "ivf_flat" and growing["vectors"] == 4999
+        assert ids(mem.search(QUERIES[1:], k=10, nprobe=48)) == expected[1:]
+        mem.compact()  # the indexed growing shard seals like a flat one
+        assert all(s["sealed"] for s in mem.stats()["shards"] if s["vectors"])
+        assert ids(mem.search(QUERIES[1:], k=10, nprobe=48)) == expected[1:]
+
+
 def test_deletes_are_tombstones_until_compaction(tmp_path: Path) -> None:
     with build(tmp_path / "m", EXHAUSTIVE) as mem:
         victims = {int(row[0][1:]) for row in exact(QUERIES, 1)}

@@ -1,0 +1,45 @@
+"""One IVF search over a coarse assignment made elsewhere: the call every routed search makes.
+
+The router assigns a query batch to partitions once; the stacked CPU tiers, each GPU-tier shard
+and the indexed growing shard then search their inverted lists for that assignment with FAISS's
+`IndexIVF::search_preassigned`, instead of each running the coarse quantizer again (the
+pattern of FAISS's `IndexIVF.search_preassigned` and its `benchs/distributed_ondisk`).
+"""
+
+from __future__ import annotations
+
+import faiss
+import numpy as np
+
+
+def search_preassigned(
+    index: faiss.IndexIVF,
+    queries: np.ndarray,
+    k: int,
+    lists: np.ndarray,
+    coarse: np.ndarray,
+    selector: faiss.IDSelector | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k (scores, ids) of `index` for `queries` whose partitions are `lists` (nq, nprobe;
+    -1 skipped) at centroid similarities `coarse`; `selector` filters ids. The C entry point
+    is called directly: the Python wrapper re-checks and copies what is already in shape."""
+    lists = np.ascontiguousarray(lists, dtype=np.int64)  # named: must outlive the call
+    coarse = np.ascontiguousarray(coarse, dtype=np.float32)
+    params = faiss.SearchParametersIVF(nprobe=lists.shape[1])  # FAISS reads rows of nprobe
+    if selector is not None:
+        params.sel = selector
+    nq = len(queries)
+    scores = np.empty((nq, k), dtype=np.float32)
+    ids = np.empty((nq, k), dtype=np.int64)
+    index.search_preassigned_c(
+        nq,
+        faiss.swig_ptr(queries),
+        k,
+        faiss.swig_ptr(lists),
+        faiss.swig_ptr(coarse),
+        faiss.swig_ptr(scores),
+        faiss.swig_ptr(ids),
+        False,
+        params,
+    )
+    return scores, ids
