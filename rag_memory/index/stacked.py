@@ -24,6 +24,7 @@ under its write lock whenever a shard, a tier or a tombstone changes.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 
 import faiss
@@ -84,6 +85,9 @@ class StackedShards:
                 self._disk_list_bytes[starts[g] : starts[g + 1]] += shard.list_bytes.astype(
                     np.int64
                 )
+        self._tally = np.zeros(router.nlist + 1, dtype=np.int64)  # probes per stacked list
+        self._tally_queries = 0
+        self._tally_lock = threading.Lock()  # searches run concurrently under a read lock
         self._owner_addrs = np.empty(0, np.int64)
         self._owner_rows = np.empty(0, np.int64)
         if router.kind == "ivf_pq":  # re-ranking reads each candidate from its shard's file
@@ -147,9 +151,10 @@ class StackedShards:
         coarse: np.ndarray,
         lists: np.ndarray,
         refine_factor: int,
-    ) -> tuple[np.ndarray, np.ndarray, ProbeCounts]:
-        """Top-k (scores, addresses) over the stacked shards for a routed batch (`route`);
-        tombstones never answer, and with `allowed` only those addresses do."""
+    ) -> tuple[np.ndarray, np.ndarray, int]:
+        """Top-k (scores, addresses, bytes re-ranking read from disk) over the stacked shards
+        for a routed batch (`route`; count its probes with `tally`); tombstones never answer,
+        and with `allowed` only those addresses do."""
         refine = self.router.kind == "ivf_pq"
         kk = min(k * refine_factor, max(k, self.live_count)) if refine else k
         selector: faiss.IDSelector | None = self._tomb_selector
@@ -159,13 +164,10 @@ class StackedShards:
             search_preassigned(layer, queries, kk, lists, coarse, selector) for layer in self.layers
         ]
         best = merge_topk(parts, kk)
-        counts = self._probe_counts(lists)
         if not refine:
-            return best[0], best[1], counts
+            return best[0], best[1], 0
         owner = self._owners(best[1])
-        scores, addrs, read = refine_exact(queries, k, self.shards, best[1], owner)
-        counts.disk_bytes += read
-        return scores, addrs, counts
+        return refine_exact(queries, k, self.shards, best[1], owner)
 
     def _owners(self, addrs: np.ndarray) -> np.ndarray:
         """The position in `shards` of the shard holding each address (-1 for padding)."""
@@ -173,18 +175,37 @@ class StackedShards:
         rows = np.minimum(rows, max(0, len(self._owner_addrs) - 1))
         return np.where(addrs >= 0, self._owner_rows[rows] if len(rows.flat) else -1, -1)
 
-    def _probe_counts(self, lists: np.ndarray) -> ProbeCounts:
-        """Heat and tier accounting of a routed batch: each shard counts the probes of its
-        group's partitions; disk bytes are the codes of the probed disk-tier lists."""
-        probed = lists[lists >= 0]
-        per_group = np.bincount(self.group_of_list[probed], minlength=self.router.n_groups)
+    def tally(self, lists: np.ndarray) -> int:
+        """Count a routed batch's probes per stacked list (a few microseconds); returns the
+        queries tallied since the last `take_counts`. Heat and tier accounting are derived
+        from the tally in `take_counts`, not per query: on a single-query search, building
+        per-shard counts cost as much as the FAISS call itself."""
+        counts = np.bincount(lists.ravel() + 1, minlength=len(self._tally))  # +1: -1 pads
+        with self._tally_lock:
+            self._tally += counts
+            self._tally_queries += len(lists)
+            return self._tally_queries
+
+    def take_counts(self) -> tuple[int, ProbeCounts]:
+        """(queries, their probe counts) since the last call, and reset: each shard counts the
+        probes of its group's partitions; disk bytes are the codes of the probed disk-tier
+        lists."""
+        with self._tally_lock:
+            per_list, queries = self._tally[1:].copy(), self._tally_queries
+            self._tally[:] = 0
+            self._tally_queries = 0
+        if not queries:
+            return 0, ProbeCounts()
+        per_group = np.bincount(
+            self.group_of_list, weights=per_list, minlength=self.router.n_groups
+        ).astype(np.int64)
         per_shard = per_group[self._shard_groups]
         hit = np.flatnonzero(per_shard)
-        return ProbeCounts(
+        return queries, ProbeCounts(
             per_shard=dict(
                 zip(self._shard_ids[hit].tolist(), per_shard[hit].tolist(), strict=True)
             ),
             fast=int(per_shard[self._shard_fast].sum()),
             total=int(per_shard.sum()),
-            disk_bytes=int(self._disk_list_bytes[probed].sum()),
+            disk_bytes=int(self._disk_list_bytes @ per_list),
         )

@@ -52,6 +52,9 @@ from .stacked import StackedShards
 logger = logging.getLogger(__name__)
 
 QUERY_CHUNK = 256  # queries per sealed search: bounds the candidates held at once
+# The stacked tiers' probes become per-shard heat every this many queries (and before heat or
+# counters are read): a rounding of the heat clock far below its half-life.
+TALLY_QUERIES = 64
 # nprobe of a memory whose router was trained before recall curves were recorded (the
 # default then), when its config leaves nprobe to the recall target
 UNCALIBRATED_NPROBE = 32
@@ -188,6 +191,7 @@ class TieredIndex:
 
     def _install(self, opened: _Opened) -> None:
         """Serve `opened` from now on (at open, or a replica's reload under the write lock)."""
+        self._flush_probes()  # into the shards they were probed in
         self._growing, self._sealed, self._version = opened.growing, opened.sealed, opened.version
         self._restack()
 
@@ -195,6 +199,7 @@ class TieredIndex:
         """Rebuild what searches read of the sealed shards after any change to them (a
         swap, a tier move, new tombstones): the stacked CPU tiers, the GPU-tier shards and
         the live count. At open, or under the write lock."""
+        self._flush_probes()  # counted with the layout they were probed in
         router, shards = self._sealed.router, self._sealed.shards
         if router is not None:
             self._growing.index_with(router)
@@ -372,9 +377,9 @@ class TieredIndex:
             grown = self._growing.search(queries, k, allowed, route)
             parts.append((grown.scores, grown.addrs))
         if len(stack):
-            *found, probed = stack.search(queries, k, allowed, coarse, lists, refine)
+            *found, refine_read = stack.search(queries, k, allowed, coarse, lists, refine)
             parts.append(tuple(found))
-            counts.add(probed)
+            counts.disk_bytes += refine_read
         if self._gpu_shards:
             *found, probed = search_sealed(
                 stack.router, self._gpu_shards, queries, k, allowed, route, refine, self._pool.map
@@ -382,12 +387,26 @@ class TieredIndex:
             parts.append(tuple(found))
             counts.add(probed)
         scores, addrs = merge_topk(parts, k)[:2]
-        self._sealed.record_probes(len(queries), counts.per_shard)
+        if counts.per_shard or counts.disk_bytes:
+            self._record_probes(len(queries), counts)
+        if len(stack) and stack.tally(lists) >= TALLY_QUERIES:
+            self._record_probes(*stack.take_counts())
+        return scores, addrs
+
+    def _record_probes(self, n_queries: int, counts: ProbeCounts) -> None:
+        """Heat (per shard) and tier counters of `n_queries` searched queries."""
+        if n_queries or counts.per_shard:
+            self._sealed.record_probes(n_queries, counts.per_shard)
         with self._counters_lock:
             self._counters.fast += counts.fast
             self._counters.total += counts.total
             self._counters.disk_bytes += counts.disk_bytes
-        return scores, addrs
+
+    def _flush_probes(self) -> None:
+        """Record what the stacked tiers tallied (before their layout changes, a rebalance
+        reads heat, or stats report the counters)."""
+        if self._stacked is not None:
+            self._record_probes(*self._stacked.take_counts())
 
     def iter_live_vectors(self, batch: int = 65_536) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(addresses, full-precision vectors) of every live slot, in chunks: the growing
@@ -596,6 +615,7 @@ class TieredIndex:
         with self._maintenance_lock:
             if self._closing:
                 return {}
+            self._flush_probes()
             self._last_rebalance = self._sealed.queries_seen
             try:
                 moved = self._sealed.rebalance(self.lock, self._growing.held_bytes)
@@ -658,6 +678,7 @@ class TieredIndex:
             tiers[line["tier"]]["bytes"] += line["bytes"]
         # full-precision copies, read for re-ranking and compaction
         tiers["disk"]["bytes"] += self._sealed.vector_file_bytes()
+        self._flush_probes()
         with self._counters_lock:
             counts = replace(self._counters)
         record = self.manifest.router
