@@ -32,6 +32,12 @@ def serve_command(directory: Path, *options: str) -> list[str]:
     return [sys.executable, "-m", "rag_memory.cli", "serve", str(directory), *options]
 
 
+def run_to_end(command: list[str], timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
+    """Run `command` (a server that should refuse to start) with this checkout's environment;
+    its exit code, stdout and stderr."""
+    return subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=timeout)
+
+
 class ServedMemory:
     """`rag-memory serve DIRECTORY --port 0 OPTIONS...` until `stop()` (SIGTERM) or `kill()`."""
 

@@ -8,14 +8,13 @@ One server serves the whole module: starting it costs an interpreter and imports
 from __future__ import annotations
 
 import math
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-from _server import ENV, ServedMemory
+from _server import ServedMemory, run_to_end
 from helpers import unit_vectors
 from server_load import make_memory, print_report, run_load
 
@@ -147,7 +146,8 @@ def test_importing_rag_memory_or_the_client_imports_no_server() -> None:
         "import rag_memory.cli\n"
         "assert 'fastapi' not in sys.modules\n"
     )
-    subprocess.run([sys.executable, "-c", code], env=ENV, check=True, timeout=120)
+    done = run_to_end([sys.executable, "-c", code])
+    assert done.returncode == 0, done.stderr
 
 
 def test_serve_without_the_extra_says_what_to_install(tmp_path: Path) -> None:
@@ -157,13 +157,7 @@ def test_serve_without_the_extra_says_what_to_install(tmp_path: Path) -> None:
         "from rag_memory.cli import main\n"
         "main(['serve', sys.argv[1]])\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code, str(tmp_path)],
-        env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = run_to_end([sys.executable, "-c", code, str(tmp_path)])
     assert done.returncode == 1
     assert "pip install 'rag_memory[server]'" in done.stderr
 

@@ -5,13 +5,12 @@ refusal, and the read-only mode."""
 from __future__ import annotations
 
 import json
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from _server import ENV, ServedMemory, serve_command
+from _server import ServedMemory, run_to_end, serve_command
 from helpers import unit_vectors
 
 from rag_memory import Memory
@@ -146,13 +145,7 @@ def test_binding_beyond_loopback_without_a_key_is_refused(memory_dir: Path) -> N
         check_bind(host, KEY)
     for host in ("127.0.0.1", "::1", "localhost", "127.3.2.1"):
         check_bind(host, None)
-    done = subprocess.run(
-        serve_command(memory_dir, "--host", "0.0.0.0"),
-        env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = run_to_end(serve_command(memory_dir, "--host", "0.0.0.0"))
     assert done.returncode == 2
     assert "refusing to listen on 0.0.0.0 without an API key" in done.stderr
     assert done.stdout == ""  # it never listened
@@ -161,13 +154,7 @@ def test_binding_beyond_loopback_without_a_key_is_refused(memory_dir: Path) -> N
 def test_an_empty_key_file_is_refused(memory_dir: Path, tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.write_text("\n")
-    done = subprocess.run(
-        serve_command(memory_dir, "--api-key-file", str(empty)),
-        env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = run_to_end(serve_command(memory_dir, "--api-key-file", str(empty)))
     assert done.returncode == 2 and "must hold one key" in done.stderr
 
 
