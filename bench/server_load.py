@@ -187,7 +187,8 @@ def percentiles(seconds: list[float]) -> dict[str, float]:
 class LoadReport:
     requests: int
     errors: list[str]
-    acknowledged_writes: int
+    acknowledged_writes: int  # slots written (their last acknowledged state is checked)
+    write_calls: int  # adds, upserts and deletes acknowledged
     wrong_via_server: list[str]
     wrong_on_disk: list[str]
     server_exit: int
@@ -250,6 +251,7 @@ def run_load(
         requests=sum(len(k) for k in kinds),
         errors=[e for log in logs for e in log.errors],
         acknowledged_writes=len(written),
+        write_calls=sum(len(log.seconds[k]) for log in logs for k in SHARES if k != "search"),
         wrong_via_server=wrong_via_server,
         wrong_on_disk=wrong_on_disk,
         server_exit=exit_code,
@@ -284,8 +286,9 @@ def print_report(report: LoadReport, clients: int) -> None:
         f"throughput {ratio['throughput']:.2f}x lower than in-process"
     )
     print(
-        f"errors: {len(report.errors)}; acknowledged writes checked: "
-        f"{report.acknowledged_writes:,} (wrong via the server: {len(report.wrong_via_server)}, "
+        f"errors: {len(report.errors)}; acknowledged writes: {report.write_calls:,} to "
+        f"{report.acknowledged_writes:,} slots, the last state of each checked "
+        f"(wrong via the server: {len(report.wrong_via_server)}, "
         f"on disk after SIGTERM: {len(report.wrong_on_disk)}); server exit code "
         f"{report.server_exit}"
     )
