@@ -24,6 +24,9 @@ from .store.lexical import LexicalConfig
 from .types import Hit
 from .verify import verify_memory
 
+# What `rag-memory serve` imports beyond the core: the `server` extra.
+SERVER_MODULES = ("fastapi", "starlette", "uvicorn", "pydantic", "httpx")
+
 
 class _Group(click.Group):
     """Turns library errors into one clean line on stderr and exit code 2, never a traceback."""
@@ -306,6 +309,49 @@ def verify(directory: str) -> None:
     verdict = "ok" if report.ok else f"{len(report.problems)} problem(s)"
     click.echo(f"checked {len(report.checked)} parts of {directory}: {verdict}")
     sys.exit(0 if report.ok else 1)
+
+
+@main.command()
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8080, show_default=True, help="Port (0: any free one).")
+@click.option(
+    "--api-key-file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="File holding the API key clients send as 'Authorization: Bearer KEY' "
+    "(required to listen beyond loopback).",
+)
+@click.option("--read-only", is_flag=True, help="Serve without the writer lock: reads only.")
+@click.option("--access-log", is_flag=True, help="Log every request (with -v).")
+def serve(
+    directory: str,
+    host: str,
+    port: int,
+    api_key_file: str | None,
+    read_only: bool,
+    access_log: bool,
+) -> None:
+    """Serve the memory in DIRECTORY over HTTP (JSON; OpenAPI schema at /openapi.json) until
+    SIGTERM or Ctrl-C, which finish the requests under way first. Needs the server extra."""
+    try:
+        from .server.run import serve as run_server
+    except ModuleNotFoundError as exc:
+        if exc.name not in SERVER_MODULES:
+            raise
+        raise click.ClickException(
+            f"rag-memory serve needs the server extra ({exc.name} is not installed): "
+            "pip install 'rag_memory[server]'"
+        ) from None
+    run_server(
+        directory,
+        host,
+        port,
+        api_key_file,
+        read_only=read_only,
+        access_log=access_log,
+        ready=lambda url: click.echo(f"serving {directory} on {url}"),
+    )
 
 
 main.add_command(eval_group, name="eval")

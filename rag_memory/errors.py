@@ -142,3 +142,13 @@ class ModelLoadError(RagMemoryError):
 
 class UnsupportedModelError(RagMemoryError):
     """The generator model cannot be used as asked (e.g. sliding-window attention for xattn)."""
+
+
+class RemoteError(RagMemoryError):
+    """`rag_memory.client.RemoteMemory` could not get an answer from the server: it is
+    unreachable, it failed inside (HTTP 500, whose details stay in the server's log), or it
+    answered with something that is not the server's JSON."""
+
+
+class AuthenticationError(RemoteError):
+    """The server refused the request's API key (HTTP 401): none was given, or another one."""

@@ -692,6 +692,13 @@ class Memory(AnswersFromMemory):
         ]
         return results[0] if single else results
 
+    def embed(self, texts: str | list[str]) -> np.ndarray:
+        """The (n, dim) float32 unit vectors the memory's own embedder gives `texts` (through
+        the query cache's embedding layer): the keys a text search compares, for callers that
+        store or compare vectors themselves (the server's OpenAI-compatible /v1/embeddings)."""
+        self._check_open()
+        return self._reads.encode(check_texts(texts))
+
     def iter_vectors(self, batch: int = 65_536) -> Iterator[tuple[list[Slot], np.ndarray]]:
         """Yield (slots, their float32 unit vectors) for every live slot, in chunks of at most
         `batch`, from every shard (e.g. to build an exact-search anchor without re-embedding).
