@@ -81,9 +81,12 @@ class HybridConfig:
         return (self.fusion, self.alpha if self.fusion == "convex" else self.rrf_k, self.fetch_k)
 
 
+DEFAULT_HYBRID = HybridConfig()
+
+
 def resolve_hybrid(hybrid: HybridConfig | dict | None) -> HybridConfig:
     if hybrid is None:
-        return HybridConfig()
+        return DEFAULT_HYBRID  # frozen: one shared instance, not a new one per search
     if isinstance(hybrid, dict):
         return HybridConfig.from_dict(hybrid)
     if isinstance(hybrid, HybridConfig):

@@ -21,7 +21,7 @@ import numpy as np
 from . import slot_times
 from .cache import CacheConfig, QueryCache, group_key
 from .errors import InvalidInputError, SearchModeError
-from .hybrid import DEFAULT_TEXT_MODE, DENSE, HYBRID, LEXICAL, HybridConfig, fuse
+from .hybrid import DEFAULT_HYBRID, DEFAULT_TEXT_MODE, DENSE, HYBRID, LEXICAL, HybridConfig, fuse
 from .index.tiered import SearchKnobs, TieredIndex
 from .read_counts import ReadCounts, ReadTotals
 from .store.slot_table import SlotTable
@@ -83,7 +83,7 @@ class ReadPath:
         if mode != DENSE:
             texts = check_texts(as_list(query, "query"))
             by_text = self._search_texts(
-                texts, k, where, where_sql, qcache, overrides, mode, hybrid or HybridConfig()
+                texts, k, where, where_sql, qcache, overrides, mode, hybrid or DEFAULT_HYBRID
             )
             return by_text[0] if isinstance(query, str) else by_text
         single, queries = self._query_vectors(query, qcache)

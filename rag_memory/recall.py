@@ -114,9 +114,12 @@ class RecallConfig:
         return asdict(self)
 
 
+DEFAULT_RECALL = RecallConfig()
+
+
 def resolve_recall(recall: RecallConfig | dict | None) -> RecallConfig:
     if recall is None:
-        return RecallConfig()
+        return DEFAULT_RECALL  # frozen: one shared instance, not a new one per search
     if isinstance(recall, dict):
         return RecallConfig.from_dict(recall)
     if isinstance(recall, RecallConfig):

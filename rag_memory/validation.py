@@ -19,6 +19,8 @@ from .errors import InvalidInputError, InvalidVectorError, RepeatedIdError
 # Rows whose norm is this close to 1 are left as they are, so vectors that are already unit
 # length (every embedder output) are stored bit-for-bit as given.
 _UNIT_TOLERANCE = 1e-5
+# the same bounds on squared norms: a batch of unit rows is accepted without taking roots
+_UNIT_LOW, _UNIT_HIGH = (1 - _UNIT_TOLERANCE) ** 2, (1 + _UNIT_TOLERANCE) ** 2
 # numpy dtype kinds read as vectors: ints, floats, and objects that convert to float32.
 _REAL_KINDS = "iufO"
 # SQLite's INTEGER is an int64; a larger int would be bound as an OverflowError, or read back
@@ -220,7 +222,10 @@ def check_vectors(
     if arr.shape[0] == 0:
         raise InvalidVectorError(f"{what} is empty")
     # one pass: a NaN or inf anywhere in a row makes its norm NaN or inf
-    norms = np.sqrt(np.einsum("ij,ij->i", arr, arr))
+    squares = np.einsum("ij,ij->i", arr, arr)
+    if ((squares >= _UNIT_LOW) & (squares <= _UNIT_HIGH)).all():  # NaN compares False
+        return arr if arr.flags.c_contiguous else np.ascontiguousarray(arr)  # unit rows
+    norms = np.sqrt(squares)
     finite = np.isfinite(norms)
     if not finite.all():
         row = int(np.argmin(finite))

@@ -372,8 +372,10 @@ class TieredIndex:
         coarse, lists = stack.route(queries, nprobe)
         parts: list[tuple[np.ndarray, ...]] = []
         counts = ProbeCounts()
-        route = Route(stack.global_lists(lists), coarse)
-        if len(self._growing) or not (len(stack) or self._gpu_shards):
+        growing = len(self._growing) > 0 or not (len(stack) or self._gpu_shards)
+        if growing or self._gpu_shards:  # they take the router's own partition ids
+            route = Route(stack.global_lists(lists), coarse)
+        if growing:
             grown = self._growing.search(queries, k, allowed, route)
             parts.append((grown.scores, grown.addrs))
         if len(stack):
