@@ -67,6 +67,8 @@ class FrameworkEmbedder(Embedder):
         self._embed_query = embed_query
         self._dim = None if dim is None else check_int(dim, "dim", maximum=MAX_DIM)
         self._dim_lock = threading.Lock()
+        # The memory's dimension, when check_dim came before the first output.
+        self._expected_dim: int | None = None
 
     @property
     def model(self) -> NoReturn:
@@ -88,6 +90,15 @@ class FrameworkEmbedder(Embedder):
                 logger.info("embedder %s gives %d-d vectors", self.name, self._dim)
             return self._dim
 
+    def check_dim(self, expected: int) -> None:
+        """Refuse a model whose vectors are not `expected`-d; one not measured yet is checked
+        on its first output instead (no probe call for a memory that already knows)."""
+        with self._dim_lock:
+            if self._dim is None:
+                self._expected_dim = expected
+                return
+        super().check_dim(expected)
+
     def encode(self, texts: list[str], batch_size: int | None = None) -> np.ndarray:
         """Documents -> an (n, dim) float32 array of unit rows (the framework batches)."""
         if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
@@ -106,8 +117,14 @@ class FrameworkEmbedder(Embedder):
         """Unit rows; a length other than `dim` (a model that changed, or one that does not
         keep its own dimension) is an EmbedderMismatchError, NaN or zeros an
         InvalidVectorError."""
-        dim = self.dim
         lengths = sorted({len(v) for v in vectors})
+        with self._dim_lock:
+            if self._dim is None and len(lengths) == 1:
+                self._dim = lengths[0]
+            expected, self._expected_dim = self._expected_dim, None
+        if expected is not None:
+            super().check_dim(expected)
+        dim = self.dim
         if lengths != [dim]:
             raise EmbedderMismatchError(
                 f"embedder {self.name!r} gave {lengths}-d vectors, not the {dim}-d ones it "

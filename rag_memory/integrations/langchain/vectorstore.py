@@ -25,7 +25,6 @@ import logging
 import os
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from types import TracebackType
 from typing import Any, cast
 
 import numpy as np
@@ -97,7 +96,8 @@ class RagMemoryVectorStore(VectorStore):
         # What writes and queries embed with; when it is not the memory's own (a Memory passed
         # in with an embedding), the store embeds and hands the memory vectors.
         self._embedder = adapter or self._memory.embedder
-        self._dim_checked = self._embedder is self._memory.embedder
+        # The memory checks the dimension of what it embeds; queries the store embeds itself.
+        self._dim_checked = adapter is None
         self._embeddings: Embeddings = (
             MemoryEmbeddings(self._memory.embedder) if adapter is None else adapter.embeddings
         )
@@ -120,12 +120,7 @@ class RagMemoryVectorStore(VectorStore):
     def __enter__(self) -> RagMemoryVectorStore:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     # -- writes ------------------------------------------------------------------------
