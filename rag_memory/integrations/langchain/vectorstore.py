@@ -41,6 +41,7 @@ from ...validation import shown
 from ..embedder import query_vector
 from ..opening import open_memory
 from ..searching import search_options
+from ..vectors import dense_query, document_vectors
 from .embeddings import LangChainEmbedder, MemoryEmbeddings
 from .filters import to_where
 
@@ -96,8 +97,6 @@ class RagMemoryVectorStore(VectorStore):
         # What writes and queries embed with; when it is not the memory's own (a Memory passed
         # in with an embedding), the store embeds and hands the memory vectors.
         self._embedder = adapter or self._memory.embedder
-        # The memory checks the dimension of what it embeds; queries the store embeds itself.
-        self._dim_checked = adapter is None
         self._embeddings: Embeddings = (
             MemoryEmbeddings(self._memory.embedder) if adapter is None else adapter.embeddings
         )
@@ -144,9 +143,8 @@ class RagMemoryVectorStore(VectorStore):
             return []
         ids = [str(uuid.uuid4()) for _ in texts] if ids is None else list(ids)
         ids = [str(uuid.uuid4()) if i is None else i for i in ids]
-        stored = self._memory.upsert(
-            texts, ids, metadatas, vectors=self._write_vectors(texts), **kwargs
-        )
+        vectors = document_vectors(self._memory, self._embedder, texts)
+        stored = self._memory.upsert(texts, ids, metadatas, vectors=vectors, **kwargs)
         return list(stored)
 
     def delete(self, ids: list[str] | None = None, **kwargs: Any) -> bool | None:
@@ -283,35 +281,17 @@ class RagMemoryVectorStore(VectorStore):
         return store
 
     # -- internals ---------------------------------------------------------------------
-    def _write_vectors(self, texts: list[str]) -> np.ndarray | None:
-        """None when the memory embeds with the store's embedder itself."""
-        if self._embedder is self._memory.embedder:
-            return None
-        self._check_dim()
-        return self._embedder.encode(texts)
-
     def _query_vector(self, text: str) -> np.ndarray:
-        self._check_dim()
+        self._embedder.check_dim(self._memory.manifest.dim)
         return query_vector(self._embedder, text)
 
-    def _check_dim(self) -> None:
-        if not self._dim_checked:
-            self._embedder.check_dim(self._memory.manifest.dim)
-            self._dim_checked = True
-
     def _search_text(self, query: str, k: int, filter: Any, options: dict) -> list[Hit]:
-        """A text query; a dense one as the store's query vector, except with the memory's
-        own sentence-transformers embedder, where the text goes in (the query cache keeps
-        its embedding)."""
+        """A text query (a dense one as `rag_memory.integrations.vectors` says)."""
         options = search_options(dict(options))
         mode = options.setdefault("mode", DENSE)
         if not isinstance(query, str):
             raise InvalidInputError(f"query must be a string, got {type(query).__name__}")
-        vector_query = mode == DENSE and not (
-            self._embedder is self._memory.embedder
-            and not isinstance(self._embedder, LangChainEmbedder)
-        )
-        question: Any = self._query_vector(query) if vector_query else query
+        question: Any = dense_query(self._memory, self._embedder, query) if mode == DENSE else query
         return cast(
             list[Hit], self._memory.search(question, k=k, where=to_where(filter), **options)
         )
