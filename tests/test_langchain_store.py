@@ -361,7 +361,7 @@ def test_memory_options_are_checked_against_create_and_open(tmp_path: Path) -> N
         RagMemoryVectorStore(tmp_path / "m", model, embedder="other")
     with RagMemoryVectorStore(tmp_path / "m", model, read_only=True) as reader:
         assert reader.memory.read_only and reader.memory.manifest.ttl == 60.0
-    with pytest.raises(InvalidInputError, match="LangChain Embeddings"):
+    with pytest.raises(InvalidInputError, match="must be a langchain_core.*Embeddings"):
         RagMemoryVectorStore(tmp_path / "x", embedding="not a model")  # type: ignore[arg-type]
     with pytest.raises(InvalidInputError, match="a Memory or a path"):
         RagMemoryVectorStore(42)  # type: ignore[arg-type]

@@ -12,19 +12,79 @@ from __future__ import annotations
 import inspect
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ..embed import Embedder
 from ..errors import EmbedderMismatchError, InvalidInputError
 from ..manifest import MANIFEST_NAME
 from ..memory import Memory
-from .embedder import FRAMEWORKS
+from .embedder import FRAMEWORKS, FrameworkEmbedder
 
 logger = logging.getLogger(__name__)
 
 _CREATE_OPTIONS = frozenset(inspect.signature(Memory.create).parameters) - {"cls", "path"}
 _OPEN_OPTIONS = frozenset(inspect.signature(Memory.open).parameters) - {"cls", "path"}
+
+
+@dataclass(frozen=True)
+class Binding:
+    """A store's memory, whether the store opened it (and so closes it), and the embedder
+    its writes and queries embed with: the framework model's adapter, or the memory's own.
+    When that is not the memory's own (a Memory passed in with a model), the store embeds
+    and hands the memory vectors (`rag_memory.integrations.vectors`)."""
+
+    memory: Memory
+    owned: bool
+    embedder: Embedder
+
+    def close(self) -> None:
+        if self.owned:
+            self.memory.close()
+
+
+def bind(
+    memory_or_path: Memory | str | os.PathLike[str],
+    model: Any,
+    framework_type: type,
+    adapter_type: type[Any],
+    options: dict[str, Any],
+) -> tuple[Binding, FrameworkEmbedder | None]:
+    """The binding of a store built as `Store(memory_or_path, model, **options)`, and the
+    model's adapter: `model` is a `framework_type` (wrapped in `adapter_type`, a
+    FrameworkEmbedder taking the model), an `adapter_type` already, or None."""
+    if isinstance(model, framework_type):
+        adapter: FrameworkEmbedder | None = adapter_type(model)
+    elif isinstance(model, adapter_type) or model is None:
+        adapter = model
+    else:
+        raise InvalidInputError(
+            f"the embedding model must be a {framework_type.__module__}."
+            f"{framework_type.__qualname__} or a "
+            f"{adapter_type.__name__}, got {type(model).__name__}"
+        )
+    memory, owned = open_memory(memory_or_path, adapter, options)
+    return Binding(memory, owned, adapter or memory.embedder), adapter
+
+
+class ClosesMemory:
+    """`close()` and the context manager of a store over a `Binding` (`_binding`)."""
+
+    _binding: Binding
+
+    def close(self) -> None:
+        """Close the memory if the store opened it (one passed in stays open)."""
+        self._binding.close()
+
+    def __enter__(self: _Store) -> _Store:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+_Store = TypeVar("_Store", bound=ClosesMemory)
 
 
 def open_memory(

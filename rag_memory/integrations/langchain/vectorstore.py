@@ -39,7 +39,7 @@ from ...memory import Memory
 from ...types import Hit
 from ...validation import shown
 from ..embedder import query_vector
-from ..opening import open_memory
+from ..opening import ClosesMemory, bind
 from ..searching import search_options
 from ..vectors import dense_query, document_vectors
 from .embeddings import LangChainEmbedder, MemoryEmbeddings
@@ -65,7 +65,7 @@ def _hit_document(hit: Hit) -> Document:
     return _document(hit.id, hit.text, hit.metadata)
 
 
-class RagMemoryVectorStore(VectorStore):
+class RagMemoryVectorStore(ClosesMemory, VectorStore):
     """A LangChain vector store over a rag_memory `Memory`.
 
     `memory_or_path`: an open `Memory` (it stays the caller's to close) or a directory,
@@ -85,20 +85,14 @@ class RagMemoryVectorStore(VectorStore):
         embedding: Embeddings | LangChainEmbedder | None = None,
         **memory_options: Any,
     ) -> None:
-        if isinstance(embedding, Embeddings):
-            adapter: LangChainEmbedder | None = LangChainEmbedder(embedding)
-        elif isinstance(embedding, LangChainEmbedder) or embedding is None:
-            adapter = embedding
-        else:
-            raise InvalidInputError(
-                f"embedding must be a LangChain Embeddings, got {type(embedding).__name__}"
-            )
-        self._memory, self._owned = open_memory(memory_or_path, adapter, memory_options)
-        # What writes and queries embed with; when it is not the memory's own (a Memory passed
-        # in with an embedding), the store embeds and hands the memory vectors.
-        self._embedder = adapter or self._memory.embedder
+        self._binding, adapter = bind(
+            memory_or_path, embedding, Embeddings, LangChainEmbedder, memory_options
+        )
+        self._memory, self._embedder = self._binding.memory, self._binding.embedder
         self._embeddings: Embeddings = (
-            MemoryEmbeddings(self._memory.embedder) if adapter is None else adapter.embeddings
+            MemoryEmbeddings(self._memory.embedder)
+            if adapter is None
+            else cast(LangChainEmbedder, adapter).embeddings
         )
 
     # -- the memory ---------------------------------------------------------------------
@@ -110,17 +104,6 @@ class RagMemoryVectorStore(VectorStore):
     @property
     def embeddings(self) -> Embeddings:
         return self._embeddings
-
-    def close(self) -> None:
-        """Close the memory if the store opened it (one passed in stays open)."""
-        if self._owned:
-            self._memory.close()
-
-    def __enter__(self) -> RagMemoryVectorStore:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     # -- writes ------------------------------------------------------------------------
     def add_texts(
