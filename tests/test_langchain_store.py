@@ -337,6 +337,8 @@ def test_a_memory_passed_in_stays_the_callers(tmp_path: Path) -> None:
         store.add_texts(["through the store"], ids=["s"])
         store.close()  # not the store's to close
         assert memory.get("s")[0].text == "through the store"
+        # a memory opened with its LangChain model needs no model given again
+        assert RagMemoryVectorStore(memory).similarity_search("through the store", k=1)[0].id == "s"
         with pytest.raises(InvalidInputError, match="already open"):
             RagMemoryVectorStore(memory, model, dim=8)
         with pytest.raises(EmbedderMismatchError):

@@ -50,10 +50,10 @@ def bind(
     framework_type: type,
     adapter_type: type[Any],
     options: dict[str, Any],
-) -> tuple[Binding, FrameworkEmbedder | None]:
-    """The binding of a store built as `Store(memory_or_path, model, **options)`, and the
-    model's adapter: `model` is a `framework_type` (wrapped in `adapter_type`, a
-    FrameworkEmbedder taking the model), an `adapter_type` already, or None."""
+) -> Binding:
+    """The binding of a store built as `Store(memory_or_path, model, **options)`: `model`
+    is a `framework_type` (wrapped in `adapter_type`, a FrameworkEmbedder taking the model),
+    an `adapter_type` already, or None (the memory's own embedder)."""
     if isinstance(model, framework_type):
         adapter: FrameworkEmbedder | None = adapter_type(model)
     elif isinstance(model, adapter_type) or model is None:
@@ -65,7 +65,7 @@ def bind(
             f"{adapter_type.__name__}, got {type(model).__name__}"
         )
     memory, owned = open_memory(memory_or_path, adapter, options)
-    return Binding(memory, owned, adapter or memory.embedder), adapter
+    return Binding(memory, owned, adapter or memory.embedder)
 
 
 class ClosesMemory:
@@ -110,7 +110,8 @@ def open_memory(
     else:
         memory = _open_path(memory_or_path, embedder, dict(options))
         owned = True
-    if embedder is None and memory.manifest.embedder.split(":", 1)[0] in FRAMEWORKS:
+    framework_built = memory.manifest.embedder.split(":", 1)[0] in FRAMEWORKS
+    if embedder is None and framework_built and not isinstance(memory.embedder, FrameworkEmbedder):
         if owned:
             memory.close()
         raise EmbedderMismatchError(

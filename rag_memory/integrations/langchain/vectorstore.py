@@ -85,14 +85,14 @@ class RagMemoryVectorStore(ClosesMemory, VectorStore):
         embedding: Embeddings | LangChainEmbedder | None = None,
         **memory_options: Any,
     ) -> None:
-        self._binding, adapter = bind(
+        self._binding = bind(
             memory_or_path, embedding, Embeddings, LangChainEmbedder, memory_options
         )
         self._memory, self._embedder = self._binding.memory, self._binding.embedder
         self._embeddings: Embeddings = (
-            MemoryEmbeddings(self._memory.embedder)
-            if adapter is None
-            else cast(LangChainEmbedder, adapter).embeddings
+            self._embedder.embeddings
+            if isinstance(self._embedder, LangChainEmbedder)
+            else MemoryEmbeddings(self._embedder)
         )
 
     # -- the memory ---------------------------------------------------------------------

@@ -101,14 +101,14 @@ class RagMemoryVectorStore(ClosesMemory, BasePydanticVectorStore):
     ) -> None:
         super().__init__(stores_text=True)
         self.flat_metadata = flat_metadata
-        self._binding, adapter = bind(
+        self._binding = bind(
             memory_or_path, embed_model, BaseEmbedding, LlamaIndexEmbedder, memory_options
         )
         self._memory, self._embedder = self._binding.memory, self._binding.embedder
         self._embed_model = (
-            MemoryEmbedding(self._memory.embedder)
-            if adapter is None
-            else cast(LlamaIndexEmbedder, adapter).embed_model
+            self._embedder.embed_model
+            if isinstance(self._embedder, LlamaIndexEmbedder)
+            else MemoryEmbedding(self._embedder)
         )
 
     @classmethod
