@@ -116,6 +116,12 @@ class Memory(AnswersFromMemory):
         return self._reads.reads
 
     @property
+    def embedder(self) -> Embedder:
+        """The embedder this memory turns texts into vectors with: what a framework adapter
+        hands its framework, so queries embedded there meet the stored vectors."""
+        return self._embedder
+
+    @property
     def index(self) -> TieredIndex:
         """The tiered index (advanced): its `growing` shard, `sealed_shards`, `router` and
         `stats()`, for benchmarks and tools that compare against raw FAISS. Read it; every
@@ -385,13 +391,22 @@ class Memory(AnswersFromMemory):
         self._check_open()
         return MemoryScope(self, check_scope({**(fields or {}), **more}))
 
-    def delete(self, ids: str | list[str]) -> None:
-        """Delete slots by id; if any id is unknown (or expired), nothing is deleted."""
+    def delete(self, ids: str | list[str], *, missing_ok: bool = False) -> None:
+        """Delete slots by id; if any id is unknown (or expired), nothing is deleted, unless
+        `missing_ok`, which deletes those stored and skips the rest (checked under the write
+        lock, so no other thread's delete in between makes the call fail)."""
         self._check_writable()
         ids = list(dict.fromkeys(check_lookup_ids(ids)))
+        check_bool(missing_ok, "missing_ok")
         with self._index.lock.write():
             self._check_open()
-            self._forget(self._table.tombstone(ids, slot_times.now()))
+            now = slot_times.now()
+            if missing_ok:
+                stored = self._table.contains(ids, now)
+                ids = [i for i, found in zip(ids, stored, strict=True) if found]
+                if not ids:
+                    return
+            self._forget(self._table.tombstone(ids, now))
 
     def _forget(self, addrs: np.ndarray) -> None:
         """Under the write lock, after the table tombstoned `addrs`: the index and caches."""
@@ -548,6 +563,24 @@ class Memory(AnswersFromMemory):
         expired)."""
         self._check_open()
         return self._table.get(check_lookup_ids(ids), slot_times.now())
+
+    def ids(self, where: dict | None = None) -> list[str]:
+        """The ids of the stored (unexpired) slots whose metadata passes `where` (the grammar
+        of `search`; every slot when None), in write order: how a caller deletes or reads
+        by metadata (a document's chunks) without a query."""
+        self._check_open()
+        where_sql = None if where is None else compile_where(where)
+        return self._table.matching_ids(where_sql, slot_times.now())
+
+    def vectors_of(self, hits: list[Hit]) -> tuple[list[Hit], np.ndarray]:
+        """(the hits still stored, their stored float32 unit vectors), for re-ranking hits
+        by their keys (maximal marginal relevance) without embedding their texts again."""
+        self._check_open()
+        if not isinstance(hits, list) or not all(isinstance(h, Hit) for h in hits):
+            raise InvalidInputError("vectors_of needs a list of Hits")
+        if not hits:
+            return [], np.empty((0, self.manifest.dim), np.float32)
+        return self._reads.vectors_of(hits)
 
     def contains(self, ids: str | list[str]) -> list[bool]:
         """Whether each of `ids` is stored, in order (one query; unknown ids are not an error)."""

@@ -751,15 +751,30 @@ class SlotTable:
         if among is not None:
             where_sql = f"addr IN (SELECT value FROM json_each(?)) AND ({where_sql})"
             params = [_in_list(among), *params]
-        sql = f"SELECT addr FROM slots WHERE deleted_version IS NULL AND {where_sql}"
+        rows = self._filtered(
+            f"SELECT addr FROM slots WHERE deleted_version IS NULL AND {where_sql}", params
+        )
+        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+    def matching_ids(self, where: tuple[str, Sequence[Any]] | None, now: float) -> list[str]:
+        """Ids of the visible slots (live, not expired at `now`) that pass a compiled `where`
+        (every one when None), in address order."""
+        scope, params = self.unexpired_where(where, now)
+        rows = self._filtered(
+            f"SELECT id FROM slots WHERE deleted_version IS NULL AND {scope} ORDER BY addr", params
+        )
+        return [r[0] for r in rows]
+
+    def _filtered(self, sql: str, params: Sequence[Any]) -> list[tuple]:
+        """Rows of a statement that holds a compiled filter: one past SQLite's limits on this
+        build is an InvalidFilterError, not damage."""
         try:
-            rows = self._reader().execute(sql, params).fetchall()
-        except sqlite3.DatabaseError as exc:  # a filter past SQLite's limits is not damage
+            return self._reader().execute(sql, params).fetchall()
+        except sqlite3.DatabaseError as exc:
             too_large = limit_error(exc)
             if too_large is None:
                 raise _failure(self.path, exc, "reading", f"read failed ({exc})") from exc
             raise too_large from None
-        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
 
     def growing_vectors(self, since_version: int = -1) -> tuple[np.ndarray, np.ndarray, int]:
         """(addrs, vectors, version) of live growing-shard slots added after `since_version`.
