@@ -42,6 +42,12 @@ MIN_POINTS_PER_CENTROID = 39  # FAISS ClusteringParameters.min_points_per_centro
 MAX_POINTS_PER_CENTROID = 256  # FAISS subsamples the training set beyond this
 PQ_M_CANDIDATES = (256, 128, 64, 48, 32, 24, 16, 8, 4)  # autofaiss get_optimal_quantization
 PQ_NBITS = 8
+# The PQ codebook trains on this many points per sub-quantizer centroid (16,384 rows at 8
+# bits), not FAISS's 256: training cost is linear in the points, and with the exact re-ranking
+# every IVF-PQ search does the recall does not move. Measured on 50,000 x 384 of the peer
+# benchmark's data (nlist 512, nprobe 32, k 10): recall@10 0.997 (256) vs 0.998 (64) at
+# refine_factor 40 and 0.934 vs 0.926 at 10, the seal 1.8x faster. FAISS warns below 39.
+PQ_TRAIN_POINTS_PER_CENTROID = 64
 PQ_MIN_TRAIN_VECTORS = 1 << PQ_NBITS  # k-means needs a training point per PQ centroid
 ID_BYTES = 8  # an int64 id per vector in FAISS inverted lists
 UNLIMITED_BYTES = 1 << 60  # "no RAM budget"

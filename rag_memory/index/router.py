@@ -27,7 +27,7 @@ from ..errors import CorruptFileError
 from ..fsutil import atomic_write_bytes
 from ..integrity import check_checksum, sha256_file
 from .ivf_file import IvfLayout, parse_ivf, read_index
-from .plan import MAX_POINTS_PER_CENTROID, PQ_NBITS
+from .plan import MAX_POINTS_PER_CENTROID, PQ_NBITS, PQ_TRAIN_POINTS_PER_CENTROID
 
 if TYPE_CHECKING:
     from ..manifest import RouterRecord
@@ -119,8 +119,7 @@ class Router:
     ) -> Router:
         """Train the router on `sample` (a random sample of the data, see `training_sample`)
         with `nlist` partitions as chosen by `plan.clamp_nlist`, and for IVF-PQ the codebook,
-        on a random subset of 2**PQ_NBITS * MAX_POINTS_PER_CENTROID rows (FAISS subsamples
-        k-means training sets to that many points per centroid anyway)."""
+        on a random subset of 2**PQ_NBITS * PQ_TRAIN_POINTS_PER_CENTROID rows (see there)."""
         n, dim = sample.shape
         logger.info("training router: %d partitions on %d vectors (%s)", nlist, n, kind)
         centroids = _kmeans(sample, nlist, seed) if nlist > 1 else sample.mean(0, keepdims=True)
@@ -132,7 +131,7 @@ class Router:
             template = faiss.IndexIVFPQ(
                 quantizer, dim, nlist, pq_m, PQ_NBITS, faiss.METRIC_INNER_PRODUCT
             )
-            pq_points = MAX_POINTS_PER_CENTROID * (1 << PQ_NBITS)
+            pq_points = PQ_TRAIN_POINTS_PER_CENTROID * (1 << PQ_NBITS)
             template.train(training_sample(sample, pq_points, seed + 2))
         else:
             template = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
