@@ -2,7 +2,8 @@
 
 Embedding SciFact's 5,183 documents takes ~5 minutes on 2 CPU cores, so the vectors are cached
 as .npy files (RAG_MEMORY_TEST_CACHE, default ~/.cache/rag_memory/tests), keyed by a checksum
-of the texts' source and the model name; np.load runs with allow_pickle=False.
+of the texts' source and the model name (and "-int8" for int8 ONNX vectors); np.load runs with
+allow_pickle=False.
 """
 
 from __future__ import annotations
@@ -65,7 +66,9 @@ def load_scifact(embedder: Embedder, directory: Path = SCIFACT) -> dict[str, Any
     ids = [d["_id"] for d in corpus]
     texts = [f"{d['title']} {d['text']}".strip() for d in corpus]
     digest = hashlib.sha256((directory / "corpus.jsonl").read_bytes()).hexdigest()[:16]
-    model = embedder.name.replace("/", "__")
+    # int8 vectors differ from torch's (fp32 ONNX agrees with torch to 1e-5): cached apart
+    backend = embedder.backend_description
+    model = embedder.name.replace("/", "__") + ("-int8" if backend == "onnx-int8" else "")
     doc_vectors = cached_encode(embedder, texts, f"scifact-corpus-{model}-{digest}")
     qtexts = [q["text"] for q in queries]
     qdigest = hashlib.sha256("\n".join(qtexts).encode()).hexdigest()[:16]

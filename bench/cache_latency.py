@@ -14,7 +14,6 @@ One run, one machine, same memory contents for every figure:
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -23,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 from _data import scifact_or_exit
+from _report import print_and_save
 
 from rag_memory import CacheConfig, Memory
 from rag_memory.embed import Embedder
@@ -131,10 +131,7 @@ def main() -> int:
     ]
     width = max(len(r[0]) for r in rows)
     table = "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
-    print(table)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "latency.json").write_text(json.dumps(result, indent=1), encoding="utf-8")
-    (args.out / "latency.txt").write_text(table + "\n", encoding="utf-8")
+    print_and_save(args.out, "latency", result, table)
     return 0
 
 

@@ -103,6 +103,12 @@ class EmbedderMismatchError(RagMemoryError):
     """The embedder asked for differs from the one the memory was built with."""
 
 
+class OnnxExportError(RagMemoryError):
+    """The embedder cannot run through ONNX Runtime: onnxruntime or onnx is not installed, the
+    model's layout is not one the export covers, or the export failed. An Embedder with
+    backend=None falls back to torch on this error; backend="onnx" raises it."""
+
+
 class MemoryLockedError(RagMemoryError):
     """Another process holds the memory open for writing."""
 

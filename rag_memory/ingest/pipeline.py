@@ -188,24 +188,16 @@ def index_built(mem: Memory, stats: dict[str, Any]) -> dict[str, Any]:
 
 
 def make_encoder(embedder: Embedder, batch_size: int) -> Encode:
-    """Exactly what a user would call: SentenceTransformer.encode on a block, normalised."""
-    model = embedder.model
+    """Exactly what a user would call: `Embedder.encode` on a block (its backend, normalised)."""
 
     def encode(texts: list[str]) -> np.ndarray:
-        vectors = model.encode(
-            texts,
-            batch_size=batch_size,
-            convert_to_numpy=True,
-            normalize_embeddings=True,
-            show_progress_bar=False,
-        )
-        return np.ascontiguousarray(vectors, dtype=np.float32)
+        return embedder.encode(texts, batch_size=batch_size, progress=False)
 
     return encode
 
 
 def default_batch_size(embedder: Embedder) -> int:
-    return GPU_BATCH_SIZE if str(embedder.model.device).startswith("cuda") else CPU_BATCH_SIZE
+    return GPU_BATCH_SIZE if embedder.device_name.startswith("cuda") else CPU_BATCH_SIZE
 
 
 def expected_vectors(source: Source, limit: int | None) -> int | None:
@@ -223,7 +215,7 @@ def run_build(config: BuildConfig, embedder: Embedder | None = None) -> BuildRep
     source = resolve_source(config.source, config.format)
     refuse_early(config.out, config.append)
     embedder = embedder or Embedder(config.embedder, device=config.device)
-    chunker = Chunker.for_model(embedder.model, config.max_tokens, config.overlap)
+    chunker = Chunker.for_model(embedder, config.max_tokens, config.overlap)
     batch_size = config.batch_size or default_batch_size(embedder)
     block_size = batch_size * config.block_batches
     fm = config.fields
@@ -241,7 +233,8 @@ def run_build(config: BuildConfig, embedder: Embedder | None = None) -> BuildRep
         "batch_size": batch_size,
         "block_size": block_size,
         "embedder": embedder.name,
-        "device": str(embedder.model.device),
+        "device": embedder.device_name,
+        "embedder_backend": embedder.backend_description,
         "limit": config.limit,
         "strict": config.strict,
         "append": config.append,
@@ -250,7 +243,8 @@ def run_build(config: BuildConfig, embedder: Embedder | None = None) -> BuildRep
         "lexical": config.lexical,
     }
     command = {
-        **{k: v for k, v in inputs.items() if k not in ("device", "strict")},
+        # where and how vectors are computed does not change which blocks a rerun may keep
+        **{k: v for k, v in inputs.items() if k not in ("device", "embedder_backend", "strict")},
         "source": source_identity(source.path),
     }
     mem, checkpoint, resumed = open_target(
