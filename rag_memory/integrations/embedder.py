@@ -99,8 +99,11 @@ class FrameworkEmbedder(Embedder):
                 return
         super().check_dim(expected)
 
-    def encode(self, texts: list[str], batch_size: int | None = None) -> np.ndarray:
-        """Documents -> an (n, dim) float32 array of unit rows (the framework batches)."""
+    def encode(
+        self, texts: list[str], batch_size: int | None = None, progress: bool | None = None
+    ) -> np.ndarray:
+        """Documents -> an (n, dim) float32 array of unit rows (the framework batches and
+        shows its own progress: `batch_size` and `progress` are not used)."""
         if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
             raise InvalidInputError("Embedder.encode needs a list of strings")
         if not texts:
