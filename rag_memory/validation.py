@@ -205,14 +205,16 @@ def check_vectors(
     """A (n, dim) float32 C-contiguous array of unit rows, or InvalidVectorError saying why.
 
     Real numbers only: complex values would lose their imaginary part and strings be parsed."""
-    try:
-        given = np.asarray(vectors)
-        if given.dtype.kind not in _REAL_KINDS:
-            raise TypeError(f"its values are {given.dtype}, not real numbers")
-        with np.errstate(over="ignore"):  # beyond float32's range: inf, reported below
-            arr = given.astype(np.float32, copy=False)
-    except (TypeError, ValueError) as exc:
-        raise InvalidVectorError(f"{what} cannot be read as float32: {exc}") from None
+    arr = vectors
+    if not isinstance(vectors, np.ndarray) or vectors.dtype != np.float32:  # else as it is
+        try:
+            given = np.asarray(vectors)
+            if given.dtype.kind not in _REAL_KINDS:
+                raise TypeError(f"its values are {given.dtype}, not real numbers")
+            with np.errstate(over="ignore"):  # beyond float32's range: inf, reported below
+                arr = given.astype(np.float32, copy=False)
+        except (TypeError, ValueError) as exc:
+            raise InvalidVectorError(f"{what} cannot be read as float32: {exc}") from None
     if arr.ndim == 1:
         arr = arr[None, :]
     if arr.ndim != 2 or arr.shape[1] != dim:

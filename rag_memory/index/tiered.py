@@ -344,10 +344,10 @@ class TieredIndex:
         # No more hits than slots that can answer: results are allocated k wide per query.
         k = min(k, max(1, self.live_count() if allowed is None else len(allowed)))
         stack = self._stacked
+        queries = np.ascontiguousarray(queries, dtype=np.float32)  # what FAISS reads
         if stack is None:  # no router yet: the growing shard is exact
             hits = self._growing.search(queries, k, allowed)
             return hits.scores, hits.addrs
-        queries = np.ascontiguousarray(queries, dtype=np.float32)
         nprobe = min(nprobe or self.nprobe(recall_target), stack.router.nlist)
         refine = refine_factor or self.config.refine_factor
         parts = [
