@@ -178,3 +178,17 @@ def test_contains_answers_per_id_without_raising(tmp_path) -> None:
         mem.delete(["y"])
         assert mem.contains(["x", "y", "z", "x"]) == [True, False, False, True]
         assert mem.contains("x") == [True]
+
+
+def test_a_batch_whose_hits_repeat_and_exceed_one_statement_reads_every_row(
+    tmp_path: Path,
+) -> None:
+    """Hit rows are read by prepared statements of bounded width: a batch whose hits repeat
+    across queries and number more than one statement holds still gets every row, once."""
+    vectors = unit_vectors(5000, 8, seed=3)
+    with Memory.create(tmp_path / "m", dim=8, cache=None) as mem:
+        mem.add([f"t{i}" for i in range(5000)], ids=[f"i{i}" for i in range(5000)], vectors=vectors)
+        results = mem.search(vectors[:80], k=100)  # 8,000 hits, many slots hit several times
+    assert all(len(hits) == 100 for hits in results)
+    assert [hits[0].id for hits in results] == [f"i{i}" for i in range(80)]
+    assert all(h.text == "t" + h.id[1:] for hits in results for h in hits)

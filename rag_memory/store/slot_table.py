@@ -742,9 +742,10 @@ class SlotTable:
         row), so an address the index holds without a row means the table is damaged."""
         if not addrs:
             return []
+        unique = list(dict.fromkeys(map(int, addrs)))  # a hit may repeat across queries
         rows: list[tuple] = []
-        for start in range(0, len(addrs), _MAX_WIDTH):  # SQLite caps a statement's parameters
-            params = [int(a) for a in addrs[start : start + _MAX_WIDTH]]
+        for start in range(0, len(unique), _MAX_WIDTH):  # SQLite caps a statement's parameters
+            params = unique[start : start + _MAX_WIDTH]
             width = _statement_width(len(params))
             params += [_NO_ADDR] * (width - len(params))
             rows += self._query(
@@ -754,8 +755,8 @@ class SlotTable:
                 params,
             )
         self._verify_rows(rows)
-        if len(rows) != len(set(addrs)):
-            missing = sorted(set(addrs) - {r[3] for r in rows})
+        if len(rows) != len(unique):
+            missing = sorted(set(unique) - {r[3] for r in rows})
             raise CorruptFileError(self.path, f"slot address {missing[:1]} has no row")
         return [(r[0], r[1], r[2], r[3], r[5], r[6]) for r in rows if r[7] is None]
 
