@@ -389,8 +389,8 @@ class TieredIndex:
             parts.append(tuple(found))
             counts.add(probed)
         scores, addrs = merge_topk(parts, k)[:2]
-        if counts.per_shard or counts.disk_bytes:
-            self._record_probes(len(queries), counts)
+        if counts.per_shard or counts.disk_bytes:  # the stack's tally counts these queries
+            self._record_probes(0 if len(stack) else len(queries), counts)
         if len(stack) and stack.tally(lists) >= TALLY_QUERIES:
             self._record_probes(*stack.take_counts())
         return scores, addrs
