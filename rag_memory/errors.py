@@ -150,6 +150,27 @@ class UnsupportedModelError(RagMemoryError):
     """The generator model cannot be used as asked (e.g. sliding-window attention for xattn)."""
 
 
+class DistributedError(RagMemoryError):
+    """A sharded memory (`rag_memory.distributed.ShardedMemory`) could not do its part on the
+    Ray cluster: catch this for either of its leaves below."""
+
+
+class ShardUnavailableError(DistributedError):
+    """A shard's actor cannot be placed or reached: its node is not in the cluster, or the
+    actor died and Ray could not restart it in time. Nothing was written by the failed call."""
+
+
+class ShardWriteError(DistributedError):
+    """A write reached some shards but not all: `written` holds the ids whose shard made its
+    part durable, `unwritten` those whose shard failed (its error is chained as `__cause__`).
+    Nothing is silently dropped; an `upsert` of the same inputs is safe to retry."""
+
+    def __init__(self, message: str, written: list[str], unwritten: list[str]) -> None:
+        super().__init__(message)
+        self.written = written
+        self.unwritten = unwritten
+
+
 class RemoteError(RagMemoryError):
     """`rag_memory.client.RemoteMemory` could not get an answer from the server: it is
     unreachable, it failed inside (HTTP 500, whose details stay in the server's log), or it

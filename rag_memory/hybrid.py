@@ -102,6 +102,21 @@ def check_mode(mode: Any) -> str | None:
     return mode
 
 
+def resolve_mode(mode: str | None, is_text: bool, has_lexical: bool) -> str:
+    """The mode a search runs in: a vector query is dense (asking for another mode is an
+    error); a text query without a mode is hybrid where the memory has a lexical index."""
+    if not is_text:
+        if mode not in (None, DENSE):
+            raise SearchModeError(
+                f"mode {mode!r} needs text queries (BM25 scores words); a query vector "
+                "can only be searched with mode='dense'"
+            )
+        return DENSE
+    if mode is None:
+        return DEFAULT_TEXT_MODE if has_lexical else DENSE
+    return mode
+
+
 def _ranked(scores: np.ndarray, addrs: np.ndarray) -> Iterator[tuple[int, int, float]]:
     """(address, rank from 1, score) of a leg's candidates, FAISS's -1 padding skipped."""
     rank = 0

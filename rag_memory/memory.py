@@ -603,6 +603,7 @@ class Memory(AnswersFromMemory):
         recency_half_life: float | None = None,
         hops: int = 1,
         recall: RecallConfig | dict | None = None,
+        query_vectors: Any = None,
     ) -> list[Hit]: ...
 
     @overload
@@ -621,6 +622,7 @@ class Memory(AnswersFromMemory):
         recency_half_life: float | None = None,
         hops: int = 1,
         recall: RecallConfig | dict | None = None,
+        query_vectors: Any = None,
     ) -> list[list[Hit]]: ...
 
     @overload
@@ -639,6 +641,7 @@ class Memory(AnswersFromMemory):
         recency_half_life: float | None = None,
         hops: int = 1,
         recall: RecallConfig | dict | None = None,
+        query_vectors: Any = None,
     ) -> list[Hit] | list[list[Hit]]: ...
 
     def search(
@@ -656,6 +659,7 @@ class Memory(AnswersFromMemory):
         recency_half_life: float | None = None,
         hops: int = 1,
         recall: RecallConfig | dict | None = None,
+        query_vectors: Any = None,
     ) -> list[Hit] | list[list[Hit]]:
         """Top-k slots for a query: by meaning (dense), by words (lexical, BM25) or both fused.
 
@@ -682,6 +686,10 @@ class Memory(AnswersFromMemory):
         `RecallConfig` or a dict of its fields) holds the finer settings. See
         `rag_memory.recall` for the formula; `Hit.hop` and `Hit.relevance` say what each
         read found. `hops=1` without a half-life is the plain search.
+
+        `query_vectors`: the text queries' embeddings by this memory's embedder, (n, dim), for
+        a caller that already made them (a sharded memory embeds a query once for all its
+        shards); the embedder is then not called. Plain searches only (hops 1, no half-life).
         """
         self._check_open()
         k = check_k(k)
@@ -701,13 +709,21 @@ class Memory(AnswersFromMemory):
         if recall_target is not None:
             overrides["recall_target"] = check_recall_target(recall_target)
 
+        if half_life is None and hops == 1:
+            return self._reads.search(
+                query, k, where, where_sql, cache, overrides, mode, hybrid_config, query_vectors
+            )
+        if query_vectors is not None:
+            raise InvalidInputError(
+                "query_vectors serve plain searches only: a multi-hop or recency-aware read "
+                "embeds queries of its own"
+            )
+
         def plain(q: Any, n: int, search_mode: str | None = mode) -> Any:
             return self._reads.search(
                 q, n, where, where_sql, cache, overrides, search_mode, hybrid_config
             )
 
-        if half_life is None and hops == 1:
-            return plain(query, k)
         single, queries = self._reads.split_queries(query)
         results = [
             read_with_recall(

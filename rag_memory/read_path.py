@@ -20,8 +20,8 @@ import numpy as np
 
 from . import slot_times
 from .cache import CacheConfig, QueryCache, group_key
-from .errors import InvalidInputError, SearchModeError
-from .hybrid import DEFAULT_HYBRID, DEFAULT_TEXT_MODE, DENSE, HYBRID, LEXICAL, HybridConfig, fuse
+from .errors import InvalidInputError
+from .hybrid import DEFAULT_HYBRID, DENSE, HYBRID, LEXICAL, HybridConfig, fuse, resolve_mode
 from .index.tiered import SearchKnobs, TieredIndex
 from .read_counts import ReadCounts, ReadTotals
 from .store.slot_table import SlotTable
@@ -72,21 +72,29 @@ class ReadPath:
         overrides: SearchKnobs,
         mode: str | None = None,
         hybrid: HybridConfig | None = None,
+        text_vectors: Any = None,
     ) -> list[Hit] | list[list[Hit]]:
         """Hits for a query (str or 1-D vector -> list[Hit]) or a batch (-> list per query).
         `overrides` (nprobe, refine_factor) bypass the cache, whose entries hold results
         of the memory's own settings. `mode` None is hybrid for text when the memory has a
-        lexical index (`hybrid.DEFAULT_TEXT_MODE`), else dense."""
+        lexical index (`hybrid.DEFAULT_TEXT_MODE`), else dense. `text_vectors`: the text
+        queries' embeddings, made by the caller (then the embedder is not called)."""
         qcache = self.cache if use_cache and not overrides else None
         is_text = isinstance(query, str) or is_text_batch(query)
         mode = self.resolve_mode(mode, is_text)
+        given = None
+        if text_vectors is not None:
+            if not is_text:
+                raise InvalidInputError("query_vectors go with text queries only")
+            n = len(as_list(query, "query"))
+            given = check_vectors(text_vectors, self._dim, n, what="query_vectors")
         if mode != DENSE:
             texts = check_texts(as_list(query, "query"))
             by_text = self._search_texts(
-                texts, k, where, where_sql, qcache, overrides, mode, hybrid or DEFAULT_HYBRID
+                texts, k, where, where_sql, qcache, overrides, mode, hybrid or DEFAULT_HYBRID, given
             )
             return by_text[0] if isinstance(query, str) else by_text
-        single, queries = self._query_vectors(query, qcache)
+        single, queries = self._query_vectors(query, qcache, given)
         self.catch_up()
         now, hidden = self.visibility()
         key = group_key(k, where)
@@ -174,18 +182,8 @@ class ReadPath:
         return out_scores, out_addrs
 
     def resolve_mode(self, mode: str | None, is_text: bool) -> str:
-        """The mode a search runs in: a vector query is dense (asking for another mode is an
-        error); a text query without a mode is hybrid where the memory has a lexical index."""
-        if not is_text:
-            if mode not in (None, DENSE):
-                raise SearchModeError(
-                    f"mode {mode!r} needs text queries (BM25 scores words); a query vector "
-                    "can only be searched with mode='dense'"
-                )
-            return DENSE
-        if mode is None:
-            return DEFAULT_TEXT_MODE if self._table.has_lexical() else DENSE
-        return mode
+        """The mode a search of this memory runs in (`hybrid.resolve_mode`)."""
+        return resolve_mode(mode, is_text, self._table.has_lexical())
 
     def _search_texts(
         self,
@@ -197,8 +195,10 @@ class ReadPath:
         overrides: SearchKnobs,
         mode: str,
         hybrid: HybridConfig,
+        given: np.ndarray | None = None,
     ) -> list[list[Hit]]:
-        """Lexical or hybrid hits per text, through the exact-text results cache."""
+        """Lexical or hybrid hits per text, through the exact-text results cache; `given`:
+        the texts' embeddings, made by the caller."""
         self.catch_up()
         now, hidden = self.visibility()
         key = (group_key(k, where), mode, hybrid.key() if mode == HYBRID else None)
@@ -212,7 +212,9 @@ class ReadPath:
             return found  # type: ignore[return-value]
         missed = [texts[i] for i in todo]
         vectors = None
-        if mode == HYBRID:
+        if mode == HYBRID and given is not None:
+            vectors = given[todo]
+        elif mode == HYBRID:
             vectors = qcache.encode(missed, self._embed) if qcache else self._embed(missed)
         with self._index.lock.read():
             self._check_open()
@@ -290,11 +292,15 @@ class ReadPath:
         scores, addrs = self._dense(vectors, k, where_sql, {}, now, hidden)
         return self._hydrate(scores, addrs)
 
-    def _query_vectors(self, query: Any, qcache: QueryCache | None) -> tuple[bool, np.ndarray]:
+    def _query_vectors(
+        self, query: Any, qcache: QueryCache | None, given: np.ndarray | None = None
+    ) -> tuple[bool, np.ndarray]:
         """(is a single query, (nq, dim) unit query vectors); texts seen before skip the
-        embedder."""
+        embedder, and so do texts whose vectors the caller `given`."""
         if isinstance(query, str) or is_text_batch(query):
             texts = check_texts(as_list(query, "query"))
+            if given is not None:
+                return isinstance(query, str), given
             vectors = qcache.encode(texts, self._embed) if qcache else self._embed(texts)
             return isinstance(query, str), vectors
         if isinstance(query, (list, tuple)) and not query:

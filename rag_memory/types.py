@@ -96,6 +96,15 @@ class Hit:
         hit._read = (hop, relevance)
         return hit
 
+    def relocated(self, address: int) -> Hit:
+        """This hit under another slot address, all else kept: how a sharded memory
+        (`rag_memory.distributed`) numbers its members' slots apart, since each member counts
+        addresses from 0."""
+        hit = Hit.from_row((*self._row[:3], address, *self._row[4:]), self.score, self.legs)
+        hit._metadata = self._metadata
+        hit._read = self._read
+        return hit
+
     @property
     def written_at(self) -> float | None:
         return self._row[4]

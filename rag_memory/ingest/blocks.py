@@ -8,7 +8,6 @@ given, so a vector depends on its block's composition, which never changes.
 
 from __future__ import annotations
 
-import hashlib
 import queue
 import threading
 import time
@@ -18,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from ..id_hash import id_hash
 from .chunking import Chunk, Chunker
 from .records import DUPLICATE_ID, FieldMap, Problem, ProblemLog, RawRecord, to_document
 
@@ -37,14 +37,6 @@ class Block:
     position: int  # progress position (bytes, rows or vectors) after the block
     documents: int  # documents read up to the end of this block (cumulative)
     vectors: np.ndarray | None = None  # precomputed keys (synthetic builds); None = embed texts
-
-
-def _key(slot_id: str) -> int:
-    """64-bit hash of an id: the duplicate check holds ~40 bytes per id instead of the string.
-    A false duplicate needs a 64-bit collision (~1e-7 at 2M ids)."""
-    return int.from_bytes(
-        hashlib.blake2b(slot_id.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little"
-    )
 
 
 def _block(index: int, chunks: list[Chunk], position: int, documents: int) -> Block:
@@ -82,7 +74,9 @@ def text_blocks(
             problems.add(doc)
             continue
         chunks = chunker.split(doc)
-        keys = [_key(c.id) for c in chunks]
+        # ~40 bytes held per id instead of the string; a false duplicate needs a 64-bit
+        # collision (~1e-7 at 2M ids)
+        keys = [id_hash(c.id) for c in chunks]
         if any(k in seen for k in keys):
             problems.add(Problem(doc.line, DUPLICATE_ID, f"{doc.id!r} repeats an earlier id"))
             continue
