@@ -27,6 +27,9 @@ logger = logging.getLogger(__name__)
 READ_RETRIES = -1
 DEFAULT_MAX_RESTARTS = 4
 DEFAULT_SHARD_CPUS = 1.0
+# How long opening waits for every shard actor to be placed and its member opened: past it
+# the cluster lacks the resources asked (or a node is gone) and the open fails, naming them.
+START_TIMEOUT_S = 600.0
 
 
 def connect(address: str | None, cpus_needed: float) -> bool:

@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import ray
@@ -29,8 +28,6 @@ from ..types import Hit, Slot
 from ..wire import error_to_json
 from .runtime import READ_RETRIES
 
-F = TypeVar("F", bound=Callable[..., Any])
-
 
 class MemberError(Exception):
     """A member's RagMemoryError as a plain record (any exception Ray ships must unpickle
@@ -41,7 +38,9 @@ class MemberError(Exception):
         self.record = record
 
 
-def _portable(method: F) -> F:
+def _portable(method: Any) -> Any:
+    """Outside `ray.method`: Ray reads a method's options from the unwrapped function."""
+
     @functools.wraps(method)
     def call(*args: Any, **kwargs: Any) -> Any:
         try:
@@ -49,7 +48,7 @@ def _portable(method: F) -> F:
         except RagMemoryError as exc:
             raise MemberError(error_to_json(exc)) from None
 
-    return call  # type: ignore[return-value]
+    return call
 
 
 class Shard:
@@ -68,6 +67,7 @@ class Shard:
             self._memory = Memory.open(path, cache=None, **open_options)
 
     @_portable
+    @ray.method(max_task_retries=READ_RETRIES)
     def describe(self) -> dict[str, Any]:
         """Where this shard runs (node, IP, worker pid) and what its member offers."""
         context = ray.get_runtime_context()
@@ -112,8 +112,8 @@ class Shard:
         return self._memory.rebalance()
 
     # -- reads (retried on the restarted actor) -----------------------------------------
-    @ray.method(max_task_retries=READ_RETRIES)
     @_portable
+    @ray.method(max_task_retries=READ_RETRIES)
     def search(
         self, queries: tuple[Any, np.ndarray | None], k: int, where: Any, options: dict[str, Any]
     ) -> list[list[Hit]]:
@@ -122,35 +122,35 @@ class Shard:
         query, vectors = queries
         return self._memory.search(query, k, where, query_vectors=vectors, **options)
 
-    @ray.method(max_task_retries=READ_RETRIES)
     @_portable
+    @ray.method(max_task_retries=READ_RETRIES)
     def get(self, ids: list[str]) -> list[Slot]:
         return self._memory.get(ids)
 
-    @ray.method(max_task_retries=READ_RETRIES)
     @_portable
+    @ray.method(max_task_retries=READ_RETRIES)
     def contains(self, ids: list[str]) -> list[bool]:
         return self._memory.contains(ids)
 
-    @ray.method(max_task_retries=READ_RETRIES)
     @_portable
+    @ray.method(max_task_retries=READ_RETRIES)
     def ids(self, where: Any) -> list[str]:
         return self._memory.ids(where)
 
-    @ray.method(max_task_retries=READ_RETRIES)
     @_portable
+    @ray.method(max_task_retries=READ_RETRIES)
     def vectors_of(self, hits: list[Hit]) -> tuple[list[int], np.ndarray]:
         """(the member addresses of the hits still stored, their vectors)."""
         kept, vectors = self._memory.vectors_of(hits)
         return [h.address for h in kept], vectors
 
-    @ray.method(max_task_retries=READ_RETRIES)
     @_portable
+    @ray.method(max_task_retries=READ_RETRIES)
     def count(self) -> int:
         return len(self._memory)
 
-    @ray.method(max_task_retries=READ_RETRIES)
     @_portable
+    @ray.method(max_task_retries=READ_RETRIES)
     def stats(self) -> dict[str, Any]:
         return self._memory.stats()
 

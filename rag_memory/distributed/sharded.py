@@ -79,6 +79,7 @@ from .merge import merge_top_k, split_address
 from .runtime import (
     DEFAULT_MAX_RESTARTS,
     DEFAULT_SHARD_CPUS,
+    START_TIMEOUT_S,
     actor_options,
     check_resources,
     connect,
@@ -336,7 +337,15 @@ class ShardedMemory(AnswersFromMemory):
                 options = actor_options(shard, member, cpus, gpus, max_restarts)
                 directory = str(member.directory(absolute))
                 actors.append(ShardActor.options(**options).remote(directory, create, open_options))
-            _gather([a.describe.remote() for a in actors])
+            refs = [a.describe.remote() for a in actors]
+            _, pending = ray.wait(refs, num_returns=len(refs), timeout=START_TIMEOUT_S)
+            if pending:
+                raise ShardUnavailableError(
+                    f"{len(pending)} of {len(refs)} shard actors did not start within "
+                    f"{START_TIMEOUT_S:.0f} s: each asks for {cpus} CPUs and {gpus} GPUs, and "
+                    f"the cluster has {ray.available_resources()} free"
+                )
+            _gather(refs)
         except BaseException:
             for actor in actors:
                 ray.kill(actor, no_restart=True)
@@ -351,19 +360,23 @@ class ShardedMemory(AnswersFromMemory):
                 return
             self._closed = True
         try:
-            refs = [a.close.remote() for a in self._actors]
-            for shard, ref in enumerate(refs):
-                try:
-                    ray.get(ref)
-                except (RayTaskError, RayActorError) as exc:
-                    logger.warning("shard %d did not close cleanly: %s", shard, exc)
+            if ray.is_initialized():  # else the runtime stopped, and its actors with it
+                self._stop_actors()
         finally:
-            for actor in self._actors:
-                ray.kill(actor, no_restart=True)
             if self._writer_lock is not None:
                 self._writer_lock.release()
             if self._leave_runtime:
                 ray.shutdown()
+
+    def _stop_actors(self) -> None:
+        """Close each member (a dead shard has nothing left to close: every write it
+        acknowledged is on disk), then stop its actor."""
+        for shard, actor in enumerate(self._actors):
+            try:
+                ray.get(actor.close.remote())
+            except (RayTaskError, RayActorError) as exc:
+                logger.warning("shard %d did not close cleanly: %s", shard, exc)
+            ray.kill(actor, no_restart=True)
 
     def __enter__(self) -> ShardedMemory:
         return self
