@@ -47,7 +47,7 @@ from ..hybrid import DENSE, HYBRID, LEXICAL, HybridConfig, check_mode, resolve_h
 from ..locks import LOCK_NAME, ReadWriteLock, WriterLock, check_lock_timeout
 from ..read_counts import ReadCounts, ReadTotals
 from ..recall import RecallConfig, check_half_life, check_hops, read_with_recall, resolve_recall
-from ..scope import check_scope, holds, scoped_metadata
+from ..scope import MemoryScope, check_scope, holds, scoped_metadata
 from ..store.filters import compile_where
 from ..types import Hit, Slot, WriteResult
 from ..validation import (
@@ -464,6 +464,11 @@ class ShardedMemory(AnswersFromMemory):
             ttl=ttl,
             scope=scope,
         )[0]
+
+    def scope(self, fields: dict[str, Any] | None = None, **more: Any) -> MemoryScope:
+        """A view of the slots whose metadata holds `fields`, as `Memory.scope`."""
+        self._check_open()
+        return MemoryScope(self, check_scope({**(fields or {}), **more}))  # type: ignore[arg-type]
 
     def delete(self, ids: str | list[str], *, missing_ok: bool = False) -> None:
         """As `Memory.delete`: if any id is unknown, nothing is deleted (unless missing_ok)."""

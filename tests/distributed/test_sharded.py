@@ -130,6 +130,22 @@ def test_the_client_cache_answers_repeats_and_a_write_clears_it(pair: tuple) -> 
     assert sharded.search(query, k=5)[0][0].id == first[0].id
 
 
+def test_a_scope_view_writes_its_fields_and_reads_only_its_slots(pair: tuple) -> None:
+    sharded, _, _ = pair
+    view = sharded.scope(user="u1")
+    vectors = unit_vectors(4, DIM, seed=21)
+    view.add([f"note {i}" for i in range(4)], [f"u1-{i}" for i in range(4)], vectors=vectors)
+    try:
+        hits = view.search(vectors, k=3)
+        assert all(h.id.startswith("u1-") for row in hits for h in row)
+        assert all(s.metadata["user"] == "u1" for s in sharded.get(["u1-0", "u1-3"]))
+        with pytest.raises(UnknownIdError):
+            view.delete(["id1"])  # stored, but outside the scope
+    finally:
+        sharded.delete([f"u1-{i}" for i in range(4)])
+    assert len(sharded) == N
+
+
 def test_stats_merge_the_members_and_list_each_shard(pair: tuple) -> None:
     sharded, _, _ = pair
     stats = sharded.stats()
