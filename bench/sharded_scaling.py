@@ -8,14 +8,21 @@ logical CPU, so FAISS inside it runs one thread per shard, and the client embeds
 (vector queries). On one machine this measures overhead, not scale-out: every shard shares
 the same cores (README "Scaling on Ray" has the model for more nodes).
 
+With `--corpus`, it also times `rag-memory build CORPUS --ray` with 1 and with 2 embedder
+workers (Ray Data actors) on the first `--limit` documents, each build in its own process,
+and reports the build reports' vectors/s side by side.
+
     python bench/sharded_scaling.py                    # 1,000,000 x 384, 3 shards
     python bench/sharded_scaling.py --n 100000 --rounds 3
+    python bench/sharded_scaling.py --n 0 --corpus ../shared/data/scifact --limit 2000
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import subprocess
 import sys
 import tempfile
 import time
@@ -51,6 +58,26 @@ def _found(results: list[list[Any]]) -> np.ndarray:
     return np.array([[int(h.id) for h in hits] + [-1] * (K - len(hits)) for hits in results])
 
 
+def _build_rates(corpus: Path, limit: int, shards: int, tmp: Path) -> list[str]:
+    """`rag-memory build --ray` with 1 and 2 embedder workers: the report's figures."""
+    lines = [f"{'embedder workers':<16} {'vectors':>8} {'build s':>8} {'vectors/s':>10}"]
+    rates = {}
+    for workers in (1, 2):
+        out = tmp / f"build-{workers}"
+        command = [sys.executable, "-m", "rag_memory.cli", "build", str(corpus), "--out", str(out),
+                   "--ray", "--shards", str(shards), "--workers", str(workers),
+                   "--limit", str(limit), "--no-progress"]  # fmt: skip
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+        report = json.loads((out / "build_report.json").read_text())
+        rates[workers] = report["vectors_per_s"]
+        lines.append(
+            f"{workers:<16} {report['vectors_written']:>8} {report['seconds']['total']:>8.1f} "
+            f"{report['vectors_per_s']:>10.1f}"
+        )
+    lines.append(f"2 workers / 1 worker: {rates[2] / rates[1]:.2f}x")
+    return lines
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=1_000_000)
@@ -59,7 +86,15 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--budget", type=float, default=2.0, help="seconds per timed round")
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
+    parser.add_argument("--corpus", type=Path, default=None, help="also time --ray builds")
+    parser.add_argument("--limit", type=int, default=2_000, help="documents per timed build")
     args = parser.parse_args()
+    if args.corpus is not None:
+        with tempfile.TemporaryDirectory() as tmp:
+            table = "\n".join(_build_rates(args.corpus, args.limit, args.shards, Path(tmp)))
+        print_and_save(args.out, "sharded_build", {"table": table}, table)
+    if args.n == 0:
+        return 0
     logging.basicConfig(level=logging.WARNING)
     spec = MixtureSpec(spread=1.0)
     queries = query_vectors(spec, args.queries)
