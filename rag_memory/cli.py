@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from . import Memory, RagMemoryError
+from .distributed.opening import open_read_only
 from .evaluation.cli import eval_group
 from .generate.config import FUSIONS
 from .generate.stream import drain
@@ -145,13 +146,13 @@ def search(
     hops: int,
     as_json: bool,
 ) -> None:
-    """Print the top-k slots of DIRECTORY for QUERY."""
+    """Print the top-k slots of DIRECTORY (a memory, or a sharded memory's root) for QUERY."""
     try:
         where_obj = None if where is None else json.loads(where)
     except json.JSONDecodeError as exc:
         raise click.BadParameter(f"not JSON: {exc}", param_hint="--where") from None
     hybrid = _hybrid(mode, hybrid_fusion, alpha)
-    with Memory.open(directory, read_only=True) as mem:
+    with open_read_only(directory) as mem:
         hits = mem.search(
             query,
             k=k,
@@ -293,8 +294,8 @@ def reindex(
 @main.command()
 @click.argument("directory", type=click.Path(file_okay=False))
 def stats(directory: str) -> None:
-    """Print the statistics of the memory in DIRECTORY as JSON."""
-    with Memory.open(directory, read_only=True) as mem:
+    """Print the statistics of the memory (or sharded memory) in DIRECTORY as JSON."""
+    with open_read_only(directory) as mem:
         click.echo(json.dumps(mem.stats(), indent=2))
 
 

@@ -86,7 +86,9 @@ class Embedder:
 
     backend: "torch", "onnx" or None (onnx where it can run, else torch; see the module
     docstring). onnx_variant: "fp32" (the default) or "int8" (faster, see
-    DEFAULT_ONNX_VARIANT). onnx_cache_dir: where ONNX exports are kept (default
+    DEFAULT_ONNX_VARIANT). threads: ONNX Runtime's intra-op threads (None: one per core),
+    for a process that shares its cores with other encoders (a Ray build's embedder actors).
+    onnx_cache_dir: where ONNX exports are kept (default
     $RAG_MEMORY_ONNX_CACHE, else ~/.cache/rag_memory/onnx).
     The backend never changes `name`, which is what a memory's manifest records.
     """
@@ -99,6 +101,7 @@ class Embedder:
         backend: str | None = None,
         onnx_variant: str | None = None,
         onnx_cache_dir: str | Path | None = None,
+        threads: int | None = None,
     ) -> None:
         self.name = check_embedder_name(name) or DEFAULT_EMBEDDER
         if device is not None and (not isinstance(device, str) or not device):
@@ -110,6 +113,7 @@ class Embedder:
         self.requested_backend = check_backend(backend)
         self.onnx_variant = check_variant(onnx_variant or DEFAULT_ONNX_VARIANT)
         self.onnx_cache_dir = onnx_cache_dir
+        self.threads = None if threads is None else check_int(threads, "threads")
         self._model: SentenceTransformer | None = None
         self._onnx: OnnxEncoder | None = None
         self._backend: str | None = None
@@ -191,7 +195,8 @@ class Embedder:
         source = Path(self.source)
         model_file = exported_model(source, self.onnx_variant, self.onnx_cache_dir, self.name)
         logger.info("loading embedder %s through ONNX Runtime from %s", self.name, model_file)
-        return OnnxEncoder(model_file, source, model_layout(source).max_seq_length)
+        max_seq_length = model_layout(source).max_seq_length
+        return OnnxEncoder(model_file, source, max_seq_length, self.threads)
 
     @property
     def tokenizer(self) -> Any:

@@ -22,12 +22,19 @@ logger = logging.getLogger(__name__)
 class OnnxEncoder:
     """An ONNX Runtime session over one exported model file, with the source's tokenizer."""
 
-    def __init__(self, model_file: Path, source: Path, max_seq_length: int) -> None:
+    def __init__(
+        self, model_file: Path, source: Path, max_seq_length: int, threads: int | None = None
+    ) -> None:
+        """`threads`: the session's intra-op threads (None: ONNX Runtime's default, one per
+        core; sessions in several processes on one machine then oversubscribe it, each
+        one's threads spinning while they wait for the cores the others hold)."""
         import onnxruntime as ort
         from transformers import AutoTokenizer
 
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads is not None:
+            options.intra_op_num_threads = threads
         try:
             self.session = ort.InferenceSession(
                 str(model_file), options, providers=["CPUExecutionProvider"]

@@ -10,13 +10,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import faiss
 import numpy as np
 
+from ..distributed.opening import open_members
 from ..errors import RagMemoryError
 from ..memory import Memory
 from .metrics import Run, doc_id_of, doc_scores
+
+if TYPE_CHECKING:
+    from ..distributed.opening import AnyMemory
 
 logger = logging.getLogger(__name__)
 
@@ -56,13 +61,22 @@ class ExactAnchor:
         }
 
 
-def anchor_from_memory(mem: Memory) -> ExactAnchor:
+def anchor_from_memory(mem: AnyMemory) -> ExactAnchor:
     """An ExactAnchor over the memory's stored vectors (every shard's, full precision), keyed by
-    document id (metadata "doc_id" when present, else the slot id)."""
+    document id (metadata "doc_id" when present, else the slot id). A sharded memory's are
+    read from its members' own files (each an ordinary memory, opened read-only)."""
+    if isinstance(mem, Memory):
+        return _anchor([mem], mem.path, mem.manifest.dim)
+    with open_members(mem.path) as members:
+        return _anchor(members, mem.path, mem.manifest.dim)
+
+
+def _anchor(memories: Sequence[Memory], path: object, dim: int) -> ExactAnchor:
     parts, keys = [], []
-    for slots, vectors in mem.iter_vectors(batch=10_000):  # one SQLite query per chunk
-        parts.append(vectors)
-        keys += [doc_id_of(slot.id, slot.metadata) for slot in slots]
-    vectors = np.concatenate(parts) if parts else np.empty((0, mem.manifest.dim), np.float32)
-    logger.info("exact anchor over %d stored vectors of %s", len(vectors), mem.path)
+    for member in memories:
+        for slots, vectors in member.iter_vectors(batch=10_000):  # one SQLite query per chunk
+            parts.append(vectors)
+            keys += [doc_id_of(slot.id, slot.metadata) for slot in slots]
+    vectors = np.concatenate(parts) if parts else np.empty((0, dim), np.float32)
+    logger.info("exact anchor over %d stored vectors of %s", len(vectors), path)
     return ExactAnchor(vectors, keys)

@@ -16,16 +16,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from ..datasets.beir import Qrels
 from ..hybrid import DENSE, LEXICAL, RRF_K, HybridConfig, fuse
-from ..memory import Memory
 from ..types import Hit, Legs
 from .metrics import PRIMARY_METRIC, Run, doc_scores, evaluate_run, hit_doc_id
+
+if TYPE_CHECKING:
+    from ..distributed.opening import AnyMemory
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +48,7 @@ def _leg(hits: Sequence[Hit]) -> tuple[np.ndarray, np.ndarray]:
 class SweepLegs:
     """Each query's dense and lexical top-`depth` from one memory, fused on demand."""
 
-    def __init__(self, mem: Memory, query_ids: Sequence[str], texts: list[str], depth: int):
+    def __init__(self, mem: AnyMemory, query_ids: Sequence[str], texts: list[str], depth: int):
         self.query_ids = list(query_ids)
         self.depth = depth
         dense = mem.search(texts, k=depth, mode=DENSE)

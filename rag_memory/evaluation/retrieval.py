@@ -16,11 +16,12 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..datasets.beir import BeirSplit, load_split
+from ..distributed.opening import is_sharded, open_members, open_read_only
 from ..embed import Embedder
 from ..errors import InvalidInputError
 from ..hybrid import DENSE, HYBRID, SEARCH_MODES, HybridConfig
@@ -30,6 +31,9 @@ from .anchor import ExactAnchor, anchor_from_memory
 from .beir import build_memory
 from .fusion_sweep import SweepLegs, run_sweep
 from .metrics import METRICS, PRIMARY_METRIC, evaluate_run, hits_to_run, mean_difference
+
+if TYPE_CHECKING:
+    from ..distributed.opening import AnyMemory
 
 logger = logging.getLogger(__name__)
 
@@ -72,17 +76,17 @@ class RetrievalConfig:
         return SEARCH_MODES if self.mode == ALL_MODES else tuple(dict.fromkeys((DENSE, self.mode)))
 
 
-def open_or_build(config: RetrievalConfig) -> tuple[Memory, float | None]:
+def open_or_build(config: RetrievalConfig) -> tuple[AnyMemory, float | None]:
     """(the memory opened read-only without a query cache, build seconds or None when it
-    already existed)."""
+    already existed). A sharded memory's root (`rag-memory build --ray`) is opened as one."""
     path = Path(config.memory)
-    if config.build or not (path / "manifest.json").exists():
+    if config.build or not ((path / "manifest.json").exists() or is_sharded(path)):
         logger.info("building %s from %s", path, config.dataset)
         mem, seconds = measure.timed(lambda: build_memory(config.dataset, path, config.embedder))
         mem.close()
     else:
         seconds = None
-    return Memory.open(path, read_only=True, cache=None), seconds
+    return open_read_only(path, cache=None), seconds
 
 
 def _latency_order(config: RetrievalConfig, n_queries: int) -> np.ndarray:
@@ -93,7 +97,12 @@ def _latency_order(config: RetrievalConfig, n_queries: int) -> np.ndarray:
 
 
 def _dense_vs_anchor(
-    mem: Memory, anchor: ExactAnchor, split: BeirSplit, qvecs: np.ndarray, order: np.ndarray, k: int
+    mem: AnyMemory,
+    anchor: ExactAnchor,
+    split: BeirSplit,
+    qvecs: np.ndarray,
+    order: np.ndarray,
+    k: int,
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], dict[str, np.ndarray]]:
     """Dense search by query vectors, memory vs exact FAISS: (quality, per-system speed,
     per-query scores, single-query latencies)."""
@@ -141,7 +150,7 @@ def _dense_vs_anchor(
 
 
 def _text_mode(
-    mem: Memory,
+    mem: AnyMemory,
     split: BeirSplit,
     mode: str,
     hybrid: HybridConfig,
@@ -166,6 +175,15 @@ def _text_mode(
         "batch_qps": len(qids) / seconds,
     }
     return hits, figures, per_query, lat
+
+
+def _lexical_settings(mem: AnyMemory, stats: dict[str, Any]) -> dict[str, Any]:
+    """The lexical index's settings from `stats()`; a sharded memory's members share theirs
+    (made with one set of options), so its first member's."""
+    if isinstance(mem, Memory):
+        return dict(stats["lexical"])
+    with open_members(mem.path) as members:
+        return dict(members[0].stats()["lexical"])
 
 
 def run_retrieval(config: RetrievalConfig) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -198,6 +216,7 @@ def run_retrieval(config: RetrievalConfig) -> tuple[dict[str, Any], dict[str, np
             sweep = run_sweep(legs, split.qrels, hybrid, k)
             sweep["check"] = legs.compare(hybrid, k, searched[HYBRID])
         stats = mem.stats()
+        lexical = _lexical_settings(mem, stats)
         n_slots = len(mem)
         manifest_embedder = mem.manifest.embedder
 
@@ -228,7 +247,7 @@ def run_retrieval(config: RetrievalConfig) -> tuple[dict[str, Any], dict[str, np
         "primary_metric": PRIMARY_METRIC,
         "modes": by_mode,
         "hybrid": hybrid.to_dict(),
-        "lexical": stats["lexical"],
+        "lexical": lexical,
         "quality": quality,
         **({"sweep": sweep} if sweep is not None else {}),
         "systems": {

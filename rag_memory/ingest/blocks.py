@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
@@ -23,6 +23,7 @@ from .records import DUPLICATE_ID, FieldMap, Problem, ProblemLog, RawRecord, to_
 
 _DONE = object()
 _PUT_POLL_S = 0.1
+T = TypeVar("T")
 
 
 @dataclass
@@ -39,16 +40,90 @@ class Block:
     vectors: np.ndarray | None = None  # precomputed keys (synthetic builds); None = embed texts
 
 
-def _block(index: int, chunks: list[Chunk], position: int, documents: int) -> Block:
+@dataclass(frozen=True)
+class Cut(Generic[T]):
+    """One block as `BlockCutter` cuts it: its index, its items, and the progress position
+    and documents read up to its end."""
+
+    index: int
+    items: list[T]
+    position: int
+    documents: int
+
+
+def _block(cut: Cut[Chunk]) -> Block:
+    chunks = cut.items
     return Block(
-        index,
+        cut.index,
         [c.id for c in chunks],
         [c.text for c in chunks],
         [c.metadata for c in chunks],
         [c.line for c in chunks],
-        position,
-        documents,
+        cut.position,
+        cut.documents,
     )
+
+
+class BlockCutter(Generic[T]):
+    """The sequential rules that turn a build's stream of documents into blocks, in one place
+    for every pipeline (the local one and the Ray build, whose chunks come from Ray Data):
+
+    - a bad record goes to `problems`; so does a document any of whose slot ids repeats an
+      earlier one (the first occurrence wins);
+    - blocks are `block_size` consecutive slots (items) in corpus order, the last may be short;
+    - `limit` stops after that many valid documents (`full`).
+    """
+
+    def __init__(self, block_size: int, problems: ProblemLog, limit: int | None = None) -> None:
+        self.block_size = block_size
+        self.problems = problems
+        self.limit = limit
+        self.documents = 0  # valid documents so far
+        self.position = 0  # progress position after the last record seen
+        self._seen: set[int] = set()
+        self._pending: list[T] = []
+        self._index = 0
+
+    @property
+    def full(self) -> bool:
+        """The limit of documents is reached: the caller reads no further."""
+        return self.limit is not None and self.documents >= self.limit
+
+    def skip(self, problem: Problem, position: int) -> None:
+        """A record that is no document."""
+        self.position = position
+        self.problems.add(problem)
+
+    def add(
+        self, line: int, doc_id: str, ids: list[str], items: list[T], position: int
+    ) -> list[Cut[T]]:
+        """A document's slots (`items`, with their slot `ids`): the blocks it completes."""
+        self.position = position
+        # ~40 bytes held per id instead of the string; a false duplicate needs a 64-bit
+        # collision (~1e-7 at 2M ids)
+        keys = [id_hash(i) for i in ids]
+        if any(k in self._seen for k in keys):
+            self.problems.add(Problem(line, DUPLICATE_ID, f"{doc_id!r} repeats an earlier id"))
+            return []
+        self._seen.update(keys)
+        self.documents += 1
+        self._pending.extend(items)
+        cuts = []
+        while len(self._pending) >= self.block_size:
+            cuts.append(self._cut(self._pending[: self.block_size]))
+            self._pending = self._pending[self.block_size :]
+        return cuts
+
+    def rest(self) -> list[Cut[T]]:
+        """The last, short block, if any slots are left."""
+        cuts = [self._cut(self._pending)] if self._pending else []
+        self._pending = []
+        return cuts
+
+    def _cut(self, items: list[T]) -> Cut[T]:
+        cut = Cut(self._index, items, self.position, self.documents)
+        self._index += 1
+        return cut
 
 
 def text_blocks(
@@ -59,38 +134,19 @@ def text_blocks(
     problems: ProblemLog,
     limit: int | None = None,
 ) -> Iterator[Block]:
-    """Records -> documents -> chunks -> blocks of `block_size` chunks (the last may be short).
-
-    Bad records and documents whose id repeats an earlier one go to `problems` (the first
-    occurrence wins). `limit` stops after that many valid documents.
-    """
-    seen: set[int] = set()
-    pending: list[Chunk] = []
-    index = documents = position = 0
+    """Records -> documents -> chunks -> blocks of `block_size` chunks (`BlockCutter`'s rules)."""
+    cutter: BlockCutter[Chunk] = BlockCutter(block_size, problems, limit)
     for record in records:
-        position = record.position
         doc = to_document(record, fields)
         if isinstance(doc, Problem):
-            problems.add(doc)
+            cutter.skip(doc, record.position)
             continue
         chunks = chunker.split(doc)
-        # ~40 bytes held per id instead of the string; a false duplicate needs a 64-bit
-        # collision (~1e-7 at 2M ids)
-        keys = [id_hash(c.id) for c in chunks]
-        if any(k in seen for k in keys):
-            problems.add(Problem(doc.line, DUPLICATE_ID, f"{doc.id!r} repeats an earlier id"))
-            continue
-        seen.update(keys)
-        documents += 1
-        pending.extend(chunks)
-        while len(pending) >= block_size:
-            yield _block(index, pending[:block_size], position, documents)
-            pending = pending[block_size:]
-            index += 1
-        if limit is not None and documents >= limit:
+        cuts = cutter.add(doc.line, doc.id, [c.id for c in chunks], chunks, record.position)
+        yield from map(_block, cuts)
+        if cutter.full:
             break
-    if pending:
-        yield _block(index, pending, position, documents)
+    yield from map(_block, cutter.rest())
 
 
 class Prefetcher:

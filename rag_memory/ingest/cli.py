@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -12,6 +13,20 @@ from .config import DEFAULT_BLOCK_BATCHES, DEFAULT_MEMORY_BUDGET_TEXT, BuildConf
 from .pipeline import run_build
 from .readers import FORMATS
 from .records import FieldMap
+from .report import BuildReport
+
+
+def _run_on_ray(config: BuildConfig, options: dict[str, Any]) -> BuildReport:
+    """The Ray build, imported here: a local build never imports Ray."""
+    try:
+        from ..distributed.build import RayBuild, run_ray_build
+    except ModuleNotFoundError as exc:
+        if exc.name != "ray":
+            raise
+        raise click.ClickException(
+            "rag-memory build --ray needs the ray extra: pip install 'rag_memory[ray]'"
+        ) from None
+    return run_ray_build(config, RayBuild(**options))
 
 
 def _bytes(ctx: click.Context, param: click.Parameter, value: str) -> int:
@@ -98,6 +113,32 @@ def _bytes(ctx: click.Context, param: click.Parameter, value: str) -> int:
 @click.option("--append", is_flag=True, help="Allow adding to an existing memory.")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="Print the full report as JSON.")
+@click.option(
+    "--ray",
+    "on_ray",
+    is_flag=True,
+    help="Build a sharded memory with Ray Data (needs the ray extra): chunking and embedding "
+    "in Ray workers, each block written to the shard actors.",
+)
+@click.option(
+    "--address",
+    default=None,
+    help="With --ray: the Ray cluster ('auto', 'ray://host:10001') [default: this "
+    "machine's runtime, started if there is none].",
+)
+@click.option(
+    "--shards",
+    type=int,
+    default=None,
+    help="With --ray: members of the sharded memory, fixed for its life [default: 3].",
+)
+@click.option(
+    "--workers",
+    type=int,
+    default=None,
+    help="With --ray: embedder actors, each loading the model once (one GPU each where the "
+    "cluster has GPUs) [default: 1].",
+)
 def build_command(
     source: Path,
     out: Path,
@@ -120,13 +161,30 @@ def build_command(
     append: bool,
     no_progress: bool,
     as_json: bool,
+    on_ray: bool,
+    address: str | None,
+    shards: int | None,
+    workers: int | None,
 ) -> None:
     """Build a memory in OUT from the corpus SOURCE (rerun the same command to resume).
 
     SOURCE is a BEIR folder (its corpus.jsonl), or a .jsonl, .csv/.tsv, .parquet or .txt
     file (one document per non-blank line). Bad records are skipped and reported with their
     line numbers; the report is printed and saved as OUT/build_report.json.
+
+    With --ray, OUT is a sharded memory (`rag-memory search OUT` reads it) holding the same
+    slots as the local build makes; rerun the same command to resume it.
     """
+    ray_options = {
+        name: value
+        for name, value in (("address", address), ("shards", shards), ("workers", workers))
+        if value is not None
+    }
+    if ray_options and not on_ray:
+        named = ", ".join(f"--{name}" for name in ray_options)
+        raise click.UsageError(f"{named}: options of a Ray build, which needs --ray")
+    if on_ray and append:
+        raise click.UsageError("--append is not offered with --ray: a Ray build makes a new memory")
     fields = FieldMap(
         id_field=id_field,
         title_field=title_field,
@@ -152,5 +210,5 @@ def build_command(
         limit=limit,
         progress=not no_progress,
     )
-    report = run_build(config)
+    report = _run_on_ray(config, ray_options) if on_ray else run_build(config)
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.summary())

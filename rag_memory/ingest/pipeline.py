@@ -18,7 +18,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..embed import Embedder
-from ..index.plan import choose_index
+from ..index.plan import IndexPlan, choose_index
 from ..memory import Memory
 from ..resources import peak_rss_bytes
 from .blocks import Block, Prefetcher, text_blocks
@@ -35,8 +35,13 @@ logger = logging.getLogger(__name__)
 Encode = Callable[[list[str]], np.ndarray]
 
 
+# Inputs of a build that do not change which blocks a rerun may keep (where and how the
+# vectors are computed, how bad records are treated): left out of its command's fingerprint.
+RUN_ONLY_INPUTS = ("device", "embedder_backend", "strict", "workers", "address")
+
+
 @dataclass
-class _Run:
+class BuildRun:
     """Counters of one run of the commit loop."""
 
     blocks: int = 0
@@ -54,7 +59,7 @@ def _stored(mem: Memory, ids: list[str]) -> set[str]:
 
 
 def _commit(
-    mem: Memory, block: Block, encode: Encode, run: _Run, problems: ProblemLog, append: bool
+    mem: Memory, block: Block, encode: Encode, run: BuildRun, problems: ProblemLog, append: bool
 ) -> None:
     keep = list(range(len(block.ids)))
     if append:  # ids stored before this build began are reported, not overwritten
@@ -90,9 +95,9 @@ def commit_blocks(
     encode: Encode,
     problems: ProblemLog,
     bar: Any,
-) -> _Run:
+) -> BuildRun:
     """Encode and commit each block not committed yet, advancing the checkpoint after each."""
-    run = _Run()
+    run = BuildRun()
     append = checkpoint.slots_before > 0
     position = 0
     for block in blocks:
@@ -110,22 +115,39 @@ def commit_blocks(
             checkpoint = checkpoint.advance(block.index + 1)
             write_checkpoint(mem.path, checkpoint)
             run.seconds["write"] += time.perf_counter() - start
-        bar.set_postfix(
-            docs=f"{run.documents:,}",
-            chunks=f"{run.chunks:,}",
-            skipped=problems.total,
-            refresh=False,
-        )
-        bar.update(block.position - position)
+        show_progress(bar, run, problems, block.position - position)
         position = block.position
     write_checkpoint(mem.path, replace(checkpoint, done=True))
     return run
 
 
+def progress_bar(total: int, unit: str, desc: str, enabled: bool) -> Any:
+    """The build's tqdm bar over `total` units (bytes, rows or vectors) of its source."""
+    return tqdm(
+        total=total,
+        unit=unit,
+        unit_scale=True,
+        desc=desc,
+        disable=not enabled,
+        dynamic_ncols=True,
+    )
+
+
+def show_progress(bar: Any, run: BuildRun, problems: ProblemLog, advanced: int) -> None:
+    """After a block: the counters on the bar, and the bar `advanced` units further."""
+    bar.set_postfix(
+        docs=f"{run.documents:,}",
+        chunks=f"{run.chunks:,}",
+        skipped=problems.total,
+        refresh=False,
+    )
+    bar.update(advanced)
+
+
 def finish_report(
     mem: Memory,
     inputs: dict[str, Any],
-    run: _Run,
+    run: BuildRun,
     problems: ProblemLog,
     total_s: float,
     budget: int,
@@ -133,32 +155,57 @@ def finish_report(
 ) -> BuildReport:
     """Choose the index plan for the final size, then gather and save the report."""
     stats = mem.stats()
-    plan = choose_index(stats["slots"], stats["dim"], budget)
+    report = assemble_report(
+        inputs,
+        str(mem.path),
+        run,
+        problems,
+        {**run.seconds, "read_chunk": read_s, "total": total_s},
+        stats,
+        choose_index(stats["slots"], stats["dim"], budget),
+        index_built(mem, stats),
+    )
+    report.save(mem.path)
+    return report
+
+
+def assemble_report(
+    inputs: dict[str, Any],
+    memory: str,
+    run: BuildRun,
+    problems: ProblemLog,
+    seconds: dict[str, float],
+    stats: dict[str, Any],
+    plan: IndexPlan,
+    built: dict[str, Any],
+) -> BuildReport:
+    """The report of a run from its counters and the memory's `stats()` (slots, tiers and
+    bytes, which a sharded memory's stats give as a memory's do); `seconds` holds "encode"
+    and "total"."""
     logger.info("index plan: %s", plan.reason)
-    seconds = {**run.seconds, "read_chunk": read_s, "total": total_s}
-    report = BuildReport(
+    total_s = seconds["total"]
+    return BuildReport(
         inputs=inputs,
-        memory=str(mem.path),
+        memory=memory,
         documents=run.documents,
         chunks=run.chunks,
         vectors_written=run.written,
+        vectors_embedded=run.embedded,
         slots_total=stats["slots"],
         blocks=run.blocks,
         blocks_resumed=run.resumed,
         skipped=problems.to_dict(),
         seconds={k: round(v, 3) for k, v in seconds.items()},
         vectors_per_s=round(run.written / total_s, 2) if total_s else 0.0,
-        encode_vectors_per_s=round(run.embedded / run.seconds["encode"], 2)
-        if run.embedded
+        encode_vectors_per_s=round(run.embedded / seconds["encode"], 2)
+        if run.embedded and seconds["encode"]
         else 0.0,
         index_plan=plan.to_dict(),
-        index_built=index_built(mem, stats),
+        index_built=built,
         tiers=stats["tiers"],
         disk_bytes=stats["disk_bytes"],
         peak_rss_bytes=peak_rss_bytes(),
     )
-    report.save(mem.path)
-    return report
 
 
 def index_built(mem: Memory, stats: dict[str, Any]) -> dict[str, Any]:
@@ -209,15 +256,17 @@ def expected_vectors(source: Source, limit: int | None) -> int | None:
     return min(documents, limit)
 
 
-def run_build(config: BuildConfig, embedder: Embedder | None = None) -> BuildReport:
-    """Build (or resume, or --append to) the memory `config.out` from `config.source`."""
-    started = time.perf_counter()
-    source = resolve_source(config.source, config.format)
-    refuse_early(config.out, config.append)
-    embedder = embedder or Embedder(config.embedder, device=config.device)
-    chunker = Chunker.for_model(embedder, config.max_tokens, config.overlap)
-    batch_size = config.batch_size or default_batch_size(embedder)
-    block_size = batch_size * config.block_batches
+def describe_build(
+    config: BuildConfig,
+    source: Source,
+    chunker: Chunker,
+    embedder: Embedder,
+    batch_size: int,
+    **more: Any,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the build's inputs, as its report records them; its command, what its checkpoint's
+    fingerprint covers: the inputs less `RUN_ONLY_INPUTS`). `more`: a pipeline's own inputs
+    (the Ray build's shards, workers, address, device)."""
     fm = config.fields
     inputs = {
         "source": str(source.path),
@@ -231,7 +280,7 @@ def run_build(config: BuildConfig, embedder: Embedder | None = None) -> BuildRep
         "max_tokens": chunker.max_tokens,
         "overlap": chunker.overlap,
         "batch_size": batch_size,
-        "block_size": block_size,
+        "block_size": batch_size * config.block_batches,
         "embedder": embedder.name,
         "device": embedder.device_name,
         "embedder_backend": embedder.backend_description,
@@ -241,12 +290,25 @@ def run_build(config: BuildConfig, embedder: Embedder | None = None) -> BuildRep
         "memory_budget_bytes": config.memory_budget,
         "seal_threshold": config.seal_threshold,
         "lexical": config.lexical,
+        **more,
     }
     command = {
-        # where and how vectors are computed does not change which blocks a rerun may keep
-        **{k: v for k, v in inputs.items() if k not in ("device", "embedder_backend", "strict")},
+        **{k: v for k, v in inputs.items() if k not in RUN_ONLY_INPUTS},
         "source": source_identity(source.path),
     }
+    return inputs, command
+
+
+def run_build(config: BuildConfig, embedder: Embedder | None = None) -> BuildReport:
+    """Build (or resume, or --append to) the memory `config.out` from `config.source`."""
+    started = time.perf_counter()
+    source = resolve_source(config.source, config.format)
+    refuse_early(config.out, config.append)
+    embedder = embedder or Embedder(config.embedder, device=config.device)
+    chunker = Chunker.for_model(embedder, config.max_tokens, config.overlap)
+    batch_size = config.batch_size or default_batch_size(embedder)
+    block_size = batch_size * config.block_batches
+    inputs, command = describe_build(config, source, chunker, embedder, batch_size)
     mem, checkpoint, resumed = open_target(
         config.out,
         command,
@@ -264,18 +326,11 @@ def run_build(config: BuildConfig, embedder: Embedder | None = None) -> BuildRep
     )
     problems = ProblemLog(strict=config.strict)
     with mem:
-        records, fields = open_records(source, fm)
+        records, fields = open_records(source, config.fields)
         prefetch = Prefetcher(
             text_blocks(records, fields, chunker, block_size, problems, config.limit)
         )
-        bar = tqdm(
-            total=source.total,
-            unit=source.unit,
-            unit_scale=True,
-            desc="build",
-            disable=not config.progress,
-            dynamic_ncols=True,
-        )
+        bar = progress_bar(source.total, source.unit, "build", config.progress)
         try:
             run = commit_blocks(
                 mem,

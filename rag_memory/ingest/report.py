@@ -27,6 +27,7 @@ class BuildReport:
     documents: int = 0  # valid documents read (resumed blocks included)
     chunks: int = 0  # slots produced from them (resumed blocks included)
     vectors_written: int = 0  # slots embedded and committed by this run
+    vectors_embedded: int = 0  # texts this run encoded (none for a block found committed)
     slots_total: int = 0  # slots in the memory at the end
     blocks: int = 0
     blocks_resumed: int = 0  # blocks found committed by an earlier run, not re-embedded
@@ -59,7 +60,8 @@ class BuildReport:
             f"built {self.memory}: {self.slots_total:,} slots",
             f"  source     {self.inputs.get('source')} ({self.inputs.get('format')})",
             f"  documents  {self.documents:,}   chunks {self.chunks:,}   "
-            f"embedded now {self.vectors_written:,}   blocks {self.blocks:,} "
+            f"written now {self.vectors_written:,} (embedded {self.vectors_embedded:,})   "
+            f"blocks {self.blocks:,} "
             f"({self.blocks_resumed:,} resumed)",
             f"  time       total {s.get('total', 0):.1f}s = "
             f"read+chunk {s.get('read_chunk', 0):.1f}s"

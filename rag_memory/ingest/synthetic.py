@@ -14,13 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from ..datasets.synthetic import MixtureSpec, iter_base
 from ..memory import Memory
 from .blocks import Block, Prefetcher
 from .config import DEFAULT_MEMORY_BUDGET
-from .pipeline import commit_blocks, finish_report
+from .pipeline import commit_blocks, finish_report, progress_bar
 from .records import ProblemLog
 from .report import BuildReport
 from .target import create_memory, open_target
@@ -97,14 +96,7 @@ def run_synthetic(config: SyntheticConfig) -> BuildReport:
     problems = ProblemLog()
     with mem:
         prefetch = Prefetcher(synthetic_blocks(config.n, spec, config.block_size))
-        bar = tqdm(
-            total=config.n,
-            unit="vec",
-            unit_scale=True,
-            desc="build synthetic",
-            disable=not config.progress,
-            dynamic_ncols=True,
-        )
+        bar = progress_bar(config.n, "vec", "build synthetic", config.progress)
         try:
             run = commit_blocks(mem, prefetch, checkpoint, resumed, _no_encoder, problems, bar)
         finally:

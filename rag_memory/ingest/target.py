@@ -9,6 +9,9 @@
 | any other memory                                 | MemoryExistsError unless --append        |
 | a memory creation killed before its manifest     | the partial files are removed, then new  |
 | anything else                                    | MemoryExistsError                        |
+
+A sharded memory (the Ray build) follows the same table, with its sharded.json as the
+manifest and its members as the files a creation writes first.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import logging
 import shutil
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from ..embed import Embedder
 from ..errors import BuildStateError, MemoryExistsError
@@ -55,20 +58,19 @@ def _half_created(out: Path) -> bool:
     return names <= _CREATE_FILES and (not shards.exists() or not any(shards.iterdir()))
 
 
-def create_memory(
-    path: Path,
+def memory_options(
     dim: int,
     budget: int,
     expected_vectors: int | None,
-    embedder: Embedder | None = None,
     seal_threshold: int | None = None,
     lexical: bool = True,
-) -> Memory:
-    """The new memory of a build: `budget` is its RAM budget for sealed shards (the rest is
-    memory-mapped from disk, and later opens keep to it) and, when the number of vectors to
-    come is known, its sealed shards follow the index plan for that number under that budget.
-    `seal_threshold` (None: IndexConfig's default) sets when the growing shard seals;
-    `lexical` False makes a dense-only memory (no BM25 index, none of its cost per write)."""
+) -> dict[str, Any]:
+    """`Memory.create`'s index, ram_bytes and lexical for a build: `budget` is its RAM budget
+    for sealed shards (the rest is memory-mapped from disk, and later opens keep to it) and,
+    when the number of vectors to come is known, its sealed shards follow the index plan for
+    that number under that budget. `seal_threshold` (None: IndexConfig's default) sets when
+    the growing shard seals; `lexical` False makes a dense-only memory (no BM25 index, none of
+    its cost per write). A sharded build gives every member these, for its share of vectors."""
     settings: dict[str, Any] = {}
     if seal_threshold is not None:
         settings["seal_threshold"] = seal_threshold
@@ -83,36 +85,66 @@ def create_memory(
                 expected_vectors=expected_vectors,
             )
     index = IndexConfig(**settings) if settings else None
-    return Memory.create(
-        path, embedder=embedder, dim=dim, index=index, ram_bytes=budget, lexical=lexical
-    )
+    return {"index": index, "ram_bytes": budget, "lexical": lexical}
 
 
-def refuse_early(out: Path, append: bool) -> None:
+def create_memory(
+    path: Path,
+    dim: int,
+    budget: int,
+    expected_vectors: int | None,
+    embedder: Embedder | None = None,
+    seal_threshold: int | None = None,
+    lexical: bool = True,
+) -> Memory:
+    """The new memory of a build, made with `memory_options`."""
+    options = memory_options(dim, budget, expected_vectors, seal_threshold, lexical)
+    return Memory.create(path, embedder=embedder, dim=dim, **options)
+
+
+_APPEND_OR_ELSEWHERE = "pass --append to add this corpus to it, or choose another --out"
+
+
+def refuse_early(
+    out: Path, append: bool, marker: str = MANIFEST_NAME, remedy: str = _APPEND_OR_ELSEWHERE
+) -> None:
     """Refuse a rebuild of a finished build before any model is loaded (open_target decides
-    every other case)."""
-    if append or not (out / MANIFEST_NAME).is_file():
+    every other case). `marker`: the file that makes `out` a memory (a sharded memory's is
+    sharded.json); `remedy`: what the refusal tells the user to do instead."""
+    if append or not (out / marker).is_file():
         return
     checkpoint = read_checkpoint(out)
     if checkpoint is not None and checkpoint.done:
-        raise MemoryExistsError(
-            f"{out} already holds a finished build; pass --append to add "
-            f"this corpus to it, or choose another --out"
-        )
+        raise MemoryExistsError(f"{out} already holds a finished build; {remedy}")
+
+
+class BuildTarget(Protocol):
+    """What a build writes into: a `Memory`, or a sharded memory."""
+
+    def __len__(self) -> int: ...
+
+    def close(self) -> None: ...
+
+
+M = TypeVar("M", bound=BuildTarget)
 
 
 def open_target(
     out: Path,
     command: dict[str, Any],
     append: bool,
-    create: Callable[[Path], Memory],
-    open_: Callable[[Path], Memory],
-) -> tuple[Memory, Checkpoint, bool]:
-    """(memory, checkpoint, resumed) for a build of `command` into `out`."""
+    create: Callable[[Path], M],
+    open_: Callable[[Path], M],
+    marker: str = MANIFEST_NAME,
+    half_created: Callable[[Path], bool] = _half_created,
+) -> tuple[M, Checkpoint, bool]:
+    """(memory, checkpoint, resumed) for a build of `command` into `out`. `marker` is the file
+    that makes `out` a memory, written last by `create`; `half_created` tells a creation
+    killed before it (removed, then made again) from a folder of other files (refused)."""
     fp = fingerprint(command)
     fresh = Checkpoint(fp, command, blocks_done=0, slots_before=0, done=False)
-    if out.is_dir() and not (out / MANIFEST_NAME).exists() and any(out.iterdir()):
-        if not _half_created(out):
+    if out.is_dir() and not (out / marker).exists() and any(out.iterdir()):
+        if not half_created(out):
             raise MemoryExistsError(f"{out} holds files and is not a memory; choose another --out")
         logger.warning("%s holds a memory creation that was interrupted; starting it again", out)
         for path in out.iterdir():

@@ -150,12 +150,23 @@ def test_torch_can_be_forced(monkeypatch) -> None:
         _ = Embedder().backend
 
 
+def test_one_thread_gives_the_same_vectors(onnx_cache: Path) -> None:
+    """`threads` (a Ray build's embedder actors share their machine's cores) changes where
+    the session runs, not what it computes."""
+    one = Embedder(backend="onnx", onnx_cache_dir=onnx_cache, threads=1)
+    np.testing.assert_allclose(
+        one.encode(TEXTS), onnx_embedder(onnx_cache).encode(TEXTS), atol=1e-6
+    )
+    assert one.backend == "onnx"
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [
         ({"backend": "tensorflow"}, "backend"),
         ({"backend": 1}, "backend"),
         ({"onnx_variant": "int4"}, "onnx variant"),
+        ({"threads": 0}, "threads"),
     ],
 )
 def test_bad_backend_arguments(kwargs: dict, match: str) -> None:
