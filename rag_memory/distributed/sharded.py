@@ -605,7 +605,17 @@ class ShardedMemory(AnswersFromMemory):
         return self._get(check_lookup_ids(ids))
 
     def _get(self, ids: list[str]) -> list[Slot]:
-        return self._by_id(ids, "get")
+        if not ids:
+            return []
+        groups = _by_shard(ids, self.shards)
+        parts = _gather(
+            [self._actors[s].get.remote([ids[i] for i in p]) for s, p in groups.items()]
+        )
+        out: list[Slot | None] = [None] * len(ids)
+        for positions, slots in zip(groups.values(), parts, strict=True):
+            for i, slot in zip(positions, slots, strict=True):
+                out[i] = slot
+        return out  # type: ignore[return-value]
 
     def contains(self, ids: str | list[str]) -> list[bool]:
         """Whether each of `ids` is stored, in order."""
@@ -613,24 +623,16 @@ class ShardedMemory(AnswersFromMemory):
         return self._contains(check_lookup_ids(ids))
 
     def _contains(self, ids: list[str]) -> list[bool]:
-        return self._by_id(ids, "contains")
-
-    def _by_id(self, ids: list[str], method: str) -> list[Any]:
-        """One answer per id, in input order: each shard's `method` asked (in parallel) for
-        the ids routed to it."""
         if not ids:
             return []
         groups = _by_shard(ids, self.shards)
         parts = _gather(
-            [
-                getattr(self._actors[s], method).remote([ids[i] for i in p])
-                for s, p in groups.items()
-            ]
+            [self._actors[s].contains.remote([ids[i] for i in p]) for s, p in groups.items()]
         )
-        out: list[Any] = [None] * len(ids)
-        for positions, answers in zip(groups.values(), parts, strict=True):
-            for i, answer in zip(positions, answers, strict=True):
-                out[i] = answer
+        out = [False] * len(ids)
+        for positions, found in zip(groups.values(), parts, strict=True):
+            for i, f in zip(positions, found, strict=True):
+                out[i] = f
         return out
 
     def ids(self, where: dict | None = None) -> list[str]:
