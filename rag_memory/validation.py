@@ -223,6 +223,10 @@ def check_vectors(
         raise InvalidVectorError(f"got {arr.shape[0]} {what} for {n} texts")
     if arr.shape[0] == 0:
         raise InvalidVectorError(f"{what} is empty")
+    if arr.shape[0] == 1:  # one query, the common case: one dot product, scalar compares
+        square = float(np.dot(arr[0], arr[0]))
+        if _UNIT_LOW <= square <= _UNIT_HIGH:  # NaN compares False: reported below
+            return arr if arr.flags.c_contiguous else np.ascontiguousarray(arr)
     # one pass: a NaN or inf anywhere in a row makes its norm NaN or inf
     squares = np.einsum("ij,ij->i", arr, arr)
     if ((squares >= _UNIT_LOW) & (squares <= _UNIT_HIGH)).all():  # NaN compares False

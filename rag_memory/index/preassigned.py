@@ -11,6 +11,20 @@ from __future__ import annotations
 import faiss
 import numpy as np
 
+# FAISS's `IndexIVF::search` splits a batch over the OpenMP threads *before* it calls
+# `search_preassigned`, which in the default parallel_mode 0 then runs sequentially: called
+# directly, as every routed search here does, a batch ran on one core. Mode 1 splits each
+# query's probed lists over the threads (a heap per thread, merged; faiss/IndexIVF.cpp), so a
+# batch and a single query both use every core. Measured on 100,000 x 384 at nprobe 16 (2
+# cores): 126 -> 83 us per query in batches of 100, 126 -> 90 us for one query.
+PARALLEL_OVER_LISTS = 1
+
+
+def searched_in_parallel(index: faiss.IndexIVF) -> faiss.IndexIVF:
+    """`index`, set to split each query's probed lists over the OpenMP threads (above)."""
+    index.parallel_mode = PARALLEL_OVER_LISTS
+    return index
+
 
 def search_preassigned(
     index: faiss.IndexIVF,

@@ -32,7 +32,7 @@ import numpy as np
 
 from .fanout import ProbeCounts, refine_exact
 from .merge import merge_topk
-from .preassigned import search_preassigned
+from .preassigned import search_preassigned, searched_in_parallel
 from .router import Router
 from .sealed import SealedShard
 
@@ -133,7 +133,7 @@ class StackedShards:
             layer = faiss.IndexIVFFlat(self.quantizer, d, nlist, template.metric_type)
         layer.replace_invlists(stacked, False)
         layer.ntotal = ntotal
-        return layer
+        return searched_in_parallel(layer)
 
     def route(self, queries: np.ndarray, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
         """(similarities, stacked list ids) of each query's `nprobe` nearest partitions."""
