@@ -29,7 +29,7 @@ import numpy as np
 
 from ..store.slot_table import GROWING_SHARD
 from .base import Route, ShardHits
-from .preassigned import search_preassigned, searched_in_parallel
+from .preassigned import PARALLEL_OVER_LISTS, search_preassigned
 from .router import Router
 
 
@@ -84,9 +84,10 @@ class GrowingShard:
         if self._router is router:
             return
         addrs, vectors = self.snapshot()
-        index = searched_in_parallel(
-            faiss.IndexIVFFlat(router.quantizer, self.dim, router.nlist, faiss.METRIC_INNER_PRODUCT)
+        index = faiss.IndexIVFFlat(
+            router.quantizer, self.dim, router.nlist, faiss.METRIC_INNER_PRODUCT
         )
+        index.parallel_mode = PARALLEL_OVER_LISTS  # one index object for batches and singles
         index.set_direct_map_type(faiss.DirectMap.Hashtable)
         self._router, self._index = router, index  # the router keeps the quantizer alive
         self._addrs = np.empty(0, dtype=np.int64)

@@ -13,17 +13,20 @@ import numpy as np
 
 # FAISS's `IndexIVF::search` splits a batch over the OpenMP threads *before* it calls
 # `search_preassigned`, which in the default parallel_mode 0 then runs sequentially: called
-# directly, as every routed search here does, a batch ran on one core. Mode 1 splits each
-# query's probed lists over the threads (a heap per thread, merged; faiss/IndexIVF.cpp), so a
-# batch and a single query both use every core. Measured on 100,000 x 384 at nprobe 16 (2
-# cores): 126 -> 83 us per query in batches of 100, 126 -> 90 us for one query.
+# directly, as every routed search here does, a batch ran on one core. `search_preassigned`
+# splits the work itself in mode 1 (each query's probed lists over the threads, a heap per
+# thread, merged) and mode 3 (the queries over the threads; faiss/IndexIVF.cpp). Measured
+# through `Memory.search` on 100,000 x 384 at nprobe 16 (2 cores), q/s in batches of 100 /
+# one at a time: mode 0 4,949 / 2,535; mode 1 7,477 / 3,672; mode 3 7,928 / 2,862; at nprobe
+# 1, mode 1 batches ran at 19,759 and mode 3 at 25,118. So one query splits its lists and a
+# batch its queries.
 PARALLEL_OVER_LISTS = 1
+PARALLEL_OVER_QUERIES = 3
 
 
-def searched_in_parallel(index: faiss.IndexIVF) -> faiss.IndexIVF:
-    """`index`, set to split each query's probed lists over the OpenMP threads (above)."""
-    index.parallel_mode = PARALLEL_OVER_LISTS
-    return index
+def parallel_mode_for(n_queries: int) -> int:
+    """The parallel_mode an IVF search of `n_queries` queries runs fastest in (above)."""
+    return PARALLEL_OVER_LISTS if n_queries == 1 else PARALLEL_OVER_QUERIES
 
 
 def search_preassigned(

@@ -32,7 +32,7 @@ import numpy as np
 
 from .fanout import ProbeCounts, refine_exact
 from .merge import merge_topk
-from .preassigned import search_preassigned, searched_in_parallel
+from .preassigned import parallel_mode_for, search_preassigned
 from .router import Router
 from .sealed import SealedShard
 
@@ -66,7 +66,12 @@ class StackedShards:
             by_group.setdefault(shard.group, []).append(shard)
         depth = max((len(v) for v in by_group.values()), default=0)
         self._keep: list[object] = []  # what the stacked lists point into
-        self.layers = [self._layer(sizes, by_group, j) for j in range(depth)]
+        # each layer twice over the same lists: for single queries and for batches, which
+        # FAISS parallelises differently (preassigned.parallel_mode_for)
+        self._layers = {
+            n_queries: [self._layer(sizes, by_group, j, n_queries) for j in range(depth)]
+            for n_queries in (1, 2)
+        }
         self.live_count = sum(s.live_count for s in self.shards)
         tombs = [s.tombstones for s in self.shards if len(s.tombstones)]
         self._tombstones = np.concatenate(tombs) if tombs else np.empty(0, np.int64)
@@ -100,9 +105,14 @@ class StackedShards:
         return len(self.shards)
 
     def _layer(
-        self, sizes: np.ndarray, by_group: dict[int, list[SealedShard]], depth: int
+        self,
+        sizes: np.ndarray,
+        by_group: dict[int, list[SealedShard]],
+        depth: int,
+        n_queries: int,
     ) -> faiss.IndexIVF:
-        """The IVF index of every group's `depth`-th shard, empty lists where a group has none."""
+        """The IVF index of every group's `depth`-th shard, empty lists where a group has none,
+        set to search `n_queries` queries at a time in parallel."""
         router = self.router
         template = router.template
         code_size = template.code_size
@@ -133,7 +143,8 @@ class StackedShards:
             layer = faiss.IndexIVFFlat(self.quantizer, d, nlist, template.metric_type)
         layer.replace_invlists(stacked, False)
         layer.ntotal = ntotal
-        return searched_in_parallel(layer)
+        layer.parallel_mode = parallel_mode_for(n_queries)
+        return layer
 
     def route(self, queries: np.ndarray, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
         """(similarities, stacked list ids) of each query's `nprobe` nearest partitions."""
@@ -160,9 +171,8 @@ class StackedShards:
         selector: faiss.IDSelector | None = self._tomb_selector
         if allowed is not None:  # live slots only: tombstones are not among them
             selector = faiss.IDSelectorBatch(allowed)  # must outlive the searches below
-        parts = [
-            search_preassigned(layer, queries, kk, lists, coarse, selector) for layer in self.layers
-        ]
+        layers = self._layers[1 if len(queries) == 1 else 2]
+        parts = [search_preassigned(ivf, queries, kk, lists, coarse, selector) for ivf in layers]
         best = merge_topk(parts, kk)
         if not refine:
             return best[0], best[1], 0
