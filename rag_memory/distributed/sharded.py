@@ -371,9 +371,10 @@ class ShardedMemory(AnswersFromMemory):
     def _stop_actors(self) -> None:
         """Close each member (a dead shard has nothing left to close: every write it
         acknowledged is on disk), then stop its actor."""
-        for shard, actor in enumerate(self._actors):
+        closing = [actor.close.remote() for actor in self._actors]  # all at once
+        for shard, (actor, ref) in enumerate(zip(self._actors, closing, strict=True)):
             try:
-                ray.get(actor.close.remote())
+                ray.get(ref)
             except (RayTaskError, RayActorError) as exc:
                 logger.warning("shard %d did not close cleanly: %s", shard, exc)
             ray.kill(actor, no_restart=True)
@@ -812,8 +813,8 @@ class ShardedMemory(AnswersFromMemory):
         return self._encode(check_texts(texts))
 
     def stats(self) -> dict[str, Any]:
-        """The members' figures merged (slots, bytes, shards per tier), and per shard its
-        node, its actor's process id, its slots, tiers and bytes."""
+        """The members' figures merged (slots, bytes, shards per tier), their lexical index's
+        settings, and per shard its node, its actor's process id, its slots, tiers and bytes."""
         self._check_open()
         members = _gather([a.stats.remote() for a in self._actors])
         where = _gather([a.describe.remote() for a in self._actors])
@@ -834,6 +835,8 @@ class ShardedMemory(AnswersFromMemory):
             "version": self._version,
             "tiers": tiers,
             "disk_bytes": sum(m["disk_bytes"] for m in members),
+            # one set of create options made every member's index: the first one's settings
+            "lexical": members[0]["lexical"],
             "members": [
                 {
                     "shard": shard,

@@ -21,11 +21,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..datasets.beir import BeirSplit, load_split
-from ..distributed.opening import is_sharded, open_members, open_read_only
+from ..distributed.opening import is_sharded, open_read_only
 from ..embed import Embedder
 from ..errors import InvalidInputError
 from ..hybrid import DENSE, HYBRID, SEARCH_MODES, HybridConfig
-from ..memory import Memory
 from . import measure
 from .anchor import ExactAnchor, anchor_from_memory
 from .beir import build_memory
@@ -177,15 +176,6 @@ def _text_mode(
     return hits, figures, per_query, lat
 
 
-def _lexical_settings(mem: AnyMemory, stats: dict[str, Any]) -> dict[str, Any]:
-    """The lexical index's settings from `stats()`; a sharded memory's members share theirs
-    (made with one set of options), so its first member's."""
-    if isinstance(mem, Memory):
-        return dict(stats["lexical"])
-    with open_members(mem.path) as members:
-        return dict(members[0].stats()["lexical"])
-
-
 def run_retrieval(config: RetrievalConfig) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Run the evaluation; returns (results, {system: single-query latencies in seconds})."""
     split = load_split(config.dataset, config.split)
@@ -216,7 +206,6 @@ def run_retrieval(config: RetrievalConfig) -> tuple[dict[str, Any], dict[str, np
             sweep = run_sweep(legs, split.qrels, hybrid, k)
             sweep["check"] = legs.compare(hybrid, k, searched[HYBRID])
         stats = mem.stats()
-        lexical = _lexical_settings(mem, stats)
         n_slots = len(mem)
         manifest_embedder = mem.manifest.embedder
 
@@ -247,7 +236,7 @@ def run_retrieval(config: RetrievalConfig) -> tuple[dict[str, Any], dict[str, np
         "primary_metric": PRIMARY_METRIC,
         "modes": by_mode,
         "hybrid": hybrid.to_dict(),
-        "lexical": lexical,
+        "lexical": stats["lexical"],
         "quality": quality,
         **({"sweep": sweep} if sweep is not None else {}),
         "systems": {
