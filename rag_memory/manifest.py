@@ -56,7 +56,7 @@ class RouterRecord:
     """The trained router / shard template (shards/codec.faiss, shards/codec.groups.npy);
     recorded under the JSON key "codec", its name in format version 1."""
 
-    kind: str  # "ivf_flat" or "ivf_pq"
+    kind: str  # one of index.codecs.SEALED_KINDS
     nlist: int
     groups: int
     sha256: str

@@ -19,6 +19,7 @@ from helpers import build_sealed_memory, unit_vectors
 
 from rag_memory import CorruptFileError, Memory, integrity
 from rag_memory.cli import main
+from rag_memory.index.codecs import SEALED_KINDS
 from rag_memory.store.slot_table import row_checksum
 from rag_memory.verify import verify_memory
 
@@ -130,12 +131,12 @@ def test_failed_open_releases_the_writer_lock(stored: Path) -> None:
 def sealed_clean(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One clean sealed memory of each kind, built once: tests damage copies."""
     root = tmp_path_factory.mktemp("sealed")
-    for kind in ("ivf_flat", "ivf_pq"):
+    for kind in SEALED_KINDS:
         build_sealed_memory(root / kind, kind)
     return root
 
 
-@pytest.fixture(params=["ivf_flat", "ivf_pq"])
+@pytest.fixture(params=SEALED_KINDS)
 def sealed(request, sealed_clean: Path, tmp_path: Path) -> Path:
     path = tmp_path / request.param
     shutil.copytree(sealed_clean / request.param, path)
@@ -288,7 +289,7 @@ def test_allocation_is_bounded_by_the_file(sealed_clean: Path, tmp_path: Path) -
     CorruptFileError naming the file, and the child's peak RSS stays under 1 GiB."""
     paths, expected = [], []
     for target in ("size_vector", "list_size", "quantizer", "router"):
-        for kind in ("ivf_flat", "ivf_pq"):
+        for kind in SEALED_KINDS:
             copy = tmp_path / f"{kind}-{target}"
             shutil.copytree(sealed_clean / kind, copy)
             expected.append(f"CorruptFileError {_craft_length(copy, target)}")

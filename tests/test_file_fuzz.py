@@ -30,9 +30,11 @@ from typing import Any
 
 import pytest
 
+from rag_memory.index.codecs import SEALED_KINDS
+
 CASES = int(os.environ.get("RAG_MEMORY_FUZZ_CASES", "160"))
 SEED = int(os.environ.get("RAG_MEMORY_FUZZ_SEED", "12"))
-KINDS = ("ivf_flat", "ivf_pq")
+KINDS = SEALED_KINDS
 FILE_KINDS = ("manifest", "sqlite", "codec", "groups", "faiss", "addr", "vec")
 CASE_SECONDS = 60  # a case still running after this is a hang
 ADDRESS_SPACE = 6 << 30  # RLIMIT_AS of the child: a runaway allocation fails, it cannot swap
@@ -58,7 +60,7 @@ def make_cases(clean: dict[str, Path], n: int, seed: int) -> list[dict[str, Any]
     rng = random.Random(seed)
     cases = []
     for i in range(n):
-        kind, file_kind = KINDS[i % 2], rng.choice(FILE_KINDS)
+        kind, file_kind = KINDS[i % len(KINDS)], rng.choice(FILE_KINDS)
         file = rng.choice(_files_of(clean[kind], file_kind))
         size = file.stat().st_size
         roll = rng.random()

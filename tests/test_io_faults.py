@@ -45,6 +45,7 @@ from helpers import report_probe
 
 from rag_memory import Memory, RagMemoryError
 from rag_memory.errors import DiskFullError, NotWritableError, StorageError
+from rag_memory.index.codecs import SEALED_KINDS
 from rag_memory.index.config import IndexConfig
 
 DIM = 16
@@ -403,7 +404,7 @@ def report(tally: Tally, name: str) -> None:
 
 
 # -- the sweeps ---------------------------------------------------------------------------
-@pytest.mark.parametrize("kind", ["ivf_flat", "ivf_pq"])
+@pytest.mark.parametrize("kind", SEALED_KINDS)
 def test_sweep_disk_full_on_a_small_tmpfs(tmpfs: Tmpfs, kind: str) -> None:
     """Each run on a tmpfs of another size fills it at another step; space is freed (the
     tmpfs grown) before the memory is reopened."""
@@ -422,7 +423,7 @@ def test_sweep_disk_full_on_a_small_tmpfs(tmpfs: Tmpfs, kind: str) -> None:
     assert tally.clean >= 1, "no run filled the disk: nothing was tested"
 
 
-@pytest.mark.parametrize("kind", ["ivf_flat", "ivf_pq"])
+@pytest.mark.parametrize("kind", SEALED_KINDS)
 def test_sweep_file_size_limit(tmp_path: Path, kind: str) -> None:
     """RLIMIT_FSIZE at many limits: the first file to outgrow it fails the write (EFBIG)."""
     limits = list(range(16 << 10, 640 << 10, 16 << 10))
@@ -438,7 +439,7 @@ def test_sweep_file_size_limit(tmp_path: Path, kind: str) -> None:
     assert tally.clean >= 1
 
 
-@pytest.mark.parametrize("kind", ["ivf_flat", "ivf_pq"])
+@pytest.mark.parametrize("kind", SEALED_KINDS)
 def test_sweep_eio_on_fsync(tmp_path: Path, fsync_shim: Path, kind: str) -> None:
     """Fail the Nth fsync/fdatasync of the writer with EIO, for N over every sync it makes."""
     env = {**ENV, "LD_PRELOAD": str(fsync_shim)}

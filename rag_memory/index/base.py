@@ -18,7 +18,6 @@ import numpy as np
 
 TIERS = ("gpu", "ram", "disk")  # fastest first; the manifest and placement use this order
 FLAT = "flat"  # an exact scan: the growing shard, or the plan for a small memory
-SEALED_KINDS = ("ivf_flat", "ivf_pq")  # what a sealed shard (and the router) can be
 
 
 @dataclass(frozen=True)
@@ -43,7 +42,7 @@ class Shard(Protocol):
     """What the tiered index asks of a shard."""
 
     shard_id: int
-    kind: str  # "flat" (the growing shard), "ivf_flat" or "ivf_pq"
+    kind: str  # "flat" (the growing shard), or one of codecs.SEALED_KINDS
     tier: str  # one of TIERS
 
     def __len__(self) -> int:

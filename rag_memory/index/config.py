@@ -10,7 +10,7 @@ from typing import Any
 
 from ..errors import InvalidInputError
 from ..validation import check_int, check_recall_target, config_from_dict
-from .base import SEALED_KINDS
+from .codecs import SEALED_KINDS
 
 DEFAULT_RECALL_TARGET = 0.95
 
@@ -22,8 +22,8 @@ class IndexConfig:
     """Settings of the tiered index. Defaults suit 10^5-10^7 vectors of dim 384 on a CPU."""
 
     kind: str = "auto"
-    """Codec of sealed shards: "ivf_flat", "ivf_pq", or "auto" (IVF-Flat if the flat codes of
-    `expected_vectors` fit the RAM budget, else IVF-PQ, as autofaiss chooses)."""
+    """Codec of sealed shards (`codecs.py`): "ivf_fp16", "ivf_flat", "ivf_pq", or "auto"
+    (IVF-fp16 if its codes for `expected_vectors` fit the RAM budget, else IVF-PQ)."""
     nlist: int | None = None
     """Partitions of the coarse quantizer (the router); None: 4*sqrt(n) at the first seal,
     capped so that every centroid trains on >= 39 points (the FAISS guideline)."""

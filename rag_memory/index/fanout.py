@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .base import Route, ShardHits
+from .codecs import first_candidates, more_candidates, reranks
 from .merge import merge_topk
 from .router import Router
 from .sealed import SealedShard
@@ -60,33 +61,61 @@ def search_sealed(
     (FAISS then spreads the queries over the cores itself)."""
     routed = set(np.unique(router.groups[route.lists[route.lists >= 0]]).tolist())
     targets = [s for s in shards if s.group in routed]
-    refine = router.kind == "ivf_pq"
-    # Candidates per query: never more than the routed shards hold (each shard allocates
-    # nq x kk results, so an unbounded refine_factor would allocate without bound).
-    kk = min(k * refine_factor, max(k, sum(len(s) for s in targets))) if refine else k
     run = map_shards if len(targets) > 1 else map
-    results = run(lambda s: s.search(queries, kk, allowed, route), targets)
-    pending: list[tuple[np.ndarray, ...]] = []
     counts = ProbeCounts()
-    for i, (shard, hits) in enumerate(zip(targets, results, strict=True)):
-        pending.append((hits.scores, hits.addrs, np.full(hits.addrs.shape, i, dtype=np.int32)))
-        if len(pending) > MERGE_BATCH:
-            pending = [merge_topk(pending, kk)]
-        counts.per_shard[shard.shard_id] = hits.probes
-        counts.total += hits.probes
-        if shard.tier == "disk":
-            counts.disk_bytes += hits.bytes_scanned
-        else:
-            counts.fast += hits.probes
-    if not pending:  # every routed group's shards are gone: nothing to merge
-        empty = np.full((len(queries), k), -1, dtype=np.int64)
-        return np.full(empty.shape, -np.inf, dtype=np.float32), empty, counts
-    best = merge_topk(pending, kk)
-    if not refine:
-        return best[0], best[1], counts
-    scores, addrs, read = refine_exact(queries, k, targets, best[1], best[2])
+
+    def candidates(kk: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The top kk over the routed shards: (scores, addresses, position in `targets`)."""
+        results = run(lambda s: s.search(queries, kk, allowed, route), targets)
+        pending: list[tuple[np.ndarray, ...]] = []
+        for i, (shard, hits) in enumerate(zip(targets, results, strict=True)):
+            pending.append((hits.scores, hits.addrs, np.full(hits.addrs.shape, i, np.int32)))
+            if len(pending) > MERGE_BATCH:
+                pending = [merge_topk(pending, kk)]
+            counts.per_shard[shard.shard_id] = hits.probes
+            counts.total += hits.probes
+            if shard.tier == "disk":
+                counts.disk_bytes += hits.bytes_scanned
+            else:
+                counts.fast += hits.probes
+        if not pending:  # every routed group's shards are gone: nothing to merge
+            addrs = np.full((len(queries), kk), -1, dtype=np.int64)
+            return np.full(addrs.shape, -np.inf, dtype=np.float32), addrs, addrs
+        scores, addrs, owner = merge_topk(pending, kk)
+        return scores, addrs, owner
+
+    exhaustive = route.lists.shape[1] >= router.nlist
+    if not reranks(router.kind, exhaustive):
+        return (*candidates(k)[:2], counts)
+    available = sum(len(s) for s in targets)
+    kind = router.kind
+    scores, addrs, read = rerank(kind, queries, k, refine_factor, available, targets, candidates)
     counts.disk_bytes += read
     return scores, addrs, counts
+
+
+def rerank(
+    kind: str,
+    queries: np.ndarray,
+    k: int,
+    refine_factor: int,
+    available: int,
+    shards: Sequence[SealedShard],
+    candidates: Callable[[int], tuple[np.ndarray, np.ndarray, np.ndarray]],
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """The exact top-k of a re-ranking search (`codecs.reranks`): `candidates(kk)` gives the
+    best kk per query by the codec's scores (scores, addresses, each one's position in
+    `shards`), never more than the `available` vectors; they are re-ranked exactly, and
+    fetched again, more of them, while `codecs.more_candidates` says the top-k may be
+    missing one. Returns (scores, addresses, bytes read from the .vec files)."""
+    kk, read = first_candidates(kind, k, refine_factor, available), 0
+    while True:
+        fetched, addrs, owner = candidates(kk)
+        scores, top, bytes_read = refine_exact(queries, k, shards, addrs, owner)
+        read += bytes_read
+        kk = more_candidates(kind, k, (fetched, addrs), scores, queries.shape[1], available)
+        if not kk:
+            return scores, top, read
 
 
 def refine_exact(

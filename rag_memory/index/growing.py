@@ -28,7 +28,8 @@ import faiss
 import numpy as np
 
 from ..store.slot_table import GROWING_SHARD
-from .base import Route, ShardHits
+from .base import FLAT, Route, ShardHits
+from .codecs import IVF_FLAT
 from .preassigned import PARALLEL_OVER_LISTS, search_preassigned
 from .router import Router
 
@@ -53,7 +54,7 @@ class GrowingShard:
 
     @property
     def kind(self) -> str:
-        return "flat" if self._router is None else "ivf_flat"
+        return FLAT if self._router is None else IVF_FLAT
 
     @property
     def live_count(self) -> int:

@@ -1,17 +1,17 @@
 """Reading a FAISS IVF file safely: its structure is parsed and checked before FAISS sees it.
 
-FAISS trusts the lengths inside its files. One flipped byte in a list size or a vector
-length makes `read_index` allocate that many entries (its deserialisation limit defaults to
-1 TiB per vector), and with IO_FLAG_MMAP it maps lists at offsets computed from those sizes
-without comparing them to the file's length. So before a file goes to FAISS, `parse_ivf`
-walks the layout FAISS writes for the indexes this package writes (faiss/impl/index_write.cpp:
-an IndexIVFFlat "IwFl" or IndexIVFPQ "IwPQ" over an IndexFlatIP quantizer "IxFI", no direct
-map, array inverted lists "ilar") with every length checked against the bytes the file has
-left, and requires the file to end exactly where the layout does. Nothing is allocated from a
-length the file cannot hold; `read_index` then runs with FAISS's own limit lowered to the
-file's size. The layout found is returned, so the caller can compare it with what the
-manifest and the router say the file must be (`SealedShard` does: kind, dim, count,
-partitions, centroids, PQ codebook, and every id against the shard's `.addr`).
+FAISS trusts the lengths inside its files. One flipped byte in a list size or a vector length
+makes `read_index` allocate that many entries (its deserialisation limit defaults to 1 TiB per
+vector), and with IO_FLAG_MMAP it maps lists at offsets computed from those sizes without
+comparing them to the file's length. So before a file goes to FAISS, `parse_ivf` walks the
+layout FAISS writes for the indexes this package writes (faiss/impl/index_write.cpp: an
+IndexIVFFlat "IwFl", IndexIVFScalarQuantizer "IwSq" (fp16 only) or IndexIVFPQ "IwPQ" over an
+IndexFlatIP quantizer "IxFI", no direct map, array inverted lists "ilar") with every length
+checked against the bytes the file has left, and requires the file to end exactly where the
+layout does. Nothing is allocated from a length the file cannot hold; `read_index` then runs
+with FAISS's own limit lowered to the file's size. The layout found is returned, so the caller
+can compare it with what the manifest and the router say the file must be (`SealedShard` does:
+kind, dim, count, partitions, centroids, PQ codebook, and every id against the shard's `.addr`).
 """
 
 from __future__ import annotations
@@ -26,8 +26,9 @@ import faiss
 import numpy as np
 
 from ..errors import CorruptFileError
+from .codecs import IVF_FLAT, IVF_FP16, IVF_PQ
 
-INDEX_FOURCC = {b"IwFl": "ivf_flat", b"IwPQ": "ivf_pq"}
+INDEX_FOURCC = {b"IwFl": IVF_FLAT, b"IwSq": IVF_FP16, b"IwPQ": IVF_PQ}
 _QUANTIZER_FOURCC = b"IxFI"  # IndexFlat with METRIC_INNER_PRODUCT
 _INVLISTS_FOURCC = b"ilar"
 _HEADER_DUMMY = 1 << 20  # FAISS writes this constant twice in every index header
@@ -39,7 +40,7 @@ _limit_lock = threading.Lock()  # FAISS's deserialisation limit is one process-w
 class IvfLayout:
     """What an IVF file holds, as parsed (offsets are bytes from the start of the file)."""
 
-    kind: str  # "ivf_flat" or "ivf_pq"
+    kind: str  # one of codecs.SEALED_KINDS
     dim: int
     ntotal: int
     centroids: np.ndarray  # (nlist, dim) float32: the quantizer's
@@ -145,7 +146,9 @@ def _parse(r: _Reader) -> IvfLayout:
     r.expect(0, r.u64("direct map length"), "direct map length")
     pq = None
     code_size = 4 * dim
-    if kind == "ivf_pq":
+    if kind == IVF_FP16:
+        code_size = _fp16_codes(r, dim)
+    if kind == IVF_PQ:
         r.expect(1, r.unpack("B", "by_residual")[0], "by_residual")
         code_size = r.u64("code size")
         pq_dim, m, nbits = r.unpack("QQQ", "PQ (d, M, nbits)")
@@ -167,6 +170,20 @@ def _parse(r: _Reader) -> IvfLayout:
     return IvfLayout(
         kind, dim, ntotal, centroids.reshape(nlist, dim), code_size, pq, sizes, offsets
     )
+
+
+def _fp16_codes(r: _Reader, dim: int) -> int:
+    """The scalar quantizer of an IVF-fp16 file (faiss/impl/index_write.cpp,
+    write_ScalarQuantizer, then the code size and by_residual): fp16, nothing trained, 2 bytes
+    per dimension, no residual. Returns the code size."""
+    qtype, _rangestat, _rangestat_arg = r.unpack("iif", "scalar quantizer type and range")
+    r.expect(faiss.ScalarQuantizer.QT_fp16, qtype, "scalar quantizer type")
+    sizes = r.unpack("QQ", "scalar quantizer (d, code size)")
+    r.expect((dim, 2 * dim), sizes, "scalar quantizer (d, code size)")
+    r.expect(0, r.floats("scalar quantizer training").size, "scalar quantizer trained floats")
+    r.expect(2 * dim, r.u64("code size"), "code size")
+    r.expect(0, r.unpack("B", "by_residual")[0], "by_residual")
+    return 2 * dim
 
 
 def _list_sizes(r: _Reader, nlist: int) -> np.ndarray:

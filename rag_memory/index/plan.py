@@ -11,9 +11,12 @@ estimates) and the FAISS wiki page "Guidelines to choose an index":
   "between 4*sqrt(n) and 16*sqrt(n)"), 16,384 below 10M, 65,536 below 300M, 2**17 beyond
   (autofaiss' first choices), clamped so that every centroid gets at least 39 training points
   (FAISS warns below `min_points_per_centroid` = 39);
-- IVF-Flat when its codes (4 * dim bytes + an 8-byte id per vector, plus the centroids) fit the
-  budget; otherwise IVF-PQ with 8-bit codes and the largest number of sub-quantizers m from
-  autofaiss' list (256, 128, 64, 48, 32, 24, 16, 8, 4) that divides dim and fits the budget.
+- IVF with half-precision codes (2 * dim bytes + an 8-byte id per vector, plus the centroids)
+  when they fit the budget: ours, not autofaiss' (which takes IVF-Flat then), because a probe
+  is a memory-bound scan that fp16 halves at the same recall (measured in `codecs.py`);
+  otherwise IVF-PQ with 8-bit codes and the largest number of sub-quantizers m from autofaiss'
+  list (256, 128, 64, 48, 32, 24, 16, 8, 4) that divides dim and fits the budget. IVF-Flat is
+  there for a config that names it.
 
 Two choices are ours, not autofaiss' (it tunes nprobe by timing a built index, and has no
 shards): `nprobe` starts at ceil(sqrt(nlist)), at least 8 (a common starting point, to be tuned
@@ -34,14 +37,14 @@ from typing import Any
 
 from ..errors import InvalidInputError
 from ..validation import is_int, json_object_problem
-from .base import FLAT, SEALED_KINDS
+from .base import FLAT
+from .codecs import IVF_FP16, IVF_PQ, PQ_NBITS, SEALED_KINDS
 from .config import IndexConfig
 
 FLAT_MAX_VECTORS = 10_000  # autofaiss quantization_threshold
 MIN_POINTS_PER_CENTROID = 39  # FAISS ClusteringParameters.min_points_per_centroid
 MAX_POINTS_PER_CENTROID = 256  # FAISS subsamples the training set beyond this
 PQ_M_CANDIDATES = (256, 128, 64, 48, 32, 24, 16, 8, 4)  # autofaiss get_optimal_quantization
-PQ_NBITS = 8
 # The PQ codebook trains on this many points per sub-quantizer centroid (16,384 rows at 8
 # bits), not FAISS's 256: training cost is linear in the points, and with the exact re-ranking
 # every IVF-PQ search does the recall does not move. Measured on 50,000 x 384 of the peer
@@ -76,7 +79,7 @@ _UNITS = {
 class IndexPlan:
     """The index layout chosen for a memory. Zero means "not applicable" for the IVF/PQ fields."""
 
-    kind: str  # "flat" | "ivf_flat" | "ivf_pq"
+    kind: str  # "flat" or one of codecs.SEALED_KINDS
     n_vectors: int  # vectors the plan was made for
     dim: int  # vector dimension
     memory_budget_bytes: int  # the budget the plan was asked to fit
@@ -110,7 +113,7 @@ class RouterChoice:
     """How the first seal trains the router: the plan for the expected size, with what
     `IndexConfig` fixes by hand taking precedence."""
 
-    kind: str  # "ivf_flat" | "ivf_pq" (sealed shards are always IVF)
+    kind: str  # one of codecs.SEALED_KINDS (sealed shards are always IVF)
     nlist: int
     pq_m: int
     groups: int  # partition groups, one sealed shard per group and seal
@@ -157,12 +160,12 @@ def nlist_for(n_vectors: int) -> int:
 def train_points_for(n_vectors: int, nlist: int, kind: str) -> int:
     """Training rows: MAX_POINTS_PER_CENTROID per centroid (what FAISS k-means subsamples to),
     and for IVF-PQ as many per PQ sub-centroid (2**PQ_NBITS of them), never more than n."""
-    centroids = max(nlist, 1 << PQ_NBITS) if kind == "ivf_pq" else nlist
+    centroids = max(nlist, 1 << PQ_NBITS) if kind == IVF_PQ else nlist
     return min(n_vectors, MAX_POINTS_PER_CENTROID * centroids)
 
 
-def ivf_flat_bytes(n_vectors: int, dim: int, nlist: int) -> int:
-    return n_vectors * (4 * dim + ID_BYTES) + nlist * dim * 4
+def ivf_fp16_bytes(n_vectors: int, dim: int, nlist: int) -> int:
+    return n_vectors * (2 * dim + ID_BYTES) + nlist * dim * 4
 
 
 def ivf_pq_bytes(n_vectors: int, dim: int, nlist: int, m: int, nbits: int = PQ_NBITS) -> int:
@@ -175,7 +178,7 @@ def _mib(n: int) -> str:
 
 
 def choose_index(n_vectors: int, dim: int, memory_budget_bytes: int) -> IndexPlan:
-    """Choose flat / IVF-Flat / IVF-PQ, nlist, PQ size, nprobe and training size (module doc)."""
+    """Choose flat / IVF-fp16 / IVF-PQ, nlist, PQ size, nprobe and training size (module doc)."""
     for name, value in (
         ("n_vectors", n_vectors),
         ("dim", dim),
@@ -202,24 +205,24 @@ def choose_index(n_vectors: int, dim: int, memory_budget_bytes: int) -> IndexPla
         )
     nlist = nlist_for(n_vectors)
     nprobe = min(nlist, max(8, math.ceil(math.sqrt(nlist))))
-    train = train_points_for(n_vectors, nlist, "ivf_flat")
-    flat_size = ivf_flat_bytes(n_vectors, dim, nlist)
+    train = train_points_for(n_vectors, nlist, IVF_FP16)
+    fp16_size = ivf_fp16_bytes(n_vectors, dim, nlist)
     ivf = (
         f"{n_vectors:,} vectors >= {FLAT_MAX_VECTORS:,}: IVF with nlist={nlist:,} "
         f"(~4*sqrt(n), >= {MIN_POINTS_PER_CENTROID} points per centroid)"
     )
-    if flat_size <= budget:
+    if fp16_size <= budget:
         return IndexPlan(
-            kind="ivf_flat",
+            kind=IVF_FP16,
             nlist=nlist,
             pq_m=0,
             pq_nbits=0,
             nprobe=nprobe,
             train_points=train,
-            estimated_bytes=flat_size,
+            estimated_bytes=fp16_size,
             fits_budget=True,
-            reason=f"{ivf}; uncompressed codes ({_mib(flat_size)}) fit the budget "
-            f"({_mib(budget)}), so IVF-Flat",
+            reason=f"{ivf}; half-precision codes ({_mib(fp16_size)}) fit the budget "
+            f"({_mib(budget)}), so IVF-fp16",
             **common,
         )
     candidates = [m for m in PQ_M_CANDIDATES if m < dim and dim % m == 0] or [1]
@@ -228,15 +231,15 @@ def choose_index(n_vectors: int, dim: int, memory_budget_bytes: int) -> IndexPla
     )
     size = ivf_pq_bytes(n_vectors, dim, nlist, m)
     fits = size <= budget
-    train = train_points_for(n_vectors, nlist, "ivf_pq")  # PQ codebooks train on it too
+    train = train_points_for(n_vectors, nlist, IVF_PQ)  # PQ codebooks train on it too
     why = (
-        f"{ivf}; IVF-Flat would need {_mib(flat_size)} > budget {_mib(budget)}, so IVF-PQ "
+        f"{ivf}; IVF-fp16 would need {_mib(fp16_size)} > budget {_mib(budget)}, so IVF-PQ "
         f"with m={m} x {PQ_NBITS} bits ({m + ID_BYTES} bytes per vector, {_mib(size)})"
     )
     if not fits:
         why += "; even the smallest PQ code exceeds the budget"
     return IndexPlan(
-        kind="ivf_pq",
+        kind=IVF_PQ,
         nlist=nlist,
         pq_m=m,
         pq_nbits=PQ_NBITS,
@@ -252,9 +255,10 @@ def choose_index(n_vectors: int, dim: int, memory_budget_bytes: int) -> IndexPla
 def min_train_vectors(kind: str) -> int:
     """Vectors the first seal needs to train a router of `kind`: FAISS k-means refuses fewer
     training points than centroids, and a PQ codebook has 2**PQ_NBITS centroids per
-    sub-quantizer. IVF-Flat trains on any number (nlist is capped by `max_nlist`), and
-    "auto" picks IVF-Flat for a first seal smaller than that (`choose_router`)."""
-    return PQ_MIN_TRAIN_VECTORS if kind == "ivf_pq" else 1
+    sub-quantizer. IVF-Flat and IVF-fp16 train on any number (nlist is capped by
+    `max_nlist`), and "auto" picks IVF-fp16 for a first seal smaller than that
+    (`choose_router`)."""
+    return PQ_MIN_TRAIN_VECTORS if kind == IVF_PQ else 1
 
 
 def default_pq_m(dim: int) -> int:
@@ -266,7 +270,7 @@ def default_pq_m(dim: int) -> int:
 def check_trainable(config: IndexConfig, dim: int) -> None:
     """Refuse at create a config that FAISS could never train, rather than at the first seal
     (where it would fail again at every retry)."""
-    if config.kind == "ivf_pq" or (config.kind == "auto" and config.pq_m is not None):
+    if config.kind == IVF_PQ or (config.kind == "auto" and config.pq_m is not None):
         m = config.pq_m or default_pq_m(dim)
         if m > dim or dim % m:
             raise InvalidInputError(
@@ -287,12 +291,12 @@ def choose_router(
     """The router the first seal trains on its `n_sealing` vectors: kind, nlist and PQ size of
     `choose_index` for the expected size (`config.expected_vectors` when larger) within the
     RAM budget, unless `config` fixes them; a plan of "flat" (a small memory) becomes
-    IVF-Flat. nlist never exceeds what the vectors at hand can train."""
+    IVF-fp16. nlist never exceeds what the vectors at hand can train."""
     expected = max(n_sealing, config.expected_vectors or 0)
     plan = choose_index(expected, dim, ram_bytes or UNLIMITED_BYTES)
     auto = config.kind == "auto"
-    pq = plan.kind == "ivf_pq" and n_sealing >= PQ_MIN_TRAIN_VECTORS
-    kind = ("ivf_pq" if pq else "ivf_flat") if auto else config.kind
+    pq = plan.kind == IVF_PQ and n_sealing >= PQ_MIN_TRAIN_VECTORS
+    kind = (IVF_PQ if pq else IVF_FP16) if auto else config.kind
     nlist = min(config.nlist or plan.nlist or nlist_for(expected), max_nlist(n_sealing))
     train = train_points_for(n_sealing, nlist, kind)
     reason = (

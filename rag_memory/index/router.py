@@ -26,8 +26,9 @@ import numpy as np
 from ..errors import CorruptFileError
 from ..fsutil import atomic_write_bytes
 from ..integrity import check_checksum, sha256_file
+from .codecs import IVF_PQ, PQ_NBITS, new_ivf, new_pq_template
 from .ivf_file import IvfLayout, parse_ivf, read_index
-from .plan import MAX_POINTS_PER_CENTROID, PQ_NBITS, PQ_TRAIN_POINTS_PER_CENTROID
+from .plan import MAX_POINTS_PER_CENTROID, PQ_TRAIN_POINTS_PER_CENTROID
 
 if TYPE_CHECKING:
     from ..manifest import RouterRecord
@@ -127,14 +128,12 @@ class Router:
         quantizer.add(
             np.ascontiguousarray(centroids / np.linalg.norm(centroids, axis=1, keepdims=True))
         )
-        if kind == "ivf_pq":
-            template = faiss.IndexIVFPQ(
-                quantizer, dim, nlist, pq_m, PQ_NBITS, faiss.METRIC_INNER_PRODUCT
-            )
+        if kind == IVF_PQ:
+            template = new_pq_template(quantizer, nlist, pq_m)
             pq_points = PQ_TRAIN_POINTS_PER_CENTROID * (1 << PQ_NBITS)
             template.train(training_sample(sample, pq_points, seed + 2))
         else:
-            template = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+            template = new_ivf(kind, quantizer, nlist)
         template.own_fields = True
         quantizer.this.disown()  # the template owns and frees its quantizer
         n_groups = max(1, min(n_groups, nlist))
@@ -162,22 +161,9 @@ class Router:
 
     def new_shard_index(self, group: int) -> faiss.IndexIVF:
         """An empty trained IVF index over the partitions of `group` (local numbering)."""
-        dim = self.template.d
-        quantizer = faiss.IndexFlatIP(dim)
+        quantizer = faiss.IndexFlatIP(self.template.d)
         quantizer.add(np.ascontiguousarray(self.centroids[self.groups == group]))
-        if self.kind == "ivf_pq":
-            index = faiss.IndexIVFPQ(
-                quantizer,
-                dim,
-                quantizer.ntotal,
-                self.template.pq.M,
-                PQ_NBITS,
-                faiss.METRIC_INNER_PRODUCT,
-            )
-            index.pq = self.template.pq  # the memory-wide codebook (SWIG copies the struct)
-            index.is_trained = True
-        else:
-            index = faiss.IndexIVFFlat(quantizer, dim, quantizer.ntotal, faiss.METRIC_INNER_PRODUCT)
+        index = new_ivf(self.kind, quantizer, quantizer.ntotal, like=self.template)
         index.own_fields = True
         quantizer.this.disown()
         return index
@@ -255,7 +241,7 @@ class Router:
                 path,
                 f"its quantizer is not the router's {len(centroids)} centroids of group {group}",
             )
-        if self.kind == "ivf_pq":
+        if self.kind == IVF_PQ:
             pq = self.template.pq
             codebook = faiss.vector_to_array(pq.centroids)
             if layout.pq is None or (layout.pq[0], layout.pq[1]) != (pq.M, pq.nbits):

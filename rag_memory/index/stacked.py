@@ -30,7 +30,8 @@ from collections.abc import Sequence
 import faiss
 import numpy as np
 
-from .fanout import ProbeCounts, refine_exact
+from .codecs import IVF_FLAT, new_ivf, reranks
+from .fanout import ProbeCounts, rerank
 from .merge import merge_topk
 from .preassigned import parallel_mode_for, search_preassigned
 from .router import Router
@@ -95,7 +96,7 @@ class StackedShards:
         self._tally_lock = threading.Lock()  # searches run concurrently under a read lock
         self._owner_addrs = np.empty(0, np.int64)
         self._owner_rows = np.empty(0, np.int64)
-        if router.kind == "ivf_pq":  # re-ranking reads each candidate from its shard's file
+        if router.kind != IVF_FLAT:  # re-ranking reads each candidate from its shard's file
             addrs = np.concatenate([s.addrs for s in self.shards] or [np.empty(0, np.int64)])
             owners = np.repeat(np.arange(len(self.shards)), [len(s) for s in self.shards])
             sort = np.argsort(addrs, kind="stable")
@@ -131,16 +132,7 @@ class StackedShards:
             lists.push_back(invlists)
         stacked = faiss.VStackInvertedLists(lists.size(), lists.data())
         self._keep.extend([lists, stacked])
-        d, nlist = template.d, template.nlist
-        if router.kind == "ivf_pq":
-            layer = faiss.IndexIVFPQ(
-                self.quantizer, d, nlist, template.pq.M, template.pq.nbits, template.metric_type
-            )
-            layer.pq = template.pq
-            layer.by_residual = template.by_residual
-            layer.is_trained = True
-        else:
-            layer = faiss.IndexIVFFlat(self.quantizer, d, nlist, template.metric_type)
+        layer = new_ivf(router.kind, self.quantizer, template.nlist, like=template)
         layer.replace_invlists(stacked, False)
         layer.ntotal = ntotal
         layer.parallel_mode = parallel_mode_for(n_queries)
@@ -166,24 +158,29 @@ class StackedShards:
         """Top-k (scores, addresses, bytes re-ranking read from disk) over the stacked shards
         for a routed batch (`route`; count its probes with `tally`); tombstones never answer,
         and with `allowed` only those addresses do."""
-        refine = self.router.kind == "ivf_pq"
-        kk = min(k * refine_factor, max(k, self.live_count)) if refine else k
+        kind = self.router.kind
         selector: faiss.IDSelector | None = self._tomb_selector
         if allowed is not None:  # live slots only: tombstones are not among them
             selector = faiss.IDSelectorBatch(allowed)  # must outlive the searches below
         layers = self._layers[1 if len(queries) == 1 else 2]
-        parts = [search_preassigned(ivf, queries, kk, lists, coarse, selector) for ivf in layers]
-        best = merge_topk(parts, kk)
-        if not refine:
-            return best[0], best[1], 0
-        owner = self._owners(best[1])
-        return refine_exact(queries, k, self.shards, best[1], owner)
+
+        def candidates(kk: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            parts = [search_preassigned(i, queries, kk, lists, coarse, selector) for i in layers]
+            scores, addrs = merge_topk(parts, kk)[:2]
+            return scores, addrs, self._owners(addrs)
+
+        if not reranks(kind, exhaustive=lists.shape[1] >= self.router.nlist):
+            return (*candidates(k)[:2], 0)
+        available = self.live_count if allowed is None else len(allowed)
+        return rerank(kind, queries, k, refine_factor, available, self.shards, candidates)
 
     def _owners(self, addrs: np.ndarray) -> np.ndarray:
         """The position in `shards` of the shard holding each address (-1 for padding)."""
+        if not len(self._owner_addrs):  # the stacked shards hold nothing
+            return np.full(addrs.shape, -1, dtype=np.int64)
         rows = np.searchsorted(self._owner_addrs, addrs)
-        rows = np.minimum(rows, max(0, len(self._owner_addrs) - 1))
-        return np.where(addrs >= 0, self._owner_rows[rows] if len(rows.flat) else -1, -1)
+        rows = np.minimum(rows, len(self._owner_addrs) - 1)
+        return np.where(addrs >= 0, self._owner_rows[rows], -1)
 
     def tally(self, lists: np.ndarray) -> int:
         """Count a routed batch's probes per stacked list (a few microseconds); returns the

@@ -20,13 +20,14 @@ pytestmark = [
 ]
 
 
-def test_gpu_tier_equals_cpu_tier(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["ivf_flat", "ivf_fp16"])
+def test_gpu_tier_equals_cpu_tier(tmp_path: Path, kind: str) -> None:
     rng = np.random.default_rng(0)
     x = rng.standard_normal((50_000, 64)).astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     queries = x[:256] + 0.05 * rng.standard_normal((256, 64)).astype(np.float32)
     config = IndexConfig(
-        kind="ivf_flat",
+        kind=kind,
         seal_threshold=10**9,
         nlist=256,
         nprobe=16,

@@ -10,7 +10,7 @@ from rag_memory.index.plan import (
     MIN_POINTS_PER_CENTROID,
     IndexPlan,
     choose_index,
-    ivf_flat_bytes,
+    ivf_fp16_bytes,
     nlist_for,
     parse_bytes,
 )
@@ -24,11 +24,11 @@ def test_small_collections_are_flat() -> None:
     assert plan.estimated_bytes == 5_183 * 384 * 4 and "flat" in plan.reason
 
 
-def test_ivf_flat_when_the_codes_fit() -> None:
+def test_ivf_fp16_when_the_codes_fit() -> None:
     plan = choose_index(100_000, 384, 1024 * MIB)
-    assert plan.kind == "ivf_flat" and plan.pq_m == 0
+    assert plan.kind == "ivf_fp16" and plan.pq_m == 0
     assert plan.nlist == 1024  # 2 ** round(log2(4 * sqrt(100k) = 1265))
-    assert plan.estimated_bytes == ivf_flat_bytes(100_000, 384, 1024) <= 1024 * MIB
+    assert plan.estimated_bytes == ivf_fp16_bytes(100_000, 384, 1024) <= 1024 * MIB
     assert 1 <= plan.nprobe <= plan.nlist and plan.train_points >= 39 * plan.nlist
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from rag_memory import Memory
+from rag_memory.index.codecs import SEALED_KINDS
 from rag_memory.index.config import IndexConfig
 from rag_memory.index.placement import HeatTracker, place_shards
 
@@ -62,7 +63,7 @@ def test_sealing_routes_to_shards_and_stays_exact_when_probing_all(tmp_path: Pat
         stats = mem.stats()
         sealed = [s for s in stats["shards"] if s["sealed"]]
         assert len(sealed) >= 4 and sum(s["vectors"] for s in stats["shards"]) == 12_000
-        assert stats["index"]["kind_chosen"] == "ivf_flat" and "auto" in stats["index"]["reason"]
+        assert stats["index"]["kind_chosen"] == "ivf_fp16" and "auto" in stats["index"]["reason"]
         assert ids(mem.search(QUERIES, k=10)) == exact(QUERIES, 10)
         assert len(mem) == 12_000
     with Memory.open(tmp_path / "m", cache=None) as mem:  # sealed shards reopen from the manifest
@@ -288,7 +289,7 @@ def test_iter_vectors_covers_every_shard(tmp_path: Path) -> None:
         assert seen["i42"].dtype == np.float32
 
 
-@pytest.mark.parametrize("kind", ["ivf_flat", "ivf_pq"])
+@pytest.mark.parametrize("kind", SEALED_KINDS)
 def test_merged_shard_equals_a_shard_built_from_the_live_vectors(tmp_path: Path, kind: str) -> None:
     """Merging concatenates codes (no re-encoding): the result must search exactly like a shard
     encoded afresh from the same live vectors, tombstones gone."""

@@ -395,7 +395,7 @@ def test_synthetic_build_streams_blocks_and_plans_ivf(tmp_path: Path) -> None:
     )
     report = run_synthetic(config).to_dict()
     assert report["slots_total"] == 12_000 and report["blocks"] == 3
-    assert report["index_plan"]["kind"] == "ivf_flat" and report["index_plan"]["nlist"] == 256
+    assert report["index_plan"]["kind"] == "ivf_fp16" and report["index_plan"]["nlist"] == 256
     # the plan is for the final size; what was built is reported beside it (no seal yet here)
     assert (
         report["index_built"]["kind"] == "flat"
@@ -412,7 +412,7 @@ def test_text_and_synthetic_builds_create_memories_alike(tmp_path: Path) -> None
     # both paths: the budget is the RAM budget, the plan is applied where the size is known
     with create_memory(tmp_path / "known", 16, 1 << 20, 12_000) as mem:
         index = mem.manifest.index
-        assert index["kind"] == "ivf_flat" and index["expected_vectors"] == 12_000
+        assert index["kind"] == "ivf_fp16" and index["expected_vectors"] == 12_000
         assert index["nlist"] == 256
     with create_memory(tmp_path / "unknown", 16, 1 << 20, None) as mem:
         assert mem.manifest.index["kind"] == "auto"
