@@ -25,7 +25,7 @@ SECONDS = float(os.environ.get("RAG_MEMORY_SOAK_SECONDS", "12"))
 DIM = 16
 BATCH = 20
 CONFIG = {
-    "kind": "ivf_flat",
+    "kind": "ivf_fp16",  # the default codec: probing all partitions re-ranks from .vec files
     "seal_threshold": 200,
     "nlist": 16,
     "nprobe": 16,  # every partition: a slot searched by its own vector is the top hit
@@ -174,3 +174,33 @@ def test_a_reader_whose_shards_the_writer_retired_still_reports_and_rebalances(
             assert reader.search(vectors[0], k=1)[0].id != ids[0]
             assert reader.search(vectors[BATCH], k=1)[0].id == ids[BATCH]
             assert reader.stats()["slots"] == len(ids) - BATCH
+
+
+def test_a_replica_whose_catch_up_failed_tries_again(tmp_path: Path, monkeypatch) -> None:
+    """A read-only replica skips the table's counters while its connection has seen no new
+    commit (`SlotTable.commit_mark`); a catch-up that fails must not count as seen, or the
+    replica would stay behind the writer for good."""
+    from rag_memory import StorageError
+    from rag_memory.store.slot_table import SlotTable
+
+    vectors = np.eye(DIM, dtype=np.float32)[:2]
+    with Memory.create(tmp_path / "m", dim=DIM, cache=None) as writer:
+        writer.add(["a"], ids=["a"], vectors=vectors[:1])
+        with Memory.open(tmp_path / "m", read_only=True, cache=None) as reader:
+            assert [h.id for h in reader.search(vectors[1], k=5)] == ["a"]
+            writer.add(["b"], ids=["b"], vectors=vectors[1:])
+            snapshot = SlotTable.snapshot
+
+            def fails_once(self, since_version=-1):
+                monkeypatch.setattr(SlotTable, "snapshot", snapshot)
+                raise StorageError(self.path, "injected: the disk went away for a moment")
+
+            monkeypatch.setattr(SlotTable, "snapshot", fails_once)
+            try:
+                reader.search(vectors[1], k=5)
+            except StorageError:
+                pass
+            else:
+                raise AssertionError("the injected failure did not reach the search")
+            assert [h.id for h in reader.search(vectors[1], k=5)] == ["b", "a"]
+            assert [h.id for h in reader.search(vectors[1], k=5)] == ["b", "a"]  # marked now

@@ -9,7 +9,7 @@ every shard (the growing shard, an exact scan, ignores it), and every search ans
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
@@ -96,6 +96,11 @@ class ShardTable(Protocol):
 
     def counters(self) -> tuple[int, int]:
         """(version, generation) at one instant."""
+        ...
+
+    def commit_mark(self) -> Hashable:
+        """A mark of the commits this thread can see: equal marks from one thread mean no
+        commit in between (cheaper than `counters`)."""
         ...
 
     def snapshot(self, since_version: int = -1) -> TableSnapshot:

@@ -92,6 +92,7 @@ class Router:
         self.template = template
         self.kind = kind
         self.groups = groups  # partition -> group
+        self.nlist: int = template.nlist  # read on every search: a plain int, not a SWIG call
         self.quantizer = faiss.downcast_index(template.quantizer)
         self.centroids = self.quantizer.reconstruct_n(0, template.nlist)
         # partition -> its number inside its group's shard index
@@ -99,10 +100,6 @@ class Router:
         for g in range(self.n_groups):
             members = np.flatnonzero(groups == g)
             self.local[members] = np.arange(len(members))
-
-    @property
-    def nlist(self) -> int:
-        return self.template.nlist
 
     @property
     def n_groups(self) -> int:

@@ -91,7 +91,7 @@ class StackedShards:
                 self._disk_list_bytes[starts[g] : starts[g + 1]] += shard.list_bytes.astype(
                     np.int64
                 )
-        self._tally = np.zeros(router.nlist + 1, dtype=np.int64)  # probes per stacked list
+        self._tallied: list[np.ndarray] = []  # routed lists of the batches since the last take
         self._tally_queries = 0
         self._tally_lock = threading.Lock()  # searches run concurrently under a read lock
         self._owner_addrs = np.empty(0, np.int64)
@@ -139,8 +139,16 @@ class StackedShards:
         return layer
 
     def route(self, queries: np.ndarray, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
-        """(similarities, stacked list ids) of each query's `nprobe` nearest partitions."""
-        return self.quantizer.search(queries, min(nprobe, self.router.nlist))
+        """(similarities, stacked list ids) of each query's `nprobe` nearest partitions. The
+        C entry point is called directly, as in `preassigned.search_preassigned`: `queries`
+        are already contiguous float32 (`TieredIndex.search`)."""
+        nq, nprobe = len(queries), min(nprobe, self.router.nlist)
+        coarse = np.empty((nq, nprobe), dtype=np.float32)
+        lists = np.empty((nq, nprobe), dtype=np.int64)
+        self.quantizer.search_c(
+            nq, faiss.swig_ptr(queries), nprobe, faiss.swig_ptr(coarse), faiss.swig_ptr(lists)
+        )
+        return coarse, lists
 
     def global_lists(self, lists: np.ndarray) -> np.ndarray:
         """Stacked list ids -> the router's partition ids (-1 stays -1)."""
@@ -164,15 +172,20 @@ class StackedShards:
             selector = faiss.IDSelectorBatch(allowed)  # must outlive the searches below
         layers = self._layers[1 if len(queries) == 1 else 2]
 
-        def candidates(kk: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        def candidates(kk: int) -> tuple[np.ndarray, np.ndarray]:
             parts = [search_preassigned(i, queries, kk, lists, coarse, selector) for i in layers]
             scores, addrs = merge_topk(parts, kk)[:2]
-            return scores, addrs, self._owners(addrs)
+            return scores, addrs
 
         if not reranks(kind, exhaustive=lists.shape[1] >= self.router.nlist):
-            return (*candidates(k)[:2], 0)
+            return (*candidates(k), 0)
+
+        def owned_candidates(kk: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            scores, addrs = candidates(kk)
+            return scores, addrs, self._owners(addrs)
+
         available = self.live_count if allowed is None else len(allowed)
-        return rerank(kind, queries, k, refine_factor, available, self.shards, candidates)
+        return rerank(kind, queries, k, refine_factor, available, self.shards, owned_candidates)
 
     def _owners(self, addrs: np.ndarray) -> np.ndarray:
         """The position in `shards` of the shard holding each address (-1 for padding)."""
@@ -183,13 +196,13 @@ class StackedShards:
         return np.where(addrs >= 0, self._owner_rows[rows], -1)
 
     def tally(self, lists: np.ndarray) -> int:
-        """Count a routed batch's probes per stacked list (a few microseconds); returns the
-        queries tallied since the last `take_counts`. Heat and tier accounting are derived
-        from the tally in `take_counts`, not per query: on a single-query search, building
-        per-shard counts cost as much as the FAISS call itself."""
-        counts = np.bincount(lists.ravel() + 1, minlength=len(self._tally))  # +1: -1 pads
+        """Keep a routed batch's lists for counting (a list append); returns the queries
+        tallied since the last `take_counts`. Heat and tier accounting are derived from the
+        tally in `take_counts`, not per query: on a single-query search, building per-shard
+        counts cost as much as the FAISS call itself, and even a bincount per query cost 3 us
+        of a 100 us search."""
         with self._tally_lock:
-            self._tally += counts
+            self._tallied.append(lists)
             self._tally_queries += len(lists)
             return self._tally_queries
 
@@ -198,11 +211,12 @@ class StackedShards:
         probes of its group's partitions; disk bytes are the codes of the probed disk-tier
         lists."""
         with self._tally_lock:
-            per_list, queries = self._tally[1:].copy(), self._tally_queries
-            self._tally[:] = 0
-            self._tally_queries = 0
+            tallied, queries = self._tallied, self._tally_queries
+            self._tallied, self._tally_queries = [], 0
         if not queries:
             return 0, ProbeCounts()
+        probed = np.concatenate([lists.ravel() for lists in tallied])
+        per_list = np.bincount(probed[probed >= 0], minlength=self.router.nlist)  # -1: pads
         per_group = np.bincount(
             self.group_of_list, weights=per_list, minlength=self.router.n_groups
         ).astype(np.int64)

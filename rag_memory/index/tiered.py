@@ -95,6 +95,7 @@ class TieredIndex:
     ) -> None:
         self.lock = ReadWriteLock()
         self.read_only = read_only
+        self._caught_up = threading.local()  # per thread: the commit mark caught up to
         self.budgets = budgets
         self._directory = directory
         self._shard_dir = directory / SHARDS_DIR
@@ -651,11 +652,18 @@ class TieredIndex:
         search sees it)."""
         if not self.read_only:
             return
+        mark = self._table.commit_mark()  # recorded once caught up to it, per thread
+        if mark == getattr(self._caught_up, "mark", None):
+            return
         version, generation = self._table.counters()
         # The manifest commits before the table: a replica that read a manifest a generation
         # ahead of the table (between the writer's two commits) is not behind.
-        if version == self._version and generation <= self.manifest.generation:
-            return
+        if version != self._version or generation > self.manifest.generation:
+            self._apply_commits(on_change)
+        self._caught_up.mark = mark
+
+    def _apply_commits(self, on_change: Callable[[], None]) -> None:
+        """`catch_up`'s work once the counters say the replica is behind."""
         with self.lock.write():
             changes = self._table.snapshot(self._version)
             if changes.generation > self.manifest.generation:

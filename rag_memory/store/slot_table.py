@@ -20,6 +20,7 @@ open (indexes agree with their table), larger ones in `rag-memory verify`. Schem
 from __future__ import annotations
 
 import errno
+import itertools
 import json
 import logging
 import math
@@ -179,6 +180,7 @@ class SlotTable:
         self.lexical = lexical
         self._lexical_ready = False
         self._local = threading.local()
+        self._serials = itertools.count()  # numbers this table's reader connections
         self._connections: list[sqlite3.Connection] = []
         self._connections_lock = threading.Lock()
         self._schema = SCHEMA_VERSION  # of the table as last connected to
@@ -284,6 +286,7 @@ class SlotTable:
         conn = getattr(self._local, "conn", None)
         if conn is None:
             conn = self._local.conn = self._connect()
+            self._local.serial = next(self._serials)
         return conn
 
     def close(self) -> None:
@@ -833,6 +836,18 @@ class SlotTable:
                     self.path, f"slot address {addr}: vector blob does not match its checksum"
                 )
         return addrs, vectors.astype(np.float32, copy=False), version
+
+    def commit_mark(self) -> tuple[int, int]:
+        """(this thread's connection, its `PRAGMA data_version`): the version changes whenever
+        another connection commits (sqlite.org/pragma.html#pragma_data_version), so equal
+        marks from one thread mean nothing was committed in between; a reconnected thread's
+        mark differs by its connection's number. Half the cost of `counters()` (5 vs 11 us):
+        a read-only replica asks before every search whether the writer committed."""
+        try:
+            version = self._reader().execute("PRAGMA data_version").fetchone()[0]
+        except sqlite3.DatabaseError as exc:
+            raise _failure(self.path, exc, "reading", f"read failed ({exc})") from exc
+        return self._local.serial, version
 
     def counters(self) -> tuple[int, int]:
         """(version, generation), read in one statement: a reader's cheap "anything new?"."""

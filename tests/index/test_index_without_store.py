@@ -55,6 +55,9 @@ class DictTable:
     def counters(self) -> tuple[int, int]:
         return self._version, self._generation
 
+    def commit_mark(self) -> tuple[int, int]:
+        return self._version, self._generation
+
     def snapshot(self, since_version: int = -1) -> TableSnapshot:
         addrs = sorted(
             a
