@@ -1,12 +1,13 @@
 """Damaged files, fuzzed: every case opens and answers exactly as the clean copy, or raises a
 CorruptFileError naming the damaged file; no other exception, no crash, no hang, RSS bounded.
 
-Two clean memories are built once, sealed IVF-Flat and IVF-PQ (some shards in RAM, some on
-disk, memory-mapped; a few tombstones; one growing slot). Each case copies one, damages one
-file of a kind drawn uniformly (manifest.json, slots.sqlite, codec.faiss, codec.groups.npy, a
-shard's .faiss, .addr or .vec) by a random single-byte flip, a truncation or an extension,
-opens it (read-only or as the writer, alternately) and answers a fixed set of queries: len,
-searches with and without a filter (ids, scores, texts, metadata), get, and iter_vectors.
+Clean memories are built once, one per sealed kind (codecs.SEALED_KINDS: IVF-Flat, IVF-fp16,
+IVF-PQ; some shards in RAM, some on disk, memory-mapped; a few tombstones; one growing slot).
+Each case copies one, damages one file of a kind drawn uniformly (manifest.json, slots.sqlite,
+codec.faiss, codec.groups.npy, a shard's .faiss, .addr or .vec) by a random single-byte flip, a
+truncation or an extension, opens it (read-only or as the writer, alternately) and answers a
+fixed set of queries: len, searches with and without a filter (ids, scores, texts, metadata),
+get, and iter_vectors.
 
 The cases run in a child process (a segfault cannot take pytest down), under RLIMIT_AS and a
 per-case alarm. Seeded and sized by RAG_MEMORY_FUZZ_CASES (default 160, ~20 s here) and
