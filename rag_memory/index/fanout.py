@@ -65,7 +65,11 @@ def search_sealed(
     counts = ProbeCounts()
 
     def candidates(kk: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The top kk over the routed shards: (scores, addresses, position in `targets`)."""
+        """The top kk over the routed shards: (scores, addresses, position in `targets`).
+        `counts` are the last fetch's: a re-ranking search fetching more probes the same
+        partitions for the same queries, which heat must count once."""
+        nonlocal counts
+        counts = ProbeCounts()
         results = run(lambda s: s.search(queries, kk, allowed, route), targets)
         pending: list[tuple[np.ndarray, ...]] = []
         for i, (shard, hits) in enumerate(zip(targets, results, strict=True)):
