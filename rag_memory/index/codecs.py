@@ -7,9 +7,9 @@ are re-ranked exactly from the shard's full-precision vectors (its .vec file).
   nprobe 16, 2 cores), recall@10 0.965 for both, 14,524 vs 8,474 q/s in batches of 100 and
   8,540 vs 5,726 one query at a time; from 10,000 to 100,000 vectors fp16 scanned 1.5-2.2x
   faster in batches and 1.2-2.0x alone, recall within 0.001. "auto" picks it.
-  Its scores are within `FP16_SCORE_ERROR` of the exact ones. A search probing every partition
+  Its scores are within `fp16_score_error` of the exact ones. A search probing every partition
   is promised exact, so there the candidates are re-ranked exactly, and more are fetched
-  until the bound proves that none left out could enter the top-k (`exhaustive_ranking_is_exact`).
+  until the bound proves that none left out could enter the top-k (`more_candidates`).
 - ivf_flat: float32 codes, scores exact as they are.
 - ivf_pq: PQ codes (8 bits per sub-code), always re-ranked: k * refine_factor candidates get
   their exact scores, as FAISS `IndexRefine` does; PQ alone ranks poorly.
@@ -70,10 +70,10 @@ def new_pq_template(quantizer: faiss.IndexFlatIP, nlist: int, pq_m: int) -> fais
     )
 
 
-def reranks(kind: str, exhaustive: bool) -> bool:
-    """Whether a search of `kind` re-ranks its candidates exactly (module doc); `exhaustive`:
-    it probes every partition."""
-    return kind == IVF_PQ or (kind == IVF_FP16 and exhaustive)
+def reranks(kind: str, nprobe: int, nlist: int) -> bool:
+    """Whether a search of `kind` probing `nprobe` of `nlist` partitions re-ranks its
+    candidates exactly (module doc): IVF-PQ always, IVF-fp16 when it probes them all."""
+    return kind == IVF_PQ or (kind == IVF_FP16 and nprobe >= nlist)
 
 
 def first_candidates(kind: str, k: int, refine_factor: int, available: int) -> int:

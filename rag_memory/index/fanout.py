@@ -88,8 +88,7 @@ def search_sealed(
         scores, addrs, owner = merge_topk(pending, kk)
         return scores, addrs, owner
 
-    exhaustive = route.lists.shape[1] >= router.nlist
-    if not reranks(router.kind, exhaustive):
+    if not reranks(router.kind, route.lists.shape[1], router.nlist):
         return (*candidates(k)[:2], counts)
     available = sum(len(s) for s in targets)
     kind = router.kind

@@ -30,7 +30,7 @@ import numpy as np
 from ..store.slot_table import GROWING_SHARD
 from .base import FLAT, Route, ShardHits
 from .codecs import IVF_FLAT
-from .preassigned import PARALLEL_OVER_LISTS, search_preassigned
+from .preassigned import PARALLEL_OVER_LISTS, flat_search, search_preassigned
 from .router import Router
 
 
@@ -167,19 +167,7 @@ class GrowingShard:
             bitmap = np.packbits(mask, bitorder="little")  # must outlive the search below
             selector = faiss.IDSelectorBitmap(len(mask), faiss.swig_ptr(bitmap))
             params = faiss.SearchParameters(sel=selector)
-        nq = len(queries)
-        scores = np.empty((nq, k), dtype=np.float32)
-        positions = np.empty((nq, k), dtype=np.int64)
-        # the C entry point: the Python wrapper's checks and copies cost as much as a small
-        # scan (the queries are checked float32 C-contiguous rows already)
-        self._index.search_c(
-            nq,
-            faiss.swig_ptr(queries),
-            k,
-            faiss.swig_ptr(scores),
-            faiss.swig_ptr(positions),
-            params,
-        )
+        scores, positions = flat_search(self._index, queries, k, params)
         addrs = (
             np.where(positions >= 0, self._addrs[positions], -1) if len(self._addrs) else positions
         )

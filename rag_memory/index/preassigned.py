@@ -4,6 +4,8 @@ The router assigns a query batch to partitions once; the stacked CPU tiers, each
 and the indexed growing shard then search their inverted lists for that assignment with FAISS's
 `IndexIVF::search_preassigned`, instead of each running the coarse quantizer again (the
 pattern of FAISS's `IndexIVF.search_preassigned` and its `benchs/distributed_ondisk`).
+`flat_search` is the plain search of a flat index (the router's quantizer, the growing shard
+before the first seal) through the same kind of direct call.
 """
 
 from __future__ import annotations
@@ -71,3 +73,21 @@ def search_preassigned(
         params,
     )
     return scores, ids
+
+
+def flat_search(
+    index: faiss.IndexFlat,
+    queries: np.ndarray,
+    k: int,
+    params: faiss.SearchParameters | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k (scores, row numbers) of `index` for `queries`, which must be float32 C-contiguous
+    rows already (`validation.check_vectors` makes them so): FAISS's C entry point, since the
+    Python wrapper's checks and copies cost as much as a small scan or a single routing."""
+    nq = len(queries)
+    scores = np.empty((nq, k), dtype=np.float32)
+    rows = np.empty((nq, k), dtype=np.int64)
+    index.search_c(
+        nq, faiss.swig_ptr(queries), k, faiss.swig_ptr(scores), faiss.swig_ptr(rows), params
+    )
+    return scores, rows

@@ -24,16 +24,17 @@ under its write lock whenever a shard, a tier or a tombstone changes.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Sequence
 
 import faiss
 import numpy as np
 
-from .codecs import IVF_FLAT, new_ivf, reranks
+from .codecs import new_ivf, reranks
 from .fanout import ProbeCounts, rerank
 from .merge import merge_topk
-from .preassigned import parallel_mode_for, search_preassigned
+from .preassigned import flat_search, parallel_mode_for, search_preassigned
 from .router import Router
 from .sealed import SealedShard
 
@@ -94,13 +95,6 @@ class StackedShards:
         self._tallied: list[np.ndarray] = []  # routed lists of the batches since the last take
         self._tally_queries = 0
         self._tally_lock = threading.Lock()  # searches run concurrently under a read lock
-        self._owner_addrs = np.empty(0, np.int64)
-        self._owner_rows = np.empty(0, np.int64)
-        if router.kind != IVF_FLAT:  # re-ranking reads each candidate from its shard's file
-            addrs = np.concatenate([s.addrs for s in self.shards] or [np.empty(0, np.int64)])
-            owners = np.repeat(np.arange(len(self.shards)), [len(s) for s in self.shards])
-            sort = np.argsort(addrs, kind="stable")
-            self._owner_addrs, self._owner_rows = addrs[sort], owners[sort]
 
     def __len__(self) -> int:
         return len(self.shards)
@@ -139,16 +133,9 @@ class StackedShards:
         return layer
 
     def route(self, queries: np.ndarray, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
-        """(similarities, stacked list ids) of each query's `nprobe` nearest partitions. The
-        C entry point is called directly, as in `preassigned.search_preassigned`: `queries`
-        are already contiguous float32 (`TieredIndex.search`)."""
-        nq, nprobe = len(queries), min(nprobe, self.router.nlist)
-        coarse = np.empty((nq, nprobe), dtype=np.float32)
-        lists = np.empty((nq, nprobe), dtype=np.int64)
-        self.quantizer.search_c(
-            nq, faiss.swig_ptr(queries), nprobe, faiss.swig_ptr(coarse), faiss.swig_ptr(lists)
-        )
-        return coarse, lists
+        """(similarities, stacked list ids) of each query's `nprobe` nearest partitions
+        (`queries` are contiguous float32 rows: `TieredIndex.search` makes them so)."""
+        return flat_search(self.quantizer, queries, min(nprobe, self.router.nlist))
 
     def global_lists(self, lists: np.ndarray) -> np.ndarray:
         """Stacked list ids -> the router's partition ids (-1 stays -1)."""
@@ -177,7 +164,7 @@ class StackedShards:
             scores, addrs = merge_topk(parts, kk)[:2]
             return scores, addrs
 
-        if not reranks(kind, exhaustive=lists.shape[1] >= self.router.nlist):
+        if not reranks(kind, lists.shape[1], self.router.nlist):
             return (*candidates(k), 0)
 
         def owned_candidates(kk: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -187,13 +174,24 @@ class StackedShards:
         available = self.live_count if allowed is None else len(allowed)
         return rerank(kind, queries, k, refine_factor, available, self.shards, owned_candidates)
 
+    @functools.cached_property
+    def _owner_table(self) -> tuple[np.ndarray, np.ndarray]:
+        """(every address, sorted; the position in `shards` of its shard): what re-ranking
+        reads each candidate's vector by. Built at the first re-ranking search, not at every
+        restack: an fp16 stack re-ranks only when probing every partition. Two threads may
+        both build it; they build the same."""
+        addrs = np.concatenate([s.addrs for s in self.shards] or [np.empty(0, np.int64)])
+        owners = np.repeat(np.arange(len(self.shards)), [len(s) for s in self.shards])
+        sort = np.argsort(addrs, kind="stable")
+        return addrs[sort], owners[sort]
+
     def _owners(self, addrs: np.ndarray) -> np.ndarray:
         """The position in `shards` of the shard holding each address (-1 for padding)."""
-        if not len(self._owner_addrs):  # the stacked shards hold nothing
+        owner_addrs, owner_rows = self._owner_table
+        if not len(owner_addrs):  # the stacked shards hold nothing
             return np.full(addrs.shape, -1, dtype=np.int64)
-        rows = np.searchsorted(self._owner_addrs, addrs)
-        rows = np.minimum(rows, len(self._owner_addrs) - 1)
-        return np.where(addrs >= 0, self._owner_rows[rows], -1)
+        rows = np.minimum(np.searchsorted(owner_addrs, addrs), len(owner_addrs) - 1)
+        return np.where(addrs >= 0, owner_rows[rows], -1)
 
     def tally(self, lists: np.ndarray) -> int:
         """Keep a routed batch's lists for counting (a list append); returns the queries
